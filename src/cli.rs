@@ -1,0 +1,292 @@
+//! The command line: global options (each also read from the environment), the
+//! subcommands, and the admin commands, which work on the database file directly (also
+//! while the server runs). Admin commands print exactly the value asked for on stdout,
+//! one line, so scripts can capture it; problems go to stderr with a non-zero exit.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::SessionToken;
+use crate::config::{Limits, Settings};
+use crate::db::{self, Admin, Entity};
+use crate::domain::Timestamp;
+use crate::startup::Application;
+
+/// neptun-chat: a self-hosted chat-message store with a JSON HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "neptun-chat", version, about)]
+pub struct Cli {
+    /// SQLite database file; its folder is created if missing.
+    #[arg(long, global = true, env = "NEPTUN_DATABASE", default_value = "data/neptun.db")]
+    pub database: PathBuf,
+
+    /// Address the server listens on (port 0 picks a free one).
+    #[arg(long, global = true, env = "NEPTUN_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// What to do; serves when left out.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Request size limits.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest accepted request body in bytes (larger ones get 413).
+    #[arg(long, global = true, env = "NEPTUN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+
+    /// Most messages in one batch.
+    #[arg(long, global = true, env = "NEPTUN_MAX_BATCH", default_value_t = Limits::default().max_batch)]
+    pub max_batch: usize,
+
+    /// Longest accepted message text, in UTF-8 bytes.
+    #[arg(long, global = true, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes)]
+    pub max_message_bytes: usize,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Manage chats.
+    #[command(subcommand)]
+    Chat(ChatCommand),
+    /// Exit 0 if the running server answers GET /healthz with 200 (for container health checks).
+    Healthcheck(HealthcheckOpts),
+}
+
+/// `user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints its id.
+    Create(UserCreateOpts),
+}
+
+/// `user create`
+#[derive(Debug, Args)]
+pub struct UserCreateOpts {
+    /// The new user's id (1 to 128 printable characters, no '/').
+    pub user_id: String,
+    /// The user's email address (stored lower-cased).
+    #[arg(long)]
+    pub email: Option<String>,
+}
+
+/// `session ...`
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Create a session for a user; prints the new token (shown only this once).
+    Create(SessionCreateOpts),
+}
+
+/// `session create`
+#[derive(Debug, Args)]
+pub struct SessionCreateOpts {
+    /// The user the session is for.
+    pub user_id: String,
+    /// Days until the session expires; 0 makes one that is already expired.
+    #[arg(long, default_value_t = 30)]
+    pub ttl_days: u32,
+}
+
+/// `chat ...`
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Create a chat for a user; prints its id.
+    Create(ChatCreateOpts),
+}
+
+/// `chat create`
+#[derive(Debug, Args)]
+pub struct ChatCreateOpts {
+    /// The owner of the chat.
+    pub user_id: String,
+    /// The chat's name.
+    #[arg(long, default_value = "New chat")]
+    pub name: String,
+    /// The model the chat talks to.
+    #[arg(long, default_value = "default")]
+    pub model: String,
+}
+
+/// `healthcheck`
+#[derive(Debug, Args)]
+pub struct HealthcheckOpts {
+    /// The URL to probe [default: http://<bind>/healthz, with 0.0.0.0 read as 127.0.0.1]
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+impl Cli {
+    /// The server settings these options describe.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            database: self.database.clone(),
+            bind: self.bind.clone(),
+            limits: Limits {
+                max_body_bytes: self.limits.max_body_bytes,
+                max_batch: self.limits.max_batch,
+                max_text_bytes: self.limits.max_message_bytes,
+            },
+        }
+    }
+}
+
+/// Runs the command the user asked for.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        None | Some(Command::Serve) => serve(cli.settings()),
+        Some(Command::User(UserCommand::Create(opts))) => create_user(&cli, opts),
+        Some(Command::Session(SessionCommand::Create(opts))) => create_session(&cli, opts),
+        Some(Command::Chat(ChatCommand::Create(opts))) => create_chat(&cli, opts),
+        Some(Command::Healthcheck(opts)) => healthcheck(&cli, opts),
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings)?;
+        app.run_until_stopped().await.context("the server failed")
+    })
+}
+
+fn open_admin(cli: &Cli) -> anyhow::Result<Admin> {
+    Admin::open(&cli.database)
+        .with_context(|| format!("cannot use the database {}", cli.database.display()))
+}
+
+/// Prints `value` as the command's one line of output.
+fn print_line(value: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
+    let id = opts.user_id.as_str();
+    if id.is_empty() || id.chars().count() > 128 || id.contains('/') || id.chars().any(char::is_control) {
+        bail!("invalid user id {id:?}: use 1 to 128 printable characters without '/'");
+    }
+    let email = match &opts.email {
+        Some(email) => Some(
+            crate::validation::normalize_email(email)
+                .with_context(|| format!("invalid email address {email:?}"))?,
+        ),
+        None => None,
+    };
+    match open_admin(cli)?.create_user(id, email.as_deref(), None) {
+        Err(db::Error::Conflict(Entity::User)) => {
+            bail!("a user with id {id:?} or that email already exists")
+        }
+        other => other?,
+    }
+    print_line(id)
+}
+
+fn create_session(cli: &Cli, opts: &SessionCreateOpts) -> anyhow::Result<()> {
+    let token = SessionToken::generate().context("the OS random source failed")?;
+    let expires_at = Timestamp::from_datetime(
+        chrono::Utc::now() + chrono::Duration::days(i64::from(opts.ttl_days)),
+    );
+    match open_admin(cli)?.create_session(&opts.user_id, &token.hash(), &expires_at) {
+        Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
+        other => other?,
+    }
+    print_line(token.expose())
+}
+
+fn create_chat(cli: &Cli, opts: &ChatCreateOpts) -> anyhow::Result<()> {
+    let chat_id = match open_admin(cli)?.create_chat(&opts.user_id, &opts.name, &opts.model) {
+        Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
+        other => other?,
+    };
+    print_line(&chat_id.to_string())
+}
+
+fn healthcheck(cli: &Cli, opts: &HealthcheckOpts) -> anyhow::Result<()> {
+    let url = match &opts.url {
+        Some(url) => url.clone(),
+        None => format!("http://{}/healthz", cli.bind.replacen("0.0.0.0", "127.0.0.1", 1)),
+    };
+    let status = http_get_status(&url).with_context(|| format!("GET {url} failed"))?;
+    if status != 200 {
+        bail!("GET {url} answered {status}");
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 GET that returns the status code. The health check needs nothing
+/// more, and this keeps an HTTP client library (and curl in the image) out of the binary.
+fn http_get_status(url: &str) -> anyhow::Result<u16> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let timeout = Duration::from_secs(3);
+    let addr = authority
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("cannot resolve {authority}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    while len < 12 {
+        let n = stream.read(&mut head[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let line = String::from_utf8_lossy(&head[..len]);
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP response: {line:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_the_defaults() {
+        let cli = Cli::try_parse_from(["neptun-chat"]).unwrap();
+        assert!(cli.command.is_none());
+        let settings = cli.settings();
+        assert_eq!(settings.database, PathBuf::from("data/neptun.db"));
+        assert_eq!(settings.bind, "127.0.0.1:8080");
+        assert_eq!(settings.limits, Limits::default());
+    }
+}

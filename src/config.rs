@@ -1,0 +1,48 @@
+//! [`Settings`]: the checked runtime configuration the server is built from. Built from
+//! the command line by [`cli`](crate::cli); does no I/O, so tests build it directly.
+
+use std::path::PathBuf;
+
+use crate::validation::MessageLimits;
+
+/// Size limits on requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes in one request body; above it the answer is 413.
+    pub max_body_bytes: usize,
+    /// Most messages in one batch.
+    pub max_batch: usize,
+    /// Most UTF-8 bytes in one message text.
+    pub max_text_bytes: usize,
+}
+
+impl Limits {
+    /// The limits the validation of a create-messages body needs.
+    pub fn messages(&self) -> MessageLimits {
+        MessageLimits {
+            max_batch: self.max_batch,
+            max_text_bytes: self.max_text_bytes,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch: 1000,
+            max_text_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Everything [`Application::build`](crate::startup::Application::build) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The SQLite database file; its folder is created if missing.
+    pub database: PathBuf,
+    /// The address to listen on, e.g. `127.0.0.1:8080` (port 0 picks a free port).
+    pub bind: String,
+    /// Request size limits.
+    pub limits: Limits,
+}

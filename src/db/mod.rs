@@ -1,0 +1,196 @@
+//! SQLite storage. This module owns every SQL statement in the program; the rest of the
+//! crate sees [`Db`] (for the server) and [`Admin`] (for the command line), both of which
+//! speak domain types only, so another backend can later sit behind the same methods.
+//!
+//! # Design
+//! Reads take a connection from an r2d2 pool on a blocking thread. Every write goes to
+//! one dedicated writer thread that owns the only write connection ([`writer`]), so
+//! concurrent requests queue in memory instead of failing with `SQLITE_BUSY`. The admin
+//! commands write from another process while the server runs; both sides use IMMEDIATE
+//! transactions and a busy timeout, so they wait for each other instead of failing.
+
+mod admin;
+mod chats;
+mod messages;
+mod schema;
+mod sessions;
+mod users;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, TransactionBehavior};
+
+pub use admin::Admin;
+pub use schema::SCHEMA_VERSION;
+
+use crate::domain::{ChatMessage, NewMessage, Timestamp};
+use writer::Writer;
+
+/// The database layer's error. It knows nothing about HTTP: `ApiError` decides what a
+/// client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The thing asked for does not exist (or is not visible to the asking user).
+    #[error("{0} not found")]
+    NotFound(Entity),
+    /// A unique value is already taken.
+    #[error("{0} already exists")]
+    Conflict(Entity),
+    /// The file is not a database this program may use (see the message).
+    #[error("{0}")]
+    Incompatible(String),
+    /// SQLite itself failed.
+    #[error("sqlite error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// No pooled connection could be had.
+    #[error("connection pool error")]
+    Pool(#[from] r2d2::Error),
+    /// The writer thread has stopped, so no write can be made.
+    #[error("the database writer is not running")]
+    WriterGone,
+    /// A blocking read task was cancelled or panicked.
+    #[error("blocking database task failed")]
+    Blocking(#[from] tokio::task::JoinError),
+    /// The database folder could not be created.
+    #[error("cannot create the database folder {path}")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a [`Error::NotFound`] or [`Error::Conflict`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    /// A user.
+    User,
+    /// A chat conversation.
+    Chat,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::User => "user",
+            Entity::Chat => "chat",
+        })
+    }
+}
+
+/// The `Result` of this layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type Pool = r2d2::Pool<SqliteConnectionManager>;
+
+/// How many read connections the pool keeps. Reads are short; a few cover two cores.
+const READ_POOL_SIZE: u32 = 8;
+
+/// The server's handle on the database: a read pool and the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    writer: Writer,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, applies the schema and starts
+    /// the writer thread. Fails on a file that is not this program's database.
+    pub fn open(path: &Path) -> Result<Db> {
+        let conn = open_for_writing(path)?;
+        let manager = SqliteConnectionManager::file(path).with_init(|conn| {
+            configure_connection(conn)?;
+            // Pooled connections only read; all writes go through the writer.
+            conn.pragma_update(None, "query_only", true)
+        });
+        let pool = r2d2::Pool::builder()
+            .max_size(READ_POOL_SIZE)
+            .build(manager)?;
+        let writer = Writer::spawn(conn).map_err(|_| Error::WriterGone)?;
+        Ok(Db { pool, writer })
+    }
+
+    /// Runs `f` with a pooled read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || f(&*pool.get()?)).await?
+    }
+
+    /// Runs `f` inside one IMMEDIATE transaction on the writer thread; commits if `f`
+    /// succeeds, rolls everything back if it fails.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.writer
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = f(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })
+            .await
+    }
+
+    /// Answers whether the database can be read.
+    pub async fn ping(&self) -> Result<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    /// The user a live session token hash belongs to; `None` if the session is unknown
+    /// or expired.
+    pub async fn session_user(&self, token_hash: [u8; 32]) -> Result<Option<String>> {
+        self.read(move |conn| sessions::find_session_user(conn, &token_hash, &Timestamp::now()))
+            .await
+    }
+
+    /// Appends `messages` to `owner`'s chat `chat_id` in one transaction, in order.
+    /// [`Error::NotFound`] if the chat does not exist or belongs to someone else.
+    pub async fn append_messages(
+        &self,
+        owner: String,
+        chat_id: i64,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<ChatMessage>> {
+        self.write(move |tx| {
+            messages::insert_messages(tx, &owner, chat_id, messages, &Timestamp::now())
+        })
+        .await
+    }
+}
+
+/// Opens a read-write connection to `path` (creating the file and its folder), switches
+/// the file to WAL and brings its schema up to date. Used by the writer and by [`Admin`].
+fn open_for_writing(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut conn = Connection::open(path)?;
+    configure_connection(&mut conn)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0))?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// The pragmas every connection gets, pooled or not.
+fn configure_connection(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Fails with SQLITE_NOTADB here, not on first use, when the file is not a database.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Domain types that both the HTTP layer and storage speak. Nothing here knows about
+//! actix or rusqlite, so a second storage backend can reuse them as they are.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+/// Who wrote a message. Serialized as `"user"`, `"assistant"` or `"system"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A person typing in the chat.
+    User,
+    /// The model's answer.
+    Assistant,
+    /// Instructions for the model.
+    System,
+}
+
+impl Role {
+    /// Every role, in the order error messages list them.
+    pub const ALL: [Role; 3] = [Role::User, Role::Assistant, Role::System];
+
+    /// The wire and storage spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        }
+    }
+
+    /// The role spelled `s`, if any (exact, case-sensitive).
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message to be appended to a chat: text exactly as the client sent it, and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The text, never trimmed or normalised.
+    pub content: String,
+    /// Who wrote it.
+    pub role: Role,
+}
+
+/// A stored message, in the shape the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// Strictly increasing in insertion order, never reused.
+    pub id: i64,
+    /// The chat it belongs to.
+    pub chat_conversation_id: i64,
+    /// The owner of the chat.
+    pub neptun_user_id: String,
+    /// The text exactly as sent.
+    pub message: String,
+    /// Who wrote it.
+    pub actor: Role,
+    /// RFC 3339, UTC, millisecond precision, ending in `Z`.
+    pub created_at: Timestamp,
+}
+
+/// A UTC instant, rendered as RFC 3339 with milliseconds and a `Z`
+/// (`2026-11-24T18:43:05.123Z`). The fixed width makes stored values sort as text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Timestamp(String);
+
+impl Timestamp {
+    /// The current instant.
+    pub fn now() -> Self {
+        Self::from_datetime(Utc::now())
+    }
+
+    /// `instant`, rendered in the stored format.
+    pub fn from_datetime(instant: DateTime<Utc>) -> Self {
+        Timestamp(instant.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    /// Wraps a value read back from storage, which was written by [`Timestamp::now`].
+    pub fn from_stored(text: String) -> Self {
+        Timestamp(text)
+    }
+
+    /// The RFC 3339 text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_millis_and_z() {
+        let instant = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.006+00:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            Timestamp::from_datetime(instant).as_str(),
+            "2026-01-02T03:04:05.006Z"
+        );
+    }
+
+    #[test]
+    fn roles_round_trip_and_reject_other_spellings() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("User"), None);
+        assert_eq!(Role::parse(" user"), None);
+    }
+}

@@ -1,0 +1,29 @@
+//! neptun-chat: a self-hosted chat-message store.
+//!
+//! One binary serves a JSON HTTP API over an embedded SQLite database. A chat front end
+//! uses it to keep users' conversations and append messages to them, one at a time or as
+//! an ordered batch in one transaction. `main.rs` only parses the command line and hands
+//! over to [`cli::run`].
+
+/// Session tokens and the middleware that authenticates `/api/users/{user_id}` requests.
+pub mod auth;
+/// Command line: global options, subcommands, and the admin commands behind them.
+pub mod cli;
+/// Checked runtime settings built from the command line; no I/O.
+pub mod config;
+/// SQLite storage: the only module that speaks SQL.
+pub mod db;
+/// Types shared by the HTTP layer and storage: users, chats, messages, timestamps.
+pub mod domain;
+/// `ApiError` and the JSON error envelope every failing response uses.
+pub mod error;
+/// Request extractors that turn framework failures into `ApiError`s.
+pub mod extract;
+/// HTTP routes, one file per resource.
+pub mod routes;
+/// Building and running the HTTP server.
+pub mod startup;
+/// Logging set-up and the per-request log line with its request id.
+pub mod telemetry;
+/// Request bodies to domain types, collecting zod-style issues.
+pub mod validation;

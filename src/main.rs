@@ -1,0 +1,18 @@
+//! The `neptun-chat` binary: parse the command line, start logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use neptun_chat::{cli, telemetry};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    telemetry::init_logging();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Request bodies to domain types. Pure functions: they take parsed JSON and either
+//! return validated values or *every* problem found, each shaped like a zod issue
+//! (`{"code", "path", "message", ...}`) so front ends written against zod can show them.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::{NewMessage, Role};
+
+/// The options of the `actor` / `role` enum, as issues list them.
+const ROLE_OPTIONS: [&str; 3] = ["user", "assistant", "system"];
+
+/// The limits a create-messages body is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Most messages in one batch.
+    pub max_batch: usize,
+    /// Most UTF-8 bytes in one message text.
+    pub max_text_bytes: usize,
+}
+
+/// One element of an issue's `path`: an object key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PathSegment {
+    /// An object key.
+    Key(&'static str),
+    /// An array index.
+    Index(usize),
+}
+
+/// One problem with a request body, serialized like a zod issue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// What kind of problem, with its details; serialized flat, tagged by `code`.
+    #[serde(flatten)]
+    pub kind: IssueKind,
+    /// Where in the body.
+    pub path: Vec<PathSegment>,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// The zod issue codes this service produces, with their extra fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum IssueKind {
+    /// A value of the wrong JSON type, or a missing field (`received: "undefined"`).
+    InvalidType {
+        /// The type wanted.
+        expected: &'static str,
+        /// The type found.
+        received: &'static str,
+    },
+    /// A string or array below its minimum.
+    TooSmall {
+        /// The minimum.
+        minimum: usize,
+        /// `"string"` or `"array"`.
+        #[serde(rename = "type")]
+        of: &'static str,
+        /// Always true: the minimum itself is allowed.
+        inclusive: bool,
+        /// Always false.
+        exact: bool,
+    },
+    /// A string (in UTF-8 bytes) or array above its maximum.
+    TooBig {
+        /// The maximum.
+        maximum: usize,
+        /// `"string"` or `"array"`.
+        #[serde(rename = "type")]
+        of: &'static str,
+        /// Always true: the maximum itself is allowed.
+        inclusive: bool,
+        /// Always false.
+        exact: bool,
+    },
+    /// A string that is not one of the allowed options.
+    InvalidEnumValue {
+        /// The allowed values.
+        options: &'static [&'static str],
+        /// The value found.
+        received: String,
+    },
+    /// The body matches neither accepted form, or both.
+    InvalidUnion,
+    /// The body is not valid JSON.
+    InvalidJson {
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+    },
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            return f.write_str(&self.message);
+        }
+        for (i, segment) in self.path.iter().enumerate() {
+            match segment {
+                PathSegment::Key(key) if i == 0 => write!(f, "{key}")?,
+                PathSegment::Key(key) => write!(f, ".{key}")?,
+                PathSegment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Issue {
+    /// An `invalid_json` issue for a body the JSON parser rejected.
+    pub fn invalid_json(err: &serde_json::Error) -> Issue {
+        Issue {
+            kind: IssueKind::InvalidJson {
+                line: err.line(),
+                column: err.column(),
+            },
+            path: Vec::new(),
+            message: format!("Invalid JSON: {err}"),
+        }
+    }
+
+    fn invalid_type(path: Vec<PathSegment>, expected: &'static str, found: Option<&Value>) -> Issue {
+        let received = found.map_or("undefined", json_type);
+        let message = if found.is_none() {
+            "Required".to_owned()
+        } else {
+            format!("Expected {expected}, received {received}")
+        };
+        Issue {
+            kind: IssueKind::InvalidType { expected, received },
+            path,
+            message,
+        }
+    }
+}
+
+/// zod's name for the type of a JSON value.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A valid create-messages body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateMessages {
+    /// `{"message", "actor"}`: answered with `{"chatMessage"}`.
+    Single(NewMessage),
+    /// `{"messages": [{"content", "role"}, ...]}`: answered with `{"chatMessages"}`.
+    Batch(Vec<NewMessage>),
+}
+
+/// Validates a create-messages body. Unknown fields are ignored; a body with both forms
+/// is ambiguous and rejected.
+pub fn parse_create_messages(
+    body: Value,
+    limits: &MessageLimits,
+) -> Result<CreateMessages, Vec<Issue>> {
+    let mut object = match body {
+        Value::Object(object) => object,
+        other => return Err(vec![Issue::invalid_type(Vec::new(), "object", Some(&other))]),
+    };
+    let batch = object.contains_key("messages");
+    let single = object.contains_key("message") || object.contains_key("actor");
+    let mut issues = Vec::new();
+    let parsed = match (single, batch) {
+        (true, true) => {
+            return Err(vec![Issue {
+                kind: IssueKind::InvalidUnion,
+                path: Vec::new(),
+                message: "Ambiguous body: send either {message, actor} or {messages}, not both"
+                    .to_owned(),
+            }]);
+        }
+        (false, false) => {
+            return Err(vec![Issue {
+                kind: IssueKind::InvalidUnion,
+                path: Vec::new(),
+                message: "Invalid input: expected {message, actor} or {messages: [{content, role}]}"
+                    .to_owned(),
+            }]);
+        }
+        (true, false) => {
+            let message = take_message(&mut object, &[], ("message", "actor"), limits, &mut issues);
+            message.map(CreateMessages::Single)
+        }
+        (false, true) => {
+            take_batch(object.remove("messages"), limits, &mut issues).map(CreateMessages::Batch)
+        }
+    };
+    match parsed {
+        Some(valid) if issues.is_empty() => Ok(valid),
+        _ => Err(issues),
+    }
+}
+
+fn take_batch(
+    value: Option<Value>,
+    limits: &MessageLimits,
+    issues: &mut Vec<Issue>,
+) -> Option<Vec<NewMessage>> {
+    let path = || vec![PathSegment::Key("messages")];
+    let items = match value {
+        Some(Value::Array(items)) => items,
+        other => {
+            issues.push(Issue::invalid_type(path(), "array", other.as_ref()));
+            return None;
+        }
+    };
+    if items.is_empty() {
+        issues.push(Issue {
+            kind: IssueKind::TooSmall {
+                minimum: 1,
+                of: "array",
+                inclusive: true,
+                exact: false,
+            },
+            path: path(),
+            message: "Array must contain at least 1 element(s)".to_owned(),
+        });
+    } else if items.len() > limits.max_batch {
+        issues.push(Issue {
+            kind: IssueKind::TooBig {
+                maximum: limits.max_batch,
+                of: "array",
+                inclusive: true,
+                exact: false,
+            },
+            path: path(),
+            message: format!("Array must contain at most {} element(s)", limits.max_batch),
+        });
+    }
+    let mut messages = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let prefix = [PathSegment::Key("messages"), PathSegment::Index(index)];
+        match item {
+            Value::Object(mut object) => {
+                let message =
+                    take_message(&mut object, &prefix, ("content", "role"), limits, issues);
+                messages.extend(message);
+            }
+            other => issues.push(Issue::invalid_type(prefix.to_vec(), "object", Some(&other))),
+        }
+    }
+    Some(messages)
+}
+
+/// Takes one message out of `object`, whose text and role fields are named `fields`.
+fn take_message(
+    object: &mut Map<String, Value>,
+    prefix: &[PathSegment],
+    (text_field, role_field): (&'static str, &'static str),
+    limits: &MessageLimits,
+    issues: &mut Vec<Issue>,
+) -> Option<NewMessage> {
+    let at = |field| {
+        let mut path = prefix.to_vec();
+        path.push(PathSegment::Key(field));
+        path
+    };
+    let content = take_text(object.remove(text_field), at(text_field), limits, issues);
+    let role = take_role(object.remove(role_field), at(role_field), issues);
+    Some(NewMessage {
+        content: content?,
+        role: role?,
+    })
+}
+
+fn take_text(
+    value: Option<Value>,
+    path: Vec<PathSegment>,
+    limits: &MessageLimits,
+    issues: &mut Vec<Issue>,
+) -> Option<String> {
+    let text = match value {
+        Some(Value::String(text)) => text,
+        other => {
+            issues.push(Issue::invalid_type(path, "string", other.as_ref()));
+            return None;
+        }
+    };
+    if text.trim().is_empty() {
+        issues.push(Issue {
+            kind: IssueKind::TooSmall {
+                minimum: 1,
+                of: "string",
+                inclusive: true,
+                exact: false,
+            },
+            path,
+            message: "String must contain at least 1 non-whitespace character(s)".to_owned(),
+        });
+        None
+    } else if text.len() > limits.max_text_bytes {
+        issues.push(Issue {
+            kind: IssueKind::TooBig {
+                maximum: limits.max_text_bytes,
+                of: "string",
+                inclusive: true,
+                exact: false,
+            },
+            path,
+            message: format!(
+                "String must contain at most {} byte(s) of UTF-8",
+                limits.max_text_bytes
+            ),
+        });
+        None
+    } else {
+        Some(text)
+    }
+}
+
+fn take_role(value: Option<Value>, path: Vec<PathSegment>, issues: &mut Vec<Issue>) -> Option<Role> {
+    const EXPECTED: &str = "'user' | 'assistant' | 'system'";
+    let text = match value {
+        Some(Value::String(text)) => text,
+        other => {
+            issues.push(Issue::invalid_type(path, EXPECTED, other.as_ref()));
+            return None;
+        }
+    };
+    let role = Role::parse(&text);
+    if role.is_none() {
+        issues.push(Issue {
+            kind: IssueKind::InvalidEnumValue {
+                options: &ROLE_OPTIONS,
+                received: text.clone(),
+            },
+            path,
+            message: format!("Invalid enum value. Expected {EXPECTED}, received '{text}'"),
+        });
+    }
+    role
+}
+
+/// Parses a chat id route parameter: a positive 64-bit integer written in ASCII digits.
+pub fn parse_chat_id(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// Checks the shape of an email address and returns it trimmed and lower-cased:
+/// one `@`, a non-empty local part, a dotted domain, no spaces, at most 254 characters.
+pub fn normalize_email(text: &str) -> Option<String> {
+    let email = text.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let well_formed = !local.is_empty()
+        && email.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    well_formed.then_some(email)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIMITS: MessageLimits = MessageLimits {
+        max_batch: 3,
+        max_text_bytes: 8,
+    };
+
+    fn issues_of(body: Value) -> Vec<Value> {
+        let issues = parse_create_messages(body, &LIMITS).unwrap_err();
+        issues.iter().map(|i| serde_json::to_value(i).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_single_message_is_parsed_with_its_text_untouched() {
+        let parsed =
+            parse_create_messages(json!({"message": "  hi\n", "actor": "system", "x": 1}), &LIMITS);
+        assert_eq!(
+            parsed,
+            Ok(CreateMessages::Single(NewMessage {
+                content: "  hi\n".to_owned(),
+                role: Role::System
+            }))
+        );
+    }
+
+    #[test]
+    fn a_batch_keeps_its_order() {
+        let parsed = parse_create_messages(
+            json!({"messages": [{"content": "a", "role": "user"}, {"content": "b", "role": "assistant"}]}),
+            &LIMITS,
+        )
+        .unwrap();
+        let CreateMessages::Batch(messages) = parsed else {
+            panic!("expected a batch")
+        };
+        let texts: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_missing_field_is_required_with_received_undefined() {
+        assert_eq!(
+            issues_of(json!({"message": "hi"})),
+            vec![json!({"code": "invalid_type", "expected": "'user' | 'assistant' | 'system'",
+                        "received": "undefined", "path": ["actor"], "message": "Required"})]
+        );
+    }
+
+    #[test]
+    fn every_problem_in_a_batch_is_reported_with_its_path() {
+        let issues = issues_of(json!({"messages": [
+            {"content": "ok", "role": "user"},
+            {"content": 5, "role": "robot"},
+            "nope",
+            {"content": " \t\n", "role": "user"}
+        ]}));
+        let summary: Vec<(String, Value)> = issues
+            .iter()
+            .map(|i| (i["code"].as_str().unwrap().to_owned(), i["path"].clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("too_big".to_owned(), json!(["messages"])),
+                ("invalid_type".to_owned(), json!(["messages", 1, "content"])),
+                ("invalid_enum_value".to_owned(), json!(["messages", 1, "role"])),
+                ("invalid_type".to_owned(), json!(["messages", 2])),
+                ("too_small".to_owned(), json!(["messages", 3, "content"])),
+            ]
+        );
+        assert_eq!(issues[2]["options"], json!(["user", "assistant", "system"]));
+        assert_eq!(issues[2]["received"], "robot");
+        assert_eq!(issues[1]["received"], "number");
+    }
+
+    #[test]
+    fn text_length_is_counted_in_utf8_bytes() {
+        let ok = json!({"message": "ééé", "actor": "user"});
+        assert!(parse_create_messages(ok, &LIMITS).is_ok());
+        let issues = issues_of(json!({"message": "éééééé", "actor": "user"}));
+        assert_eq!(issues[0]["code"], "too_big");
+        assert_eq!(issues[0]["maximum"], 8);
+        assert_eq!(issues[0]["type"], "string");
+    }
+
+    #[test]
+    fn bodies_of_the_wrong_shape_are_rejected() {
+        let cases = [
+            (json!([]), "invalid_type", "array"),
+            (json!(null), "invalid_type", "null"),
+            (json!("text"), "invalid_type", "string"),
+            (json!(7), "invalid_type", "number"),
+            (json!({}), "invalid_union", ""),
+            (json!({"messages": [], "actor": "user"}), "invalid_union", ""),
+            (json!({"messages": {}}), "invalid_type", "object"),
+            (json!({"messages": []}), "too_small", ""),
+        ];
+        for (body, code, received) in cases {
+            let issues = issues_of(body.clone());
+            assert_eq!(issues.len(), 1, "one issue for {body}");
+            assert_eq!(issues[0]["code"], code, "code for {body}");
+            if !received.is_empty() {
+                assert_eq!(issues[0]["received"], received, "received for {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn chat_ids_are_positive_decimal_integers() {
+        assert_eq!(parse_chat_id("1"), Some(1));
+        assert_eq!(parse_chat_id("9223372036854775807"), Some(i64::MAX));
+        for bad in ["0", "-1", "+1", "1.0", "abc", "", " 1", "9223372036854775808"] {
+            assert_eq!(parse_chat_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_and_lower_cased() {
+        assert_eq!(normalize_email(" Ada@Example.ORG "), Some("ada@example.org".to_owned()));
+        for bad in ["", "ada", "@example.org", "ada@", "ada@example", "a b@example.org", "a@b@c.org"] {
+            assert_eq!(normalize_email(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn issues_read_as_path_and_message() {
+        let issues = parse_create_messages(json!({"messages": [{"role": "user"}]}), &LIMITS)
+            .unwrap_err();
+        assert_eq!(issues[0].to_string(), "messages[0].content: Required");
+    }
+}
