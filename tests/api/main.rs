@@ -1,1 +1,10 @@
+//! One integration-test binary: each module covers one endpoint or concern, against the
+//! real application on a random port and a fresh database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
+mod cli;
+mod concurrency;
+mod create_messages;
+mod errors;
+mod helpers;

@@ -1,0 +1,164 @@
+//! `spawn_app()` and `TestApp`: the real application on a random port against a fresh
+//! temporary database, plus typed request helpers and seeding through [`Admin`], the
+//! same code the admin commands use.
+
+use std::path::PathBuf;
+
+use neptun_chat::auth::{SESSION_COOKIE, SessionToken};
+use neptun_chat::config::{Limits, Settings};
+use neptun_chat::db::Admin;
+use neptun_chat::domain::Timestamp;
+use neptun_chat::startup::Application;
+use reqwest::header::{CONTENT_TYPE, COOKIE};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A running application and the temporary folder that holds its database.
+pub struct TestApp {
+    pub address: String,
+    pub db_path: PathBuf,
+    pub client: reqwest::Client,
+    _dir: TempDir,
+}
+
+/// A user with a live session and one chat of their own.
+pub struct TestUser {
+    pub id: String,
+    pub token: String,
+    pub chat_id: i64,
+}
+
+/// Starts the application with default limits.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Limits::default()).await
+}
+
+/// Starts the application with the given limits.
+pub async fn spawn_app_with(limits: Limits) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let db_path = dir.path().join("data").join("neptun.db");
+    let settings = Settings {
+        database: db_path.clone(),
+        bind: "127.0.0.1:0".to_owned(),
+        limits,
+    };
+    let app = Application::build(settings).expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    // The listener is already bound, so requests queue until the server polls it.
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        db_path,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// A handle for seeding, as the admin commands use it.
+    pub fn admin(&self) -> Admin {
+        Admin::open(&self.db_path).expect("the database opens")
+    }
+
+    /// Creates a user, a 30-day session and a chat.
+    pub fn seed_user(&self, id: &str) -> TestUser {
+        let mut admin = self.admin();
+        admin.create_user(id, None, None).expect("user created");
+        let token = self.create_session(id, 30);
+        let chat_id = admin.create_chat(id, "Test chat", "test-model").expect("chat created");
+        TestUser {
+            id: id.to_owned(),
+            token,
+            chat_id,
+        }
+    }
+
+    /// A new session token for `user_id`, expiring in `days` (0: already expired).
+    pub fn create_session(&self, user_id: &str, days: i64) -> String {
+        let token = SessionToken::generate().expect("random token");
+        let expires_at = Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(days));
+        self.admin()
+            .create_session(user_id, &token.hash(), &expires_at)
+            .expect("session created");
+        token.expose().to_owned()
+    }
+
+    /// Another chat for an existing user.
+    pub fn create_chat(&self, user_id: &str) -> i64 {
+        self.admin()
+            .create_chat(user_id, "Another chat", "test-model")
+            .expect("chat created")
+    }
+
+    /// The messages path of a chat.
+    pub fn messages_url(&self, user_id: &str, chat_id: impl std::fmt::Display) -> String {
+        format!("{}/api/users/{user_id}/chats/{chat_id}/messages", self.address)
+    }
+
+    /// POSTs a JSON body to `user`'s own chat with `user`'s session.
+    pub async fn post_messages(&self, user: &TestUser, body: &Value) -> reqwest::Response {
+        self.post_raw(
+            &self.messages_url(&user.id, user.chat_id),
+            Some(&user.token),
+            Some("application/json"),
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// POSTs raw bytes with an optional session token and content type.
+    pub async fn post_raw(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(url).body(body);
+        if let Some(token) = token {
+            request = request.header(COOKIE, format!("{SESSION_COOKIE}={token}"));
+        }
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    /// The stored messages of a chat in id order, as `(id, text, actor)`, read straight
+    /// from the database file.
+    pub fn stored_messages(&self, chat_id: i64) -> Vec<(i64, String, String)> {
+        let conn = rusqlite::Connection::open(&self.db_path).expect("the database opens");
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, message, actor FROM chat_messages \
+                 WHERE chat_conversation_id = ?1 ORDER BY id",
+            )
+            .expect("query prepares");
+        stmt.query_map([chat_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .expect("query runs")
+            .collect::<Result<_, _>>()
+            .expect("rows read")
+    }
+}
+
+/// The JSON body of a response, checking that it is the JSON it says it is.
+pub async fn json_body(response: reqwest::Response) -> Value {
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("application/json"), "content type {content_type:?}");
+    response.json().await.expect("a JSON body")
+}
+
+/// Asserts the error envelope's status code and status message, and returns it.
+pub async fn assert_error(response: reqwest::Response, status: u16, status_message: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let body = json_body(response).await;
+    assert_eq!(body["statusCode"], status, "statusCode in {body}");
+    assert_eq!(body["statusMessage"], status_message, "statusMessage in {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    body
+}
