@@ -1,5 +1,6 @@
-//! Session tokens and the middleware that authenticates requests under
-//! `/api/users/{user_id}`.
+//! Session tokens, their cookie, and the two ways a request is authenticated: the
+//! middleware in front of `/api/users/{user_id}`, and the [`Session`] extractor for the
+//! `/api/auth` routes.
 //!
 //! A token is 32 bytes from the OS random source, URL-safe base64 without padding. Only
 //! its SHA-256 is stored. Tokens never appear in logs: [`SessionToken`]'s `Debug` is
@@ -7,14 +8,20 @@
 
 use std::fmt;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use crate::config::SessionSettings;
 use crate::db::Db;
 use crate::error::ApiError;
 
@@ -30,9 +37,7 @@ pub struct SessionToken(String);
 impl SessionToken {
     /// A new token: 256 bits from the OS random source.
     pub fn generate() -> Result<SessionToken, getrandom::Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        Ok(SessionToken(URL_SAFE_NO_PAD.encode(bytes)))
+        random_url_safe::<32>().map(SessionToken)
     }
 
     /// The token text, for the one place that hands it out.
@@ -52,9 +57,26 @@ impl fmt::Debug for SessionToken {
     }
 }
 
+/// `N` bytes from the OS random source as URL-safe base64 without padding.
+pub fn random_url_safe<const N: usize>() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// SHA-256 of a token as presented by a client.
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// The session that authenticated a request: whose it is, and its token hash (for
+/// logging out). Taken directly as an extractor by the `/api/auth` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The user the session belongs to.
+    pub user_id: String,
+    /// The SHA-256 of the presented token.
+    pub token_hash: [u8; 32],
 }
 
 /// The user whose session authenticated the request, and who owns the `{user_id}` of
@@ -72,16 +94,30 @@ pub async fn require_session(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    match authenticate(&req).await {
+    let checked = authenticate(req.request()).await.and_then(|session| {
+        if req.match_info().get("user_id") == Some(session.user_id.as_str()) {
+            Ok(AuthenticatedUser {
+                user_id: session.user_id,
+            })
+        } else {
+            log::debug!("403: session of another user");
+            Err(ApiError::Forbidden)
+        }
+    });
+    match checked {
         Ok(user) => {
             req.extensions_mut().insert(user);
-            next.call(req).await.map(ServiceResponse::map_into_left_body)
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
         }
         Err(err) => Ok(req.error_response(err).map_into_right_body()),
     }
 }
 
-async fn authenticate(req: &ServiceRequest) -> Result<AuthenticatedUser, ApiError> {
+/// Finds the live session named by the request's cookie. Every failure is the same
+/// opaque 401; the reason is logged at debug level only.
+pub async fn authenticate(req: &HttpRequest) -> Result<Session, ApiError> {
     let Some(cookie) = req.cookie(SESSION_COOKIE) else {
         log::debug!("401: no {SESSION_COOKIE} cookie");
         return Err(ApiError::Unauthorized);
@@ -93,15 +129,49 @@ async fn authenticate(req: &ServiceRequest) -> Result<AuthenticatedUser, ApiErro
     let db = req
         .app_data::<web::Data<Db>>()
         .ok_or_else(|| ApiError::internal("BUG: Db is not registered as app data"))?;
-    let Some(user_id) = db.session_user(hash_token(cookie.value())).await? else {
-        log::debug!("401: unknown or expired session");
-        return Err(ApiError::Unauthorized);
-    };
-    if req.match_info().get("user_id") != Some(user_id.as_str()) {
-        log::debug!("403: session of another user");
-        return Err(ApiError::Forbidden);
+    let token_hash = hash_token(cookie.value());
+    match db.session_user(token_hash).await? {
+        Some(user_id) => Ok(Session {
+            user_id,
+            token_hash,
+        }),
+        None => {
+            log::debug!("401: unknown or expired session");
+            Err(ApiError::Unauthorized)
+        }
     }
-    Ok(AuthenticatedUser { user_id })
+}
+
+impl FromRequest for Session {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Session, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
+    }
+}
+
+/// The `Set-Cookie` for a new session token.
+pub fn session_cookie(token: &SessionToken, settings: &SessionSettings) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, token.expose().to_owned())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(settings.cookie_secure)
+        .max_age(CookieDuration::days(i64::from(settings.ttl_days)))
+        .finish()
+}
+
+/// The `Set-Cookie` that makes a browser forget its session cookie.
+pub fn cleared_session_cookie(settings: &SessionSettings) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, "")
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(settings.cookie_secure)
+        .max_age(CookieDuration::ZERO)
+        .finish()
 }
 
 #[cfg(test)]

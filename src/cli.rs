@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::auth::SessionToken;
-use crate::config::{Limits, Settings};
+use crate::config::{Limits, SessionSettings, Settings};
 use crate::db::{self, Admin, Entity};
 use crate::domain::Timestamp;
 use crate::startup::Application;
@@ -22,15 +22,28 @@ use crate::startup::Application;
 #[command(name = "neptun-chat", version, about)]
 pub struct Cli {
     /// SQLite database file; its folder is created if missing.
-    #[arg(long, global = true, env = "NEPTUN_DATABASE", default_value = "data/neptun.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "NEPTUN_DATABASE",
+        default_value = "data/neptun.db"
+    )]
     pub database: PathBuf,
 
     /// Address the server listens on (port 0 picks a free one).
-    #[arg(long, global = true, env = "NEPTUN_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "NEPTUN_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
     pub bind: String,
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub sessions: SessionArgs,
 
     /// What to do; serves when left out.
     #[command(subcommand)]
@@ -51,6 +64,19 @@ pub struct LimitArgs {
     /// Longest accepted message text, in UTF-8 bytes.
     #[arg(long, global = true, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes)]
     pub max_message_bytes: usize,
+}
+
+/// Sessions made by sign-up and login.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Days a session made by sign-up or login lives (the cookie's Max-Age).
+    #[arg(long, global = true, env = "NEPTUN_SESSION_TTL_DAYS", default_value_t = SessionSettings::default().ttl_days)]
+    pub session_ttl_days: u32,
+
+    /// Mark the session cookie Secure (HTTPS only; browsers also accept it on localhost).
+    /// Set to false to serve plain HTTP to other hosts.
+    #[arg(long, global = true, env = "NEPTUN_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
+    pub cookie_secure: bool,
 }
 
 /// The subcommands.
@@ -144,6 +170,10 @@ impl Cli {
                 max_batch: self.limits.max_batch,
                 max_text_bytes: self.limits.max_message_bytes,
             },
+            sessions: SessionSettings {
+                ttl_days: self.sessions.session_ttl_days,
+                cookie_secure: self.sessions.cookie_secure,
+            },
         }
     }
 }
@@ -181,7 +211,11 @@ fn print_line(value: &str) -> anyhow::Result<()> {
 
 fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
     let id = opts.user_id.as_str();
-    if id.is_empty() || id.chars().count() > 128 || id.contains('/') || id.chars().any(char::is_control) {
+    if id.is_empty()
+        || id.chars().count() > 128
+        || id.contains('/')
+        || id.chars().any(char::is_control)
+    {
         bail!("invalid user id {id:?}: use 1 to 128 printable characters without '/'");
     }
     let email = match &opts.email {
@@ -223,7 +257,10 @@ fn create_chat(cli: &Cli, opts: &ChatCreateOpts) -> anyhow::Result<()> {
 fn healthcheck(cli: &Cli, opts: &HealthcheckOpts) -> anyhow::Result<()> {
     let url = match &opts.url {
         Some(url) => url.clone(),
-        None => format!("http://{}/healthz", cli.bind.replacen("0.0.0.0", "127.0.0.1", 1)),
+        None => format!(
+            "http://{}/healthz",
+            cli.bind.replacen("0.0.0.0", "127.0.0.1", 1)
+        ),
     };
     let status = http_get_status(&url).with_context(|| format!("GET {url} failed"))?;
     if status != 200 {
@@ -288,5 +325,12 @@ mod tests {
         assert_eq!(settings.database, PathBuf::from("data/neptun.db"));
         assert_eq!(settings.bind, "127.0.0.1:8080");
         assert_eq!(settings.limits, Limits::default());
+        assert_eq!(settings.sessions, SessionSettings::default());
+    }
+
+    #[test]
+    fn the_secure_cookie_flag_can_be_turned_off() {
+        let cli = Cli::try_parse_from(["neptun-chat", "--cookie-secure", "false"]).unwrap();
+        assert!(!cli.settings().sessions.cookie_secure);
     }
 }

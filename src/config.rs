@@ -36,6 +36,24 @@ impl Default for Limits {
     }
 }
 
+/// How sessions made by sign-up and login behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Days a new session lives; also the cookie's `Max-Age`.
+    pub ttl_days: u32,
+    /// Whether the cookie carries `Secure` (sent over HTTPS only, and to localhost).
+    pub cookie_secure: bool,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            ttl_days: 30,
+            cookie_secure: true,
+        }
+    }
+}
+
 /// Everything [`Application::build`](crate::startup::Application::build) needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -45,4 +63,6 @@ pub struct Settings {
     pub bind: String,
     /// Request size limits.
     pub limits: Limits,
+    /// Session lifetime and cookie attributes.
+    pub sessions: SessionSettings,
 }

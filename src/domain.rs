@@ -69,6 +69,96 @@ pub struct ChatMessage {
     pub created_at: Timestamp,
 }
 
+/// A user as the API shows it (never with a password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// The user's id: chosen by an operator, or generated at sign-up.
+    pub id: String,
+    /// Lower-cased email address; `null` for users made without one.
+    pub primary_email: Option<String>,
+    /// When the user was created.
+    pub created_at: Timestamp,
+}
+
+/// A chat conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chat {
+    /// The chat's id.
+    pub id: i64,
+    /// Its name, trimmed, 1 to 200 characters.
+    pub name: String,
+    /// The model it talks to.
+    pub model: String,
+    /// The owner.
+    pub neptun_user_id: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was created, renamed or last got a message.
+    pub updated_at: Timestamp,
+}
+
+/// A column chats can be listed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatSortField {
+    /// Creation time.
+    CreatedAt,
+    /// Last activity.
+    UpdatedAt,
+    /// Name.
+    Name,
+}
+
+/// The order of a chat listing: `field:asc` or `field:desc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatOrder {
+    /// What to sort by.
+    pub field: ChatSortField,
+    /// Newest / last first when true.
+    pub descending: bool,
+}
+
+impl Default for ChatOrder {
+    /// Newest activity first.
+    fn default() -> Self {
+        ChatOrder {
+            field: ChatSortField::UpdatedAt,
+            descending: true,
+        }
+    }
+}
+
+/// Which slice of a chat's messages to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageWindow {
+    /// The whole chat, oldest first.
+    All,
+    /// Up to `limit` messages with ids greater than `after` (0: from the start), oldest first.
+    After {
+        /// Exclusive lower bound on the id.
+        after: i64,
+        /// Most messages in the page.
+        limit: usize,
+    },
+    /// The newest `limit` messages with ids below `before` (`None`: the newest overall),
+    /// returned oldest first.
+    Before {
+        /// Exclusive upper bound on the id.
+        before: Option<i64>,
+        /// Most messages in the page.
+        limit: usize,
+    },
+}
+
+/// One page of a chat's messages, oldest first, and the cursor for the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    /// The messages, in id order.
+    pub messages: Vec<ChatMessage>,
+    /// The id to pass as `after` (or `before`, when paging backwards) for the next
+    /// page; `None` when there is no more.
+    pub next: Option<i64>,
+}
+
 /// A UTC instant, rendered as RFC 3339 with milliseconds and a `Z`
 /// (`2026-11-24T18:43:05.123Z`). The fixed width makes stored values sort as text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -7,6 +7,7 @@
 //! A 500 says only that something went wrong: its cause chain goes to the log (with the
 //! request id, see [`telemetry`](crate::telemetry)), never to the client.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::http::{StatusCode, header};
@@ -22,9 +23,23 @@ pub enum ApiError {
     /// A route parameter is malformed (400).
     #[error("invalid route parameters")]
     InvalidRouteParams,
-    /// The body failed validation; every problem found is listed (400).
+    /// The body failed validation; every problem found is listed (400). `fields` names
+    /// what the body should hold, e.g. `"message | messages"`, once the handler knows it.
     #[error("invalid request body")]
-    InvalidBody(Vec<Issue>),
+    InvalidBody {
+        /// What the body should hold, for the status message.
+        fields: Option<&'static str>,
+        /// Every problem found.
+        issues: Vec<Issue>,
+    },
+    /// The query string failed validation (400).
+    #[error("invalid query string")]
+    InvalidQuery {
+        /// The parameters the route takes, for the status message.
+        fields: &'static str,
+        /// Every problem found.
+        issues: Vec<Issue>,
+    },
     /// The body could not be read to its end, e.g. a broken transfer encoding (400).
     #[error("unreadable request body")]
     UnreadableBody,
@@ -43,9 +58,16 @@ pub enum ApiError {
     /// The session's user is not the user in the path (403).
     #[error("forbidden")]
     Forbidden,
-    /// The chat does not exist or is not the caller's (404, same body either way).
-    #[error("chat not found")]
-    ChatNotFound,
+    /// Wrong email or password at login (401). The same body for both.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The thing asked for does not exist, or is not the caller's: the same body either
+    /// way, so a 404 never reveals another user's data (404).
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// A unique value is taken (409).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// No route matches the path (404).
     #[error("route not found")]
     RouteNotFound,
@@ -64,68 +86,115 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A body validation failure for a body that should hold `fields`.
+    pub fn invalid_body(fields: &'static str) -> impl FnOnce(Vec<Issue>) -> ApiError {
+        move |issues| ApiError::InvalidBody {
+            fields: Some(fields),
+            issues,
+        }
+    }
+
+    /// Names the fields of a body error raised before the handler knew them (malformed
+    /// JSON from the extractor); other errors pass through.
+    pub fn in_body(self, fields: &'static str) -> ApiError {
+        match self {
+            ApiError::InvalidBody {
+                fields: None,
+                issues,
+            } => ApiError::InvalidBody {
+                fields: Some(fields),
+                issues,
+            },
+            other => other,
+        }
+    }
+
     /// Wraps an unexpected error as a 500.
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         ApiError::Internal(err.into())
     }
 
     /// The envelope's `statusMessage` and `message`.
-    fn texts(&self) -> (&'static str, String) {
+    fn texts(&self) -> (Cow<'static, str>, String) {
         match self {
             ApiError::InvalidRouteParams => (
-                "Bad Request. Invalid routeParams(user_id, chat_id).",
+                "Bad Request. Invalid routeParams(user_id, chat_id).".into(),
                 "chat_id must be a positive integer".to_owned(),
             ),
-            ApiError::InvalidBody(issues) => (
-                "Bad Request. Invalid body(message | messages).",
-                issues
-                    .iter()
-                    .map(|issue| issue.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+            ApiError::InvalidBody { fields, issues } => (
+                match fields {
+                    Some(fields) => format!("Bad Request. Invalid body({fields}).").into(),
+                    None => "Bad Request. Invalid body.".into(),
+                },
+                summarize(issues),
+            ),
+            ApiError::InvalidQuery { fields, issues } => (
+                format!("Bad Request. Invalid query({fields}).").into(),
+                summarize(issues),
             ),
             ApiError::UnreadableBody => (
-                "Bad Request",
+                "Bad Request".into(),
                 "The request body could not be read".to_owned(),
             ),
             ApiError::UnsupportedMediaType => (
-                "Unsupported Media Type",
+                "Unsupported Media Type".into(),
                 "Content-Type must be application/json".to_owned(),
             ),
             ApiError::PayloadTooLarge { limit } => (
-                "Payload Too Large",
+                "Payload Too Large".into(),
                 format!("The request body is larger than {limit} bytes"),
             ),
             ApiError::Unauthorized => (
-                "Unauthorized",
+                "Unauthorized".into(),
                 "A valid neptun-session cookie is required".to_owned(),
             ),
             ApiError::Forbidden => (
-                "Forbidden",
+                "Forbidden".into(),
                 "The session does not belong to this user".to_owned(),
             ),
-            ApiError::ChatNotFound => ("Not Found", "Chat not found".to_owned()),
-            ApiError::RouteNotFound => ("Not Found", "No route matches this path".to_owned()),
+            ApiError::InvalidCredentials => (
+                "Unauthorized".into(),
+                "Invalid email or password".to_owned(),
+            ),
+            ApiError::NotFound(what) => ("Not Found".into(), (*what).to_owned()),
+            ApiError::Conflict(what) => ("Conflict".into(), (*what).to_owned()),
+            ApiError::RouteNotFound => {
+                ("Not Found".into(), "No route matches this path".to_owned())
+            }
             ApiError::MethodNotAllowed { allow } => (
-                "Method Not Allowed",
+                "Method Not Allowed".into(),
                 format!("This route accepts {allow}"),
             ),
             ApiError::Unavailable(_) => (
-                "Service Unavailable",
+                "Service Unavailable".into(),
                 "The database is not available".to_owned(),
             ),
             ApiError::Internal(_) => (
-                "Internal Server Error",
+                "Internal Server Error".into(),
                 "Something went wrong on our side".to_owned(),
             ),
         }
     }
 }
 
+/// One line listing every issue, for the envelope's `message`.
+fn summarize(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|issue| issue.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The one place storage errors become client errors.
 impl From<db::Error> for ApiError {
     fn from(err: db::Error) -> Self {
         match err {
-            db::Error::NotFound(db::Entity::Chat) => ApiError::ChatNotFound,
+            db::Error::NotFound(db::Entity::Chat) => ApiError::NotFound("Chat not found"),
+            db::Error::NotFound(db::Entity::Message) => ApiError::NotFound("No messages in chat"),
+            db::Error::Conflict(db::Entity::User) => {
+                ApiError::Conflict("A user with this email already exists")
+            }
             other => ApiError::internal(other),
         }
     }
@@ -148,7 +217,7 @@ impl fmt::Debug for ApiError {
 #[serde(rename_all = "camelCase")]
 struct Envelope<'a> {
     status_code: u16,
-    status_message: &'a str,
+    status_message: Cow<'static, str>,
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<Data<'a>>,
@@ -163,13 +232,15 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidRouteParams
-            | ApiError::InvalidBody(_)
+            | ApiError::InvalidBody { .. }
+            | ApiError::InvalidQuery { .. }
             | ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::ChatNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,7 +251,9 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let (status_message, message) = self.texts();
         let data = match self {
-            ApiError::InvalidBody(issues) => Some(Data { issues }),
+            ApiError::InvalidBody { issues, .. } | ApiError::InvalidQuery { issues, .. } => {
+                Some(Data { issues })
+            }
             _ => None,
         };
         let mut response = HttpResponse::build(status);

@@ -28,7 +28,8 @@ impl FromRequest for JsonBody {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let is_json = matches!(req.mime_type(), Ok(Some(mime)) if mime.essence_str() == "application/json");
+        let is_json =
+            matches!(req.mime_type(), Ok(Some(mime)) if mime.essence_str() == "application/json");
         // The same figure is registered as the `PayloadConfig` limit that `Bytes` enforces.
         let limit = req
             .app_data::<web::Data<Limits>>()
@@ -38,13 +39,18 @@ impl FromRequest for JsonBody {
             if !is_json {
                 return Err(ApiError::UnsupportedMediaType);
             }
-            let bytes = bytes.await.map_err(|err| match err.as_error::<PayloadError>() {
-                Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
-                _ => ApiError::UnreadableBody,
-            })?;
+            let bytes = bytes
+                .await
+                .map_err(|err| match err.as_error::<PayloadError>() {
+                    Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
+                    _ => ApiError::UnreadableBody,
+                })?;
             serde_json::from_slice(&bytes)
                 .map(JsonBody)
-                .map_err(|err| ApiError::InvalidBody(vec![Issue::invalid_json(&err)]))
+                .map_err(|err| ApiError::InvalidBody {
+                    fields: None,
+                    issues: vec![Issue::invalid_json(&err)],
+                })
         })
     }
 }

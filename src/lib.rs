@@ -19,6 +19,8 @@ pub mod domain;
 pub mod error;
 /// Request extractors that turn framework failures into `ApiError`s.
 pub mod extract;
+/// Argon2id password hashing, off the async workers.
+pub mod password;
 /// HTTP routes, one file per resource.
 pub mod routes;
 /// Building and running the HTTP server.

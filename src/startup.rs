@@ -12,6 +12,7 @@ use anyhow::Context;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::validation::Issue;
 use crate::{routes, telemetry};
 
 /// A built, bound, not yet running server.
@@ -27,21 +28,29 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
-        let db = Db::open(&settings.database).with_context(|| {
-            format!("cannot use the database {}", settings.database.display())
-        })?;
+        let db = Db::open(&settings.database)
+            .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
         let db = web::Data::new(db);
         let limits = web::Data::new(settings.limits);
+        let sessions = web::Data::new(settings.sessions);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(telemetry::log_request))
                 .app_data(db.clone())
                 .app_data(limits.clone())
+                .app_data(sessions.clone())
                 .app_data(web::PayloadConfig::new(limits.max_body_bytes))
                 .app_data(
                     web::PathConfig::default()
                         .error_handler(|_, _| ApiError::InvalidRouteParams.into()),
                 )
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    ApiError::InvalidQuery {
+                        fields: "query string",
+                        issues: vec![Issue::unparsable_query(&err)],
+                    }
+                    .into()
+                }))
                 .configure(routes::configure)
                 .default_service(web::to(routes::route_not_found))
         })

@@ -6,13 +6,13 @@
 
 use std::time::Instant;
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::HttpMessage;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::auth::random_url_safe;
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -36,9 +36,7 @@ impl RequestId {
             .get(&REQUEST_ID_HEADER)
             .and_then(|value| value.to_str().ok())
             .filter(|id| {
-                !id.is_empty()
-                    && id.len() <= 128
-                    && id.bytes().all(|b| b.is_ascii_graphic())
+                !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
             });
         match given {
             Some(id) => RequestId(id.to_owned()),
@@ -47,15 +45,14 @@ impl RequestId {
     }
 
     fn generate() -> RequestId {
-        let mut bytes = [0u8; 12];
         // Request ids only need to be unique enough to grep for; fall back to the clock.
-        if getrandom::fill(&mut bytes).is_err() {
+        let id = random_url_safe::<12>().unwrap_or_else(|_| {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
-            bytes.copy_from_slice(&nanos.to_le_bytes()[..12]);
-        }
-        RequestId(URL_SAFE_NO_PAD.encode(bytes))
+            format!("{nanos:x}")
+        });
+        RequestId(id)
     }
 }
 

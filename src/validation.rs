@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::domain::{NewMessage, Role};
+use crate::domain::{ChatOrder, ChatSortField, MessageWindow, NewMessage, Role};
 
 /// The options of the `actor` / `role` enum, as issues list them.
 const ROLE_OPTIONS: [&str; 3] = ["user", "assistant", "system"];
@@ -87,6 +87,11 @@ pub enum IssueKind {
     },
     /// The body matches neither accepted form, or both.
     InvalidUnion,
+    /// A string of the right type but the wrong format (e.g. not an email address).
+    InvalidString {
+        /// The format wanted, e.g. `"email"`.
+        validation: &'static str,
+    },
     /// The body is not valid JSON.
     InvalidJson {
         /// 1-based line of the problem.
@@ -125,7 +130,23 @@ impl Issue {
         }
     }
 
-    fn invalid_type(path: Vec<PathSegment>, expected: &'static str, found: Option<&Value>) -> Issue {
+    /// An issue for a query string that could not be decoded at all.
+    pub fn unparsable_query(err: &dyn fmt::Display) -> Issue {
+        Issue {
+            kind: IssueKind::InvalidType {
+                expected: "query string",
+                received: "string",
+            },
+            path: Vec::new(),
+            message: format!("Invalid query string: {err}"),
+        }
+    }
+
+    fn invalid_type(
+        path: Vec<PathSegment>,
+        expected: &'static str,
+        found: Option<&Value>,
+    ) -> Issue {
         let received = found.map_or("undefined", json_type);
         let message = if found.is_none() {
             "Required".to_owned()
@@ -167,10 +188,7 @@ pub fn parse_create_messages(
     body: Value,
     limits: &MessageLimits,
 ) -> Result<CreateMessages, Vec<Issue>> {
-    let mut object = match body {
-        Value::Object(object) => object,
-        other => return Err(vec![Issue::invalid_type(Vec::new(), "object", Some(&other))]),
-    };
+    let mut object = expect_object(body)?;
     let batch = object.contains_key("messages");
     let single = object.contains_key("message") || object.contains_key("actor");
     let mut issues = Vec::new();
@@ -187,8 +205,9 @@ pub fn parse_create_messages(
             return Err(vec![Issue {
                 kind: IssueKind::InvalidUnion,
                 path: Vec::new(),
-                message: "Invalid input: expected {message, actor} or {messages: [{content, role}]}"
-                    .to_owned(),
+                message:
+                    "Invalid input: expected {message, actor} or {messages: [{content, role}]}"
+                        .to_owned(),
             }]);
         }
         (true, false) => {
@@ -199,10 +218,7 @@ pub fn parse_create_messages(
             take_batch(object.remove("messages"), limits, &mut issues).map(CreateMessages::Batch)
         }
     };
-    match parsed {
-        Some(valid) if issues.is_empty() => Ok(valid),
-        _ => Err(issues),
-    }
+    finish(parsed, issues)
 }
 
 fn take_batch(
@@ -322,7 +338,11 @@ fn take_text(
     }
 }
 
-fn take_role(value: Option<Value>, path: Vec<PathSegment>, issues: &mut Vec<Issue>) -> Option<Role> {
+fn take_role(
+    value: Option<Value>,
+    path: Vec<PathSegment>,
+    issues: &mut Vec<Issue>,
+) -> Option<Role> {
     const EXPECTED: &str = "'user' | 'assistant' | 'system'";
     let text = match value {
         Some(Value::String(text)) => text,
@@ -353,6 +373,318 @@ pub fn parse_chat_id(text: &str) -> Option<i64> {
     text.parse::<i64>().ok().filter(|id| *id > 0)
 }
 
+/// A body field is required and must be a string of `min..=max` characters (counted
+/// after trimming when `trim`); returns it (trimmed when `trim`).
+fn take_string(
+    object: &mut Map<String, Value>,
+    field: &'static str,
+    (min, max): (usize, usize),
+    trim: bool,
+    issues: &mut Vec<Issue>,
+) -> Option<String> {
+    let path = vec![PathSegment::Key(field)];
+    let text = match object.remove(field) {
+        Some(Value::String(text)) => text,
+        other => {
+            issues.push(Issue::invalid_type(path, "string", other.as_ref()));
+            return None;
+        }
+    };
+    let text = if trim { text.trim().to_owned() } else { text };
+    let chars = text.chars().count();
+    if chars < min {
+        issues.push(Issue {
+            kind: IssueKind::TooSmall {
+                minimum: min,
+                of: "string",
+                inclusive: true,
+                exact: false,
+            },
+            path,
+            message: format!("String must contain at least {min} character(s)"),
+        });
+        None
+    } else if chars > max {
+        issues.push(Issue {
+            kind: IssueKind::TooBig {
+                maximum: max,
+                of: "string",
+                inclusive: true,
+                exact: false,
+            },
+            path,
+            message: format!("String must contain at most {max} character(s)"),
+        });
+        None
+    } else {
+        Some(text)
+    }
+}
+
+/// The body must be a JSON object.
+fn expect_object(body: Value) -> Result<Map<String, Value>, Vec<Issue>> {
+    match body {
+        Value::Object(object) => Ok(object),
+        other => Err(vec![Issue::invalid_type(
+            Vec::new(),
+            "object",
+            Some(&other),
+        )]),
+    }
+}
+
+fn finish<T>(value: Option<T>, issues: Vec<Issue>) -> Result<T, Vec<Issue>> {
+    match value {
+        Some(value) if issues.is_empty() => Ok(value),
+        _ => Err(issues),
+    }
+}
+
+/// Shortest and longest accepted password, in characters.
+pub const PASSWORD_CHARS: (usize, usize) = (8, 1024);
+
+/// Shortest and longest chat name (after trimming) and model, in characters.
+pub const CHAT_NAME_CHARS: (usize, usize) = (1, 200);
+
+/// Most chat ids in one bulk delete.
+pub const MAX_BULK_DELETE: usize = 1000;
+
+/// Sign-up and login credentials, the email lower-cased.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Lower-cased, shape-checked email address.
+    pub email: String,
+    /// The password as typed.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("email", &self.email)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Validates `{"email", "password"}`.
+pub fn parse_credentials(body: Value) -> Result<Credentials, Vec<Issue>> {
+    let mut object = expect_object(body)?;
+    let mut issues = Vec::new();
+    let email = match take_string(&mut object, "email", (1, 254), true, &mut issues) {
+        Some(email) => match normalize_email(&email) {
+            Some(email) => Some(email),
+            None => {
+                issues.push(Issue {
+                    kind: IssueKind::InvalidString {
+                        validation: "email",
+                    },
+                    path: vec![PathSegment::Key("email")],
+                    message: "Invalid email".to_owned(),
+                });
+                None
+            }
+        },
+        None => None,
+    };
+    let password = take_string(&mut object, "password", PASSWORD_CHARS, false, &mut issues);
+    let credentials = email
+        .zip(password)
+        .map(|(email, password)| Credentials { email, password });
+    finish(credentials, issues)
+}
+
+/// A new chat: trimmed name and model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChat {
+    /// 1 to 200 characters after trimming.
+    pub name: String,
+    /// 1 to 200 characters after trimming.
+    pub model: String,
+}
+
+/// Validates `{"name", "model"}`.
+pub fn parse_new_chat(body: Value) -> Result<NewChat, Vec<Issue>> {
+    let mut object = expect_object(body)?;
+    let mut issues = Vec::new();
+    let name = take_string(&mut object, "name", CHAT_NAME_CHARS, true, &mut issues);
+    let model = take_string(&mut object, "model", CHAT_NAME_CHARS, true, &mut issues);
+    finish(
+        name.zip(model).map(|(name, model)| NewChat { name, model }),
+        issues,
+    )
+}
+
+/// Validates `{"name"}` for renaming a chat; returns the trimmed name.
+pub fn parse_chat_rename(body: Value) -> Result<String, Vec<Issue>> {
+    let mut object = expect_object(body)?;
+    let mut issues = Vec::new();
+    let name = take_string(&mut object, "name", CHAT_NAME_CHARS, true, &mut issues);
+    finish(name, issues)
+}
+
+/// Validates `{"chat_ids": [positive integers]}` (1 to 1000 of them).
+pub fn parse_chat_ids(body: Value) -> Result<Vec<i64>, Vec<Issue>> {
+    let mut object = expect_object(body)?;
+    let path = || vec![PathSegment::Key("chat_ids")];
+    let items = match object.remove("chat_ids") {
+        Some(Value::Array(items)) => items,
+        other => return Err(vec![Issue::invalid_type(path(), "array", other.as_ref())]),
+    };
+    let mut issues = Vec::new();
+    if items.is_empty() || items.len() > MAX_BULK_DELETE {
+        let (kind, message) = if items.is_empty() {
+            (
+                IssueKind::TooSmall {
+                    minimum: 1,
+                    of: "array",
+                    inclusive: true,
+                    exact: false,
+                },
+                "Array must contain at least 1 element(s)".to_owned(),
+            )
+        } else {
+            (
+                IssueKind::TooBig {
+                    maximum: MAX_BULK_DELETE,
+                    of: "array",
+                    inclusive: true,
+                    exact: false,
+                },
+                format!("Array must contain at most {MAX_BULK_DELETE} element(s)"),
+            )
+        };
+        issues.push(Issue {
+            kind,
+            path: path(),
+            message,
+        });
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match item.as_i64().filter(|id| *id > 0) {
+            Some(id) => ids.push(id),
+            None => {
+                let mut at = path();
+                at.push(PathSegment::Index(index));
+                issues.push(Issue {
+                    kind: IssueKind::InvalidType {
+                        expected: "positive integer",
+                        received: json_type(item),
+                    },
+                    path: at,
+                    message: "Expected a positive integer chat id".to_owned(),
+                });
+            }
+        }
+    }
+    finish(Some(ids), issues)
+}
+
+/// Parses `order_by` for listing chats: `field` or `field:asc|desc`, field one of
+/// `created_at`, `updated_at`, `name`. Absent: newest activity first.
+pub fn parse_chat_order(order_by: Option<&str>) -> Result<ChatOrder, Vec<Issue>> {
+    const OPTIONS: &[&str] = &[
+        "created_at",
+        "created_at:asc",
+        "created_at:desc",
+        "updated_at",
+        "updated_at:asc",
+        "updated_at:desc",
+        "name",
+        "name:asc",
+        "name:desc",
+    ];
+    let Some(text) = order_by else {
+        return Ok(ChatOrder::default());
+    };
+    let (field, direction) = text.split_once(':').unwrap_or((text, "asc"));
+    let field = match field {
+        "created_at" => Some(ChatSortField::CreatedAt),
+        "updated_at" => Some(ChatSortField::UpdatedAt),
+        "name" => Some(ChatSortField::Name),
+        _ => None,
+    };
+    let descending = match direction {
+        "asc" => Some(false),
+        "desc" => Some(true),
+        _ => None,
+    };
+    match field.zip(descending) {
+        Some((field, descending)) => Ok(ChatOrder { field, descending }),
+        None => Err(vec![Issue {
+            kind: IssueKind::InvalidEnumValue {
+                options: OPTIONS,
+                received: text.to_owned(),
+            },
+            path: vec![PathSegment::Key("order_by")],
+            message: format!(
+                "Invalid order_by '{text}': use created_at, updated_at or name, optionally with :asc or :desc"
+            ),
+        }]),
+    }
+}
+
+/// Largest page of messages.
+pub const MAX_PAGE: usize = 1000;
+
+/// Page size when `after` or `before` is given without `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// Parses the query of a message listing: optional `limit` (1..=1000) and at most one of
+/// `after` / `before` (message ids, non-negative integers).
+pub fn parse_message_window(
+    limit: Option<&str>,
+    after: Option<&str>,
+    before: Option<&str>,
+) -> Result<MessageWindow, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let mut integer = |field: &'static str, text: Option<&str>, min: i64, max: i64| {
+        let text = text?;
+        let value = text
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (min..=max).contains(v) && text.bytes().all(|b| b.is_ascii_digit()));
+        if value.is_none() {
+            issues.push(Issue {
+                kind: IssueKind::InvalidType {
+                    expected: "integer",
+                    received: "string",
+                },
+                path: vec![PathSegment::Key(field)],
+                message: format!("{field} must be an integer from {min} to {max}"),
+            });
+        }
+        value
+    };
+    let max_page = i64::try_from(MAX_PAGE).unwrap_or(i64::MAX);
+    let limit = integer("limit", limit, 1, max_page);
+    let after_id = integer("after", after, 0, i64::MAX);
+    let before_id = integer("before", before, 1, i64::MAX);
+    if after.is_some() && before.is_some() {
+        issues.push(Issue {
+            kind: IssueKind::InvalidUnion,
+            path: Vec::new(),
+            message: "Give either after or before, not both".to_owned(),
+        });
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let limit = limit.and_then(|l| usize::try_from(l).ok());
+    Ok(match (limit, after_id, before_id) {
+        (None, None, None) => MessageWindow::All,
+        (limit, after, None) => MessageWindow::After {
+            after: after.unwrap_or(0),
+            limit: limit.unwrap_or(DEFAULT_PAGE),
+        },
+        (limit, _, before) => MessageWindow::Before {
+            before,
+            limit: limit.unwrap_or(DEFAULT_PAGE),
+        },
+    })
+}
+
 /// Checks the shape of an email address and returns it trimmed and lower-cased:
 /// one `@`, a non-empty local part, a dotted domain, no spaces, at most 254 characters.
 pub fn normalize_email(text: &str) -> Option<String> {
@@ -380,13 +712,18 @@ mod tests {
 
     fn issues_of(body: Value) -> Vec<Value> {
         let issues = parse_create_messages(body, &LIMITS).unwrap_err();
-        issues.iter().map(|i| serde_json::to_value(i).unwrap()).collect()
+        issues
+            .iter()
+            .map(|i| serde_json::to_value(i).unwrap())
+            .collect()
     }
 
     #[test]
     fn a_single_message_is_parsed_with_its_text_untouched() {
-        let parsed =
-            parse_create_messages(json!({"message": "  hi\n", "actor": "system", "x": 1}), &LIMITS);
+        let parsed = parse_create_messages(
+            json!({"message": "  hi\n", "actor": "system", "x": 1}),
+            &LIMITS,
+        );
         assert_eq!(
             parsed,
             Ok(CreateMessages::Single(NewMessage {
@@ -414,8 +751,10 @@ mod tests {
     fn a_missing_field_is_required_with_received_undefined() {
         assert_eq!(
             issues_of(json!({"message": "hi"})),
-            vec![json!({"code": "invalid_type", "expected": "'user' | 'assistant' | 'system'",
-                        "received": "undefined", "path": ["actor"], "message": "Required"})]
+            vec![
+                json!({"code": "invalid_type", "expected": "'user' | 'assistant' | 'system'",
+                        "received": "undefined", "path": ["actor"], "message": "Required"})
+            ]
         );
     }
 
@@ -436,7 +775,10 @@ mod tests {
             vec![
                 ("too_big".to_owned(), json!(["messages"])),
                 ("invalid_type".to_owned(), json!(["messages", 1, "content"])),
-                ("invalid_enum_value".to_owned(), json!(["messages", 1, "role"])),
+                (
+                    "invalid_enum_value".to_owned(),
+                    json!(["messages", 1, "role"])
+                ),
                 ("invalid_type".to_owned(), json!(["messages", 2])),
                 ("too_small".to_owned(), json!(["messages", 3, "content"])),
             ]
@@ -464,7 +806,11 @@ mod tests {
             (json!("text"), "invalid_type", "string"),
             (json!(7), "invalid_type", "number"),
             (json!({}), "invalid_union", ""),
-            (json!({"messages": [], "actor": "user"}), "invalid_union", ""),
+            (
+                json!({"messages": [], "actor": "user"}),
+                "invalid_union",
+                "",
+            ),
             (json!({"messages": {}}), "invalid_type", "object"),
             (json!({"messages": []}), "too_small", ""),
         ];
@@ -482,23 +828,43 @@ mod tests {
     fn chat_ids_are_positive_decimal_integers() {
         assert_eq!(parse_chat_id("1"), Some(1));
         assert_eq!(parse_chat_id("9223372036854775807"), Some(i64::MAX));
-        for bad in ["0", "-1", "+1", "1.0", "abc", "", " 1", "9223372036854775808"] {
+        for bad in [
+            "0",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            "",
+            " 1",
+            "9223372036854775808",
+        ] {
             assert_eq!(parse_chat_id(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn emails_are_checked_and_lower_cased() {
-        assert_eq!(normalize_email(" Ada@Example.ORG "), Some("ada@example.org".to_owned()));
-        for bad in ["", "ada", "@example.org", "ada@", "ada@example", "a b@example.org", "a@b@c.org"] {
+        assert_eq!(
+            normalize_email(" Ada@Example.ORG "),
+            Some("ada@example.org".to_owned())
+        );
+        for bad in [
+            "",
+            "ada",
+            "@example.org",
+            "ada@",
+            "ada@example",
+            "a b@example.org",
+            "a@b@c.org",
+        ] {
             assert_eq!(normalize_email(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn issues_read_as_path_and_message() {
-        let issues = parse_create_messages(json!({"messages": [{"role": "user"}]}), &LIMITS)
-            .unwrap_err();
+        let issues =
+            parse_create_messages(json!({"messages": [{"role": "user"}]}), &LIMITS).unwrap_err();
         assert_eq!(issues[0].to_string(), "messages[0].content: Required");
     }
 }

@@ -58,7 +58,7 @@ impl Admin {
     pub fn create_chat(&mut self, owner: &str, name: &str, model: &str) -> Result<i64> {
         self.transaction(|tx| {
             users::require_user(tx, owner)?;
-            chats::insert_chat(tx, owner, name, model, &Timestamp::now())
+            Ok(chats::insert_chat(tx, owner, name, model, &Timestamp::now())?.id)
         })
     }
 }

@@ -1,9 +1,27 @@
 //! The `chat_messages` table.
 
+use rusqlite::types::Type;
 use rusqlite::{Connection, params};
 
-use super::{Result, chats};
-use crate::domain::{ChatMessage, NewMessage, Timestamp};
+use super::{Entity, Error, Result, chats};
+use crate::domain::{ChatMessage, MessagePage, MessageWindow, NewMessage, Role, Timestamp};
+
+const MESSAGE_COLUMNS: &str =
+    "id, chat_conversation_id, neptun_user_id, message, actor, created_at";
+
+fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
+    let actor: String = row.get(4)?;
+    Ok(ChatMessage {
+        id: row.get(0)?,
+        chat_conversation_id: row.get(1)?,
+        neptun_user_id: row.get(2)?,
+        message: row.get(3)?,
+        actor: Role::parse(&actor).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(4, Type::Text, "unknown actor".into())
+        })?,
+        created_at: Timestamp::from_stored(row.get(5)?),
+    })
+}
 
 /// Appends `messages` to `owner`'s chat `chat_id`, in order, and returns them as stored.
 ///
@@ -41,4 +59,97 @@ pub fn insert_messages(
     }
     chats::touch_chat(conn, chat_id, now)?;
     Ok(stored)
+}
+
+/// Reads a window of `owner`'s chat `chat_id`, oldest first, walking the
+/// `(chat_conversation_id, id)` index. Ids are never reused, so paging by id never
+/// skips or repeats a message, even while messages are being added.
+pub fn list_messages(
+    conn: &Connection,
+    owner: &str,
+    chat_id: i64,
+    window: MessageWindow,
+) -> Result<MessagePage> {
+    chats::require_owned_chat(conn, owner, chat_id)?;
+    let (sql, bound, limit) = match window {
+        MessageWindow::All => ("id > ?2 ORDER BY id ASC LIMIT ?3", 0, None),
+        MessageWindow::After { after, limit } => {
+            ("id > ?2 ORDER BY id ASC LIMIT ?3", after, Some(limit))
+        }
+        MessageWindow::Before { before, limit } => (
+            "id < ?2 ORDER BY id DESC LIMIT ?3",
+            before.unwrap_or(i64::MAX),
+            Some(limit),
+        ),
+    };
+    // One row more than asked tells whether another page follows.
+    let fetch = limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE chat_conversation_id = ?1 AND {sql}"
+    ))?;
+    let mut messages = stmt
+        .query_map(params![chat_id, bound, fetch], message_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = limit.is_some_and(|limit| messages.len() > limit);
+    if let Some(limit) = limit {
+        messages.truncate(limit);
+    }
+    let backwards = matches!(window, MessageWindow::Before { .. });
+    if backwards {
+        messages.reverse();
+    }
+    let next = match (more, backwards) {
+        (false, _) => None,
+        (true, false) => messages.last().map(|m| m.id),
+        (true, true) => messages.first().map(|m| m.id),
+    };
+    Ok(MessagePage { messages, next })
+}
+
+/// Deletes the last turn of `owner`'s chat so a client can regenerate an answer, and
+/// returns the deleted ids, oldest first:
+/// - the last message is the assistant's: it and the user messages directly before it;
+/// - the last messages are the user's (unanswered): all of those trailing user messages;
+/// - the last message is a system message: that message alone.
+///
+/// [`Error::NotFound`]`(Message)` when the chat has no messages.
+pub fn delete_last_turn(
+    conn: &Connection,
+    owner: &str,
+    chat_id: i64,
+    now: &Timestamp,
+) -> Result<Vec<i64>> {
+    chats::require_owned_chat(conn, owner, chat_id)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, actor FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id DESC",
+    )?;
+    let mut rows = stmt.query([chat_id])?;
+    let mut doomed = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let actor: String = row.get(1)?;
+        let take = match (doomed.is_empty(), actor.as_str()) {
+            (true, _) => true,
+            (false, "user") => true,
+            (false, _) => false,
+        };
+        if !take {
+            break;
+        }
+        doomed.push(id);
+        if doomed.len() == 1 && actor == "system" {
+            break;
+        }
+    }
+    drop(rows);
+    if doomed.is_empty() {
+        return Err(Error::NotFound(Entity::Message));
+    }
+    let mut delete = conn.prepare_cached("DELETE FROM chat_messages WHERE id = ?1")?;
+    for id in &doomed {
+        delete.execute([id])?;
+    }
+    chats::touch_chat(conn, chat_id, now)?;
+    doomed.reverse();
+    Ok(doomed)
 }

@@ -25,7 +25,9 @@ use rusqlite::{Connection, TransactionBehavior};
 pub use admin::Admin;
 pub use schema::SCHEMA_VERSION;
 
-use crate::domain::{ChatMessage, NewMessage, Timestamp};
+use crate::domain::{
+    Chat, ChatMessage, ChatOrder, MessagePage, MessageWindow, NewMessage, Timestamp, User,
+};
 use writer::Writer;
 
 /// The database layer's error. It knows nothing about HTTP: `ApiError` decides what a
@@ -71,6 +73,8 @@ pub enum Entity {
     User,
     /// A chat conversation.
     Chat,
+    /// A chat message.
+    Message,
 }
 
 impl std::fmt::Display for Entity {
@@ -78,6 +82,7 @@ impl std::fmt::Display for Entity {
         f.write_str(match self {
             Entity::User => "user",
             Entity::Chat => "chat",
+            Entity::Message => "message",
         })
     }
 }
@@ -169,6 +174,104 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Signs a user up: creates the user, who logs in with `email` and a password (given
+    /// as its Argon2 PHC string), and their first session, in one transaction.
+    /// [`Error::Conflict`] if the email (or, improbably, the id) is taken.
+    pub async fn sign_up(
+        &self,
+        id: String,
+        email: String,
+        password_hash: String,
+        token_hash: [u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<User> {
+        self.write(move |tx| {
+            let now = Timestamp::now();
+            users::insert_user(tx, &id, Some(&email), Some(&password_hash), &now)?;
+            sessions::insert_session(tx, &token_hash, &id, &now, &expires_at)?;
+            Ok(User {
+                id,
+                primary_email: Some(email),
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    /// The user with this id.
+    pub async fn user(&self, id: String) -> Result<Option<User>> {
+        self.read(move |conn| users::find_user(conn, &id)).await
+    }
+
+    /// The user with this lower-cased email and their password hash, for logging in.
+    pub async fn user_by_email(&self, email: String) -> Result<Option<(User, Option<String>)>> {
+        self.read(move |conn| users::find_user_by_email(conn, &email))
+            .await
+    }
+
+    /// Stores a session for `user_id` (by its token hash) until `expires_at`.
+    pub async fn create_session(
+        &self,
+        user_id: String,
+        token_hash: [u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            sessions::insert_session(tx, &token_hash, &user_id, &Timestamp::now(), &expires_at)
+        })
+        .await
+    }
+
+    /// Deletes the session with this token hash, if it exists.
+    pub async fn delete_session(&self, token_hash: [u8; 32]) -> Result<()> {
+        self.write(move |tx| sessions::delete_session(tx, &token_hash))
+            .await
+    }
+
+    /// `owner`'s chats in the given order.
+    pub async fn list_chats(&self, owner: String, order: ChatOrder) -> Result<Vec<Chat>> {
+        self.read(move |conn| chats::list_chats(conn, &owner, order))
+            .await
+    }
+
+    /// Creates a chat for `owner`.
+    pub async fn create_chat(&self, owner: String, name: String, model: String) -> Result<Chat> {
+        self.write(move |tx| chats::insert_chat(tx, &owner, &name, &model, &Timestamp::now()))
+            .await
+    }
+
+    /// Renames `owner`'s chat. [`Error::NotFound`] if it is not theirs.
+    pub async fn rename_chat(&self, owner: String, chat_id: i64, name: String) -> Result<Chat> {
+        self.write(move |tx| chats::rename_chat(tx, &owner, chat_id, &name, &Timestamp::now()))
+            .await
+    }
+
+    /// Deletes those of `chat_ids` that are `owner`'s, with their messages, in one
+    /// transaction; returns the ids deleted.
+    pub async fn delete_chats(&self, owner: String, chat_ids: Vec<i64>) -> Result<Vec<i64>> {
+        self.write(move |tx| chats::delete_chats(tx, &owner, &chat_ids))
+            .await
+    }
+
+    /// A window of `owner`'s chat, oldest first. [`Error::NotFound`] if it is not theirs.
+    pub async fn list_messages(
+        &self,
+        owner: String,
+        chat_id: i64,
+        window: MessageWindow,
+    ) -> Result<MessagePage> {
+        self.read(move |conn| messages::list_messages(conn, &owner, chat_id, window))
+            .await
+    }
+
+    /// Deletes the last turn of `owner`'s chat; returns the deleted ids.
+    pub async fn delete_last_turn(&self, owner: String, chat_id: i64) -> Result<Vec<i64>> {
+        self.write(move |tx| messages::delete_last_turn(tx, &owner, chat_id, &Timestamp::now()))
+            .await
+    }
+}
+
 /// Opens a read-write connection to `path` (creating the file and its folder), switches
 /// the file to WAL and brings its schema up to date. Used by the writer and by [`Admin`].
 fn open_for_writing(path: &Path) -> Result<Connection> {
@@ -180,7 +283,9 @@ fn open_for_writing(path: &Path) -> Result<Connection> {
     }
     let mut conn = Connection::open(path)?;
     configure_connection(&mut conn)?;
-    conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+        row.get::<_, String>(0)
+    })?;
     schema::migrate(&mut conn)?;
     Ok(conn)
 }

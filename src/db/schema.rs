@@ -84,7 +84,8 @@ mod tests {
     #[test]
     fn another_applications_database_is_refused_untouched() {
         let mut conn = fresh();
-        conn.execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT)")
+            .unwrap();
         assert!(matches!(migrate(&mut conn), Err(Error::Incompatible(_))));
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))

@@ -36,3 +36,10 @@ pub fn find_session_user(
         .query_row(params![&token_hash[..], now.as_str()], |row| row.get(0))
         .optional()?)
 }
+
+/// Deletes the session with this token hash, if any.
+pub fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<()> {
+    conn.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+        .execute([&token_hash[..]])?;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{Entity, Error, Result};
-use crate::domain::Timestamp;
+use crate::domain::{Timestamp, User};
 
 /// Inserts a user. [`Error::Conflict`] if the id or the email is taken.
 pub fn insert_user(
@@ -40,4 +40,33 @@ pub fn require_user(conn: &Connection, id: &str) -> Result<()> {
     } else {
         Err(Error::NotFound(Entity::User))
     }
+}
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        primary_email: row.get(1)?,
+        created_at: Timestamp::from_stored(row.get(2)?),
+    })
+}
+
+/// The user with this id.
+pub fn find_user(conn: &Connection, id: &str) -> Result<Option<User>> {
+    Ok(conn
+        .prepare_cached("SELECT id, primary_email, created_at FROM users WHERE id = ?1")?
+        .query_row([id], user_from_row)
+        .optional()?)
+}
+
+/// The user with this (already lower-cased) email, and their password hash if they have one.
+pub fn find_user_by_email(
+    conn: &Connection,
+    email: &str,
+) -> Result<Option<(User, Option<String>)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, primary_email, created_at, password_hash FROM users WHERE primary_email = ?1",
+        )?
+        .query_row([email], |row| Ok((user_from_row(row)?, row.get(3)?)))
+        .optional()?)
 }

@@ -1,24 +1,49 @@
 //! The HTTP routes. [`configure`] registers all of them; the server and the tests both
 //! use it, so they serve exactly the same thing.
 
+mod auth;
+mod chats;
 mod health;
 mod messages;
 
 use actix_web::middleware::from_fn;
 use actix_web::{Resource, web};
 
-use crate::auth;
 use crate::error::ApiError;
 
 /// Registers every route of the service.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
         .service(
+            web::scope("/api/auth")
+                .service(resource("/sign-up", "POST").route(web::post().to(auth::sign_up)))
+                .service(resource("/login", "POST").route(web::post().to(auth::login)))
+                .service(resource("/logout", "POST").route(web::post().to(auth::logout)))
+                .service(resource("/session", "GET").route(web::get().to(auth::current_session)))
+                .service(resource("/check", "HEAD").route(web::head().to(auth::check))),
+        )
+        .service(
             web::scope("/api/users/{user_id}")
-                .wrap(from_fn(auth::require_session))
+                .wrap(from_fn(crate::auth::require_session))
                 .service(
-                    resource("/chats/{chat_id}/messages", "POST")
+                    resource("/chats", "GET, POST, DELETE")
+                        .route(web::get().to(chats::list))
+                        .route(web::post().to(chats::create))
+                        .route(web::delete().to(chats::delete_many)),
+                )
+                .service(
+                    resource("/chats/{chat_id}", "PATCH, DELETE")
+                        .route(web::patch().to(chats::rename))
+                        .route(web::delete().to(chats::delete_one)),
+                )
+                .service(
+                    resource("/chats/{chat_id}/messages", "GET, POST")
+                        .route(web::get().to(messages::list))
                         .route(web::post().to(messages::create)),
+                )
+                .service(
+                    resource("/chats/{chat_id}/messages/last", "DELETE")
+                        .route(web::delete().to(messages::delete_last)),
                 )
                 .default_service(web::to(route_not_found)),
         );

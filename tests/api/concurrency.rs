@@ -28,8 +28,14 @@ async fn concurrent_batches_stay_contiguous_in_order_and_none_is_lost() {
                 let messages: Vec<_> = (0..BATCH_LEN)
                     .map(|i| json!({"content": format!("c{client} b{batch} m{i}"), "role": "user"}))
                     .collect();
-                let response = app.post_messages(&alice, &json!({"messages": messages})).await;
-                assert_eq!(response.status().as_u16(), 200, "client {client} batch {batch}");
+                let response = app
+                    .post_messages(&alice, &json!({"messages": messages}))
+                    .await;
+                assert_eq!(
+                    response.status().as_u16(),
+                    200,
+                    "client {client} batch {batch}"
+                );
                 let body = json_body(response).await;
                 let ids: Vec<i64> = body["chatMessages"]
                     .as_array()
@@ -50,15 +56,22 @@ async fn concurrent_batches_stay_contiguous_in_order_and_none_is_lost() {
     // Assert: all messages stored once, each batch's ids contiguous and in its order.
     let stored = app.stored_messages(alice.chat_id);
     assert_eq!(stored.len(), CLIENTS * BATCHES_PER_CLIENT * BATCH_LEN);
-    let position: std::collections::HashMap<i64, usize> =
-        stored.iter().enumerate().map(|(pos, (id, _, _))| (*id, pos)).collect();
+    let position: std::collections::HashMap<i64, usize> = stored
+        .iter()
+        .enumerate()
+        .map(|(pos, (id, _, _))| (*id, pos))
+        .collect();
     let mut seen = HashSet::new();
     for (client, batch, ids) in batches {
         assert_eq!(ids.len(), BATCH_LEN);
         let first = position[&ids[0]];
         for (i, id) in ids.iter().enumerate() {
             assert!(seen.insert(*id), "id {id} returned twice");
-            assert_eq!(position[id], first + i, "batch c{client} b{batch} is contiguous");
+            assert_eq!(
+                position[id],
+                first + i,
+                "batch c{client} b{batch} is contiguous"
+            );
             assert_eq!(stored[first + i].1, format!("c{client} b{batch} m{i}"));
         }
     }
@@ -67,7 +80,9 @@ async fn concurrent_batches_stay_contiguous_in_order_and_none_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_single_messages_from_many_users_all_succeed() {
     let app = std::sync::Arc::new(spawn_app().await);
-    let users: Vec<_> = (0..16).map(|i| std::sync::Arc::new(app.seed_user(&format!("user{i}")))).collect();
+    let users: Vec<_> = (0..16)
+        .map(|i| std::sync::Arc::new(app.seed_user(&format!("user{i}"))))
+        .collect();
 
     let mut tasks = Vec::new();
     for user in &users {
@@ -76,7 +91,10 @@ async fn concurrent_single_messages_from_many_users_all_succeed() {
             let user = user.clone();
             tasks.push(tokio::spawn(async move {
                 let response = app
-                    .post_messages(&user, &json!({"message": format!("{} #{n}", user.id), "actor": "user"}))
+                    .post_messages(
+                        &user,
+                        &json!({"message": format!("{} #{n}", user.id), "actor": "user"}),
+                    )
                     .await;
                 response.status().as_u16()
             }));
@@ -89,6 +107,10 @@ async fn concurrent_single_messages_from_many_users_all_succeed() {
     for user in &users {
         let stored = app.stored_messages(user.chat_id);
         assert_eq!(stored.len(), 10, "{}", user.id);
-        assert!(stored.iter().all(|(_, text, _)| text.starts_with(&format!("{} #", user.id))));
+        assert!(
+            stored
+                .iter()
+                .all(|(_, text, _)| text.starts_with(&format!("{} #", user.id)))
+        );
     }
 }

@@ -26,13 +26,29 @@ async fn a_single_message_is_stored_and_returned_in_the_documented_shape() {
     assert_eq!(response.status().as_u16(), 200);
     let body = json_body(response).await;
     let message = &body["chatMessage"];
-    assert_eq!(body.as_object().unwrap().len(), 1, "only chatMessage in {body}");
-    let fields: Vec<&str> = message.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        1,
+        "only chatMessage in {body}"
+    );
+    let fields: Vec<&str> = message
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut sorted = fields.clone();
     sorted.sort_unstable();
     assert_eq!(
         sorted,
-        ["actor", "chat_conversation_id", "created_at", "id", "message", "neptun_user_id"]
+        [
+            "actor",
+            "chat_conversation_id",
+            "created_at",
+            "id",
+            "message",
+            "neptun_user_id"
+        ]
     );
     assert!(message["id"].as_i64().unwrap() > 0);
     assert_eq!(message["chat_conversation_id"], alice.chat_id);
@@ -99,7 +115,10 @@ async fn tricky_texts_are_stored_exactly_as_sent() {
         "<script>alert(1)</script>",
         "x",
     ];
-    let batch: Vec<Value> = texts.iter().map(|t| json!({"content": t, "role": "user"})).collect();
+    let batch: Vec<Value> = texts
+        .iter()
+        .map(|t| json!({"content": t, "role": "user"}))
+        .collect();
 
     let response = app.post_messages(&alice, &json!({"messages": batch})).await;
 
@@ -126,7 +145,10 @@ async fn every_role_is_accepted_in_the_single_form() {
     let alice = app.seed_user("alice");
     for actor in ["user", "assistant", "system"] {
         let response = app
-            .post_messages(&alice, &json!({"message": format!("from {actor}"), "actor": actor}))
+            .post_messages(
+                &alice,
+                &json!({"message": format!("from {actor}"), "actor": actor}),
+            )
             .await;
         assert_eq!(response.status().as_u16(), 200, "actor {actor}");
         let body = json_body(response).await;
@@ -198,14 +220,24 @@ async fn a_batch_that_fails_inside_the_transaction_stores_nothing() {
     let body = json_body(response).await;
     assert_eq!(body["statusCode"], 500);
     let text = body.to_string();
-    for secret in ["forced failure", "chat_messages", "sqlite", "SQL", "neptun.db", "boom"] {
+    for secret in [
+        "forced failure",
+        "chat_messages",
+        "sqlite",
+        "SQL",
+        "neptun.db",
+        "boom",
+    ] {
         assert!(!text.contains(secret), "{secret:?} leaked in {text}");
     }
     assert!(app.stored_messages(alice.chat_id).is_empty());
 
     // The writer carries on: the next batch goes through, and ids still increase.
     let ok = app
-        .post_messages(&alice, &json!({"messages": [{"content": "after", "role": "user"}]}))
+        .post_messages(
+            &alice,
+            &json!({"messages": [{"content": "after", "role": "user"}]}),
+        )
         .await;
     assert_eq!(ok.status().as_u16(), 200);
     assert_eq!(app.stored_messages(alice.chat_id).len(), 1);
@@ -234,13 +266,21 @@ async fn posting_a_message_moves_the_chats_updated_at() {
             |row| row.get(0),
         )
         .unwrap();
-    assert_eq!(updated_at, body["chatMessage"]["created_at"].as_str().unwrap());
+    assert_eq!(
+        updated_at,
+        body["chatMessage"]["created_at"].as_str().unwrap()
+    );
 }
 
 #[tokio::test]
 async fn the_health_check_answers_ok_without_a_session() {
     let app = spawn_app().await;
-    let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    let response = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert!(response.headers().contains_key("x-request-id"));
     assert_eq!(json_body(response).await, json!({"status": "ok"}));

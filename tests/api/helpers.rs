@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use neptun_chat::auth::{SESSION_COOKIE, SessionToken};
-use neptun_chat::config::{Limits, Settings};
+use neptun_chat::config::{Limits, SessionSettings, Settings};
 use neptun_chat::db::Admin;
 use neptun_chat::domain::Timestamp;
 use neptun_chat::startup::Application;
@@ -41,6 +41,7 @@ pub async fn spawn_app_with(limits: Limits) -> TestApp {
         database: db_path.clone(),
         bind: "127.0.0.1:0".to_owned(),
         limits,
+        sessions: SessionSettings::default(),
     };
     let app = Application::build(settings).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -65,7 +66,9 @@ impl TestApp {
         let mut admin = self.admin();
         admin.create_user(id, None, None).expect("user created");
         let token = self.create_session(id, 30);
-        let chat_id = admin.create_chat(id, "Test chat", "test-model").expect("chat created");
+        let chat_id = admin
+            .create_chat(id, "Test chat", "test-model")
+            .expect("chat created");
         TestUser {
             id: id.to_owned(),
             token,
@@ -76,7 +79,8 @@ impl TestApp {
     /// A new session token for `user_id`, expiring in `days` (0: already expired).
     pub fn create_session(&self, user_id: &str, days: i64) -> String {
         let token = SessionToken::generate().expect("random token");
-        let expires_at = Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(days));
+        let expires_at =
+            Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(days));
         self.admin()
             .create_session(user_id, &token.hash(), &expires_at)
             .expect("session created");
@@ -92,7 +96,10 @@ impl TestApp {
 
     /// The messages path of a chat.
     pub fn messages_url(&self, user_id: &str, chat_id: impl std::fmt::Display) -> String {
-        format!("{}/api/users/{user_id}/chats/{chat_id}/messages", self.address)
+        format!(
+            "{}/api/users/{user_id}/chats/{chat_id}/messages",
+            self.address
+        )
     }
 
     /// POSTs a JSON body to `user`'s own chat with `user`'s session.
@@ -149,7 +156,10 @@ pub async fn json_body(response: reqwest::Response) -> Value {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "content type {content_type:?}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?}"
+    );
     response.json().await.expect("a JSON body")
 }
 
@@ -158,7 +168,13 @@ pub async fn assert_error(response: reqwest::Response, status: u16, status_messa
     assert_eq!(response.status().as_u16(), status, "status");
     let body = json_body(response).await;
     assert_eq!(body["statusCode"], status, "statusCode in {body}");
-    assert_eq!(body["statusMessage"], status_message, "statusMessage in {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(
+        body["statusMessage"], status_message,
+        "statusMessage in {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message in {body}"
+    );
     body
 }

@@ -1,0 +1,145 @@
+//! `/api/users/{user_id}/chats[/{chat_id}]`: list, create, rename and delete a user's
+//! chats. Authentication and the 403 check have already run in
+//! [`auth::require_session`](crate::auth::require_session).
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthenticatedUser;
+use crate::db::Db;
+use crate::domain::Chat;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::validation;
+
+/// `{"chat": Chat}`
+#[derive(Serialize)]
+struct ChatBody {
+    chat: Chat,
+}
+
+/// `{"chats": [Chat]}`
+#[derive(Serialize)]
+struct ChatList {
+    chats: Vec<Chat>,
+}
+
+/// `{"deleted": [chat ids]}` (and, for a bulk delete, the ids that were not found).
+#[derive(Serialize)]
+struct Deleted {
+    deleted: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_found: Option<Vec<i64>>,
+}
+
+/// The query of `GET .../chats`.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    order_by: Option<String>,
+}
+
+/// The path of a single chat, as text: a malformed id is this handler's 400.
+#[derive(Deserialize)]
+pub struct ChatPath {
+    chat_id: String,
+}
+
+impl ChatPath {
+    /// The chat id, or the route-parameter 400.
+    pub fn chat_id(&self) -> Result<i64, ApiError> {
+        validation::parse_chat_id(&self.chat_id).ok_or(ApiError::InvalidRouteParams)
+    }
+}
+
+/// `GET .../chats[?order_by=updated_at:desc]`: `{"chats": [Chat]}`.
+pub async fn list(
+    db: web::Data<Db>,
+    user: web::ReqData<AuthenticatedUser>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let order = validation::parse_chat_order(query.order_by.as_deref()).map_err(|issues| {
+        ApiError::InvalidQuery {
+            fields: "order_by",
+            issues,
+        }
+    })?;
+    let chats = db.list_chats(user.into_inner().user_id, order).await?;
+    Ok(HttpResponse::Ok().json(ChatList { chats }))
+}
+
+/// `POST .../chats` `{"name", "model"}`: `{"chat": Chat}`.
+pub async fn create(
+    db: web::Data<Db>,
+    user: web::ReqData<AuthenticatedUser>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    const FIELDS: &str = "name, model";
+    let body = body.map_err(|err| err.in_body(FIELDS))?;
+    let new = validation::parse_new_chat(body.0).map_err(ApiError::invalid_body(FIELDS))?;
+    let chat = db
+        .create_chat(user.into_inner().user_id, new.name, new.model)
+        .await?;
+    Ok(HttpResponse::Ok().json(ChatBody { chat }))
+}
+
+/// `PATCH .../chats/{chat_id}` `{"name"}`: `{"chat": Chat}`.
+pub async fn rename(
+    db: web::Data<Db>,
+    user: web::ReqData<AuthenticatedUser>,
+    path: web::Path<ChatPath>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    const FIELDS: &str = "name";
+    let chat_id = path.chat_id()?;
+    let body = body.map_err(|err| err.in_body(FIELDS))?;
+    let name = validation::parse_chat_rename(body.0).map_err(ApiError::invalid_body(FIELDS))?;
+    let chat = db
+        .rename_chat(user.into_inner().user_id, chat_id, name)
+        .await?;
+    Ok(HttpResponse::Ok().json(ChatBody { chat }))
+}
+
+/// `DELETE .../chats/{chat_id}`: `{"deleted": [chat_id]}`; its messages go with it.
+pub async fn delete_one(
+    db: web::Data<Db>,
+    user: web::ReqData<AuthenticatedUser>,
+    path: web::Path<ChatPath>,
+) -> Result<HttpResponse, ApiError> {
+    let chat_id = path.chat_id()?;
+    let deleted = db
+        .delete_chats(user.into_inner().user_id, vec![chat_id])
+        .await?;
+    if deleted.is_empty() {
+        return Err(ApiError::NotFound("Chat not found"));
+    }
+    Ok(HttpResponse::Ok().json(Deleted {
+        deleted,
+        not_found: None,
+    }))
+}
+
+/// `DELETE .../chats` `{"chat_ids": [...]}`: deletes those that are the user's in one
+/// transaction; the rest (missing, or other users') are listed as `not_found`.
+pub async fn delete_many(
+    db: web::Data<Db>,
+    user: web::ReqData<AuthenticatedUser>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    const FIELDS: &str = "chat_ids";
+    let body = body.map_err(|err| err.in_body(FIELDS))?;
+    let mut chat_ids =
+        validation::parse_chat_ids(body.0).map_err(ApiError::invalid_body(FIELDS))?;
+    let mut seen = std::collections::HashSet::new();
+    chat_ids.retain(|id| seen.insert(*id));
+    let deleted = db
+        .delete_chats(user.into_inner().user_id, chat_ids.clone())
+        .await?;
+    let not_found = chat_ids
+        .into_iter()
+        .filter(|id| !deleted.contains(id))
+        .collect();
+    Ok(HttpResponse::Ok().json(Deleted {
+        deleted,
+        not_found: Some(not_found),
+    }))
+}
