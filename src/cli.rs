@@ -70,13 +70,18 @@ pub struct LimitArgs {
 #[derive(Debug, Args)]
 pub struct SessionArgs {
     /// Days a session made by sign-up or login lives (the cookie's Max-Age).
-    #[arg(long, global = true, env = "NEPTUN_SESSION_TTL_DAYS", default_value_t = SessionSettings::default().ttl_days)]
+    #[arg(long, global = true, env = "NEPTUN_SESSION_TTL_DAYS", default_value_t = SessionSettings::default().ttl_days, value_parser = ttl_days())]
     pub session_ttl_days: u32,
 
     /// Mark the session cookie Secure (HTTPS only; browsers also accept it on localhost).
     /// Set to false to serve plain HTTP to other hosts.
     #[arg(long, global = true, env = "NEPTUN_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
+}
+
+/// Session lifetimes in days: up to 100 years, so expiry dates stay four-digit years.
+fn ttl_days() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(0..=36_500)
 }
 
 /// The subcommands.
@@ -127,7 +132,7 @@ pub struct SessionCreateOpts {
     /// The user the session is for.
     pub user_id: String,
     /// Days until the session expires; 0 makes one that is already expired.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = ttl_days())]
     pub ttl_days: u32,
 }
 

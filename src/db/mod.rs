@@ -283,10 +283,11 @@ fn open_for_writing(path: &Path) -> Result<Connection> {
     }
     let mut conn = Connection::open(path)?;
     configure_connection(&mut conn)?;
+    // Refuse a foreign file before changing anything about it, journal mode included.
+    schema::migrate(&mut conn)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
         row.get::<_, String>(0)
     })?;
-    schema::migrate(&mut conn)?;
     Ok(conn)
 }
 
