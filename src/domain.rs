@@ -5,9 +5,12 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 
 /// Who wrote a message. Serialized as `"user"`, `"assistant"` or `"system"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// A person typing in the chat.
@@ -53,7 +56,7 @@ pub struct NewMessage {
 }
 
 /// A stored message, in the shape the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ChatMessage {
     /// Strictly increasing in insertion order, never reused.
     pub id: i64,
@@ -70,7 +73,7 @@ pub struct ChatMessage {
 }
 
 /// A user as the API shows it (never with a password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct User {
     /// The user's id: chosen by an operator, or generated at sign-up.
     pub id: String,
@@ -81,7 +84,7 @@ pub struct User {
 }
 
 /// A chat conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Chat {
     /// The chat's id.
     pub id: i64,
@@ -164,6 +167,18 @@ pub struct MessagePage {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Timestamp(String);
+
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .examples(["2026-11-24T18:43:05.123Z"])
+            .into()
+    }
+}
+
+impl ToSchema for Timestamp {}
 
 impl Timestamp {
     /// The current instant.

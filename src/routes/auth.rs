@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::{
     SESSION_COOKIE, Session, SessionToken, cleared_session_cookie, hash_token, random_url_safe,
@@ -13,18 +14,40 @@ use crate::db::Db;
 use crate::domain::{Timestamp, User};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::routes::docs::{CredentialsBody, ErrorBody};
 use crate::{password, validation};
 
 /// What sign-up and login bodies hold, for error messages.
 const FIELDS: &str = "email, password";
 
 /// `{"user": User}`
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UserBody {
     user: User,
 }
 
+/// `{"ok": true}`
+#[derive(Serialize, ToSchema)]
+pub struct LoggedOut {
+    /// Always true.
+    ok: bool,
+}
+
 /// `POST /api/auth/sign-up`: creates a user with a generated id, and signs them in.
+#[utoipa::path(
+    post,
+    path = "/api/auth/sign-up",
+    operation_id = "sign_up",
+    tag = "auth",
+    request_body = CredentialsBody,
+    responses(
+        (status = 200, description = "Signed up and in; sets the neptun-session cookie", body = UserBody),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 409, description = "The email is taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    )
+)]
 pub async fn sign_up(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
@@ -55,6 +78,20 @@ pub async fn sign_up(
 
 /// `POST /api/auth/login`: a new session for the right email and password. A wrong
 /// email and a wrong password get the same answer after about the same time.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    operation_id = "login",
+    tag = "auth",
+    request_body = CredentialsBody,
+    responses(
+        (status = 200, description = "Signed in; sets the neptun-session cookie", body = UserBody),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    )
+)]
 pub async fn login(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
@@ -85,6 +122,15 @@ pub async fn login(
 
 /// `POST /api/auth/logout`: deletes the presented session (if any) and clears the
 /// cookie. Idempotent: logging out twice, or without a session, also answers 200.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    operation_id = "logout",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The session (if any) is deleted and the cookie cleared", body = LoggedOut),
+    )
+)]
 pub async fn logout(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
@@ -95,10 +141,21 @@ pub async fn logout(
     }
     Ok(HttpResponse::Ok()
         .cookie(cleared_session_cookie(&settings))
-        .json(serde_json::json!({ "ok": true })))
+        .json(LoggedOut { ok: true }))
 }
 
 /// `GET /api/auth/session`: the signed-in user, or 401.
+#[utoipa::path(
+    get,
+    path = "/api/auth/session",
+    operation_id = "get_session",
+    tag = "auth",
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = UserBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+    )
+)]
 pub async fn current_session(
     db: web::Data<Db>,
     session: Session,
@@ -111,6 +168,17 @@ pub async fn current_session(
 }
 
 /// `HEAD /api/auth/check`: 200 with a live session, 401 without; no body either way.
+#[utoipa::path(
+    head,
+    path = "/api/auth/check",
+    operation_id = "check_session",
+    tag = "auth",
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The session is valid"),
+        (status = 401, description = "No valid session"),
+    )
+)]
 pub async fn check(_session: Session) -> HttpResponse {
     HttpResponse::Ok().finish()
 }

@@ -4,30 +4,34 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::AuthenticatedUser;
 use crate::db::Db;
 use crate::domain::Chat;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::routes::docs::{ChatIdsBody, ErrorBody, NewChatBody, RenameChatBody};
 use crate::validation;
 
 /// `{"chat": Chat}`
-#[derive(Serialize)]
-struct ChatBody {
+#[derive(Serialize, ToSchema)]
+pub struct ChatBody {
     chat: Chat,
 }
 
 /// `{"chats": [Chat]}`
-#[derive(Serialize)]
-struct ChatList {
+#[derive(Serialize, ToSchema)]
+pub struct ChatList {
     chats: Vec<Chat>,
 }
 
 /// `{"deleted": [chat ids]}` (and, for a bulk delete, the ids that were not found).
-#[derive(Serialize)]
-struct Deleted {
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    /// The ids of the chats deleted.
     deleted: Vec<i64>,
+    /// For a bulk delete: the ids given that are not this user's chats.
     #[serde(skip_serializing_if = "Option::is_none")]
     not_found: Option<Vec<i64>>,
 }
@@ -52,6 +56,24 @@ impl ChatPath {
 }
 
 /// `GET .../chats[?order_by=updated_at:desc]`: `{"chats": [Chat]}`.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user_id}/chats",
+    operation_id = "list_chats",
+    tag = "chats",
+    security(("session_cookie" = [])),
+    params(
+        ("user_id" = String, Path, description = "The id of the user whose session is presented"),
+        ("order_by" = Option<String>, Query, pattern = "^(created_at|updated_at|name)(:(asc|desc))?$",
+         description = "Sort order, `field` or `field:asc|desc`; default `updated_at:desc`"),
+    ),
+    responses(
+        (status = 200, description = "The user's chats", body = ChatList),
+        (status = 400, description = "Invalid order_by", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+    )
+)]
 pub async fn list(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
@@ -68,6 +90,23 @@ pub async fn list(
 }
 
 /// `POST .../chats` `{"name", "model"}`: `{"chat": Chat}`.
+#[utoipa::path(
+    post,
+    path = "/api/users/{user_id}/chats",
+    operation_id = "create_chat",
+    tag = "chats",
+    security(("session_cookie" = [])),
+    params(("user_id" = String, Path, description = "The id of the user whose session is presented")),
+    request_body = NewChatBody,
+    responses(
+        (status = 200, description = "The new chat", body = ChatBody),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    )
+)]
 pub async fn create(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
@@ -83,6 +122,24 @@ pub async fn create(
 }
 
 /// `PATCH .../chats/{chat_id}` `{"name"}`: `{"chat": Chat}`.
+#[utoipa::path(
+    patch,
+    path = "/api/users/{user_id}/chats/{chat_id}",
+    operation_id = "rename_chat",
+    tag = "chats",
+    security(("session_cookie" = [])),
+    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    request_body = RenameChatBody,
+    responses(
+        (status = 200, description = "The renamed chat", body = ChatBody),
+        (status = 400, description = "Invalid chat id or body", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 404, description = "No such chat of this user", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    )
+)]
 pub async fn rename(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
@@ -100,6 +157,21 @@ pub async fn rename(
 }
 
 /// `DELETE .../chats/{chat_id}`: `{"deleted": [chat_id]}`; its messages go with it.
+#[utoipa::path(
+    delete,
+    path = "/api/users/{user_id}/chats/{chat_id}",
+    operation_id = "delete_chat",
+    tag = "chats",
+    security(("session_cookie" = [])),
+    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    responses(
+        (status = 200, description = "The chat and its messages are deleted", body = Deleted),
+        (status = 400, description = "Invalid chat id", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 404, description = "No such chat of this user", body = ErrorBody),
+    )
+)]
 pub async fn delete_one(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
@@ -120,6 +192,23 @@ pub async fn delete_one(
 
 /// `DELETE .../chats` `{"chat_ids": [...]}`: deletes those that are the user's in one
 /// transaction; the rest (missing, or other users') are listed as `not_found`.
+#[utoipa::path(
+    delete,
+    path = "/api/users/{user_id}/chats",
+    operation_id = "delete_chats",
+    tag = "chats",
+    security(("session_cookie" = [])),
+    params(("user_id" = String, Path, description = "The id of the user whose session is presented")),
+    request_body = ChatIdsBody,
+    responses(
+        (status = 200, description = "The user's chats among the ids are deleted; the rest are listed as not_found", body = Deleted),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    )
+)]
 pub async fn delete_many(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,

@@ -1,13 +1,33 @@
 //! `GET /healthz`: unauthenticated liveness check that the database answers.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::routes::docs::ErrorBody;
+
+/// `{"status": "ok"}`
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `"ok"`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
 
 /// 200 `{"status":"ok"}` when the database answers a trivial query, 503 otherwise.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    )
+)]
 pub async fn healthz(db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     db.ping().await.map_err(ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({ "status": "ok" })))
+    Ok(HttpResponse::Ok().json(Health { status: "ok" }))
 }

@@ -4,6 +4,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::AuthenticatedUser;
 use crate::config::Limits;
@@ -12,6 +13,7 @@ use crate::domain::ChatMessage;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::chats::ChatPath;
+use crate::routes::docs::{CreateMessagesBody, ErrorBody};
 use crate::validation::{self, CreateMessages};
 
 /// The query of `GET .../messages`, as text: parsed by [`validation::parse_message_window`].
@@ -23,30 +25,64 @@ pub struct ListQuery {
 }
 
 /// `{"chatMessages": [...], "next": id | null}`
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Page {
+pub struct Page {
+    /// The messages, in id order.
     chat_messages: Vec<ChatMessage>,
-    #[serde(rename = "next")]
+    /// Pass as `after` (or, when paging with `before`, as `before`) for the next page;
+    /// null when there is none.
     next: Option<i64>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CreatedOne {
-    chat_message: ChatMessage,
+/// The answer to a create: `{"chatMessage"}` for the single form, `{"chatMessages"}`
+/// (in array order) for a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreatedMessages {
+    /// The single form's answer.
+    One {
+        /// The stored message.
+        #[serde(rename = "chatMessage")]
+        chat_message: ChatMessage,
+    },
+    /// A batch's answer.
+    Many {
+        /// The stored messages, in array order.
+        #[serde(rename = "chatMessages")]
+        chat_messages: Vec<ChatMessage>,
+    },
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CreatedMany {
-    chat_messages: Vec<ChatMessage>,
+/// `{"deleted": [message ids]}`
+#[derive(Serialize, ToSchema)]
+pub struct DeletedMessages {
+    /// The ids of the deleted messages, oldest first.
+    deleted: Vec<i64>,
 }
 
 /// What a create-messages body holds, for error messages.
 const FIELDS: &str = "message | messages";
 
 /// Validates the path and body, then stores the messages in one transaction.
+#[utoipa::path(
+    post,
+    path = "/api/users/{user_id}/chats/{chat_id}/messages",
+    operation_id = "create_messages",
+    tag = "messages",
+    security(("session_cookie" = [])),
+    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    request_body = CreateMessagesBody,
+    responses(
+        (status = 200, description = "Stored: `chatMessage` for the single form, `chatMessages` (in array order) for a batch", body = CreatedMessages),
+        (status = 400, description = "Invalid chat id or body", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 404, description = "No such chat of this user", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    )
+)]
 pub async fn create(
     db: web::Data<Db>,
     limits: web::Data<Limits>,
@@ -66,17 +102,40 @@ pub async fn create(
                 .into_iter()
                 .next()
                 .ok_or_else(|| ApiError::internal("BUG: one message in, none stored"))?;
-            HttpResponse::Ok().json(CreatedOne { chat_message })
+            HttpResponse::Ok().json(CreatedMessages::One { chat_message })
         }
         CreateMessages::Batch(messages) => {
             let chat_messages = db.append_messages(user_id, chat_id, messages).await?;
-            HttpResponse::Ok().json(CreatedMany { chat_messages })
+            HttpResponse::Ok().json(CreatedMessages::Many { chat_messages })
         }
     })
 }
 
 /// `GET .../messages[?limit=N&after=ID | before=ID]`: the whole chat, or one page and
 /// the cursor for the next.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user_id}/chats/{chat_id}/messages",
+    operation_id = "list_messages",
+    tag = "messages",
+    security(("session_cookie" = [])),
+    params(
+        ("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000,
+         description = "Page size; without limit, after and before the whole chat is returned"),
+        ("after" = Option<i64>, Query, minimum = 0,
+         description = "Return messages with ids above this one, oldest first"),
+        ("before" = Option<i64>, Query, minimum = 1,
+         description = "Return the newest messages with ids below this one, oldest first"),
+    ),
+    responses(
+        (status = 200, description = "Messages in id order, and the cursor for the next page", body = Page),
+        (status = 400, description = "Invalid chat id or query", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 404, description = "No such chat of this user", body = ErrorBody),
+    )
+)]
 pub async fn list(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
@@ -104,6 +163,21 @@ pub async fn list(
 
 /// `DELETE .../messages/last`: removes the last turn (see
 /// [`Db::delete_last_turn`]) so a client can regenerate an answer.
+#[utoipa::path(
+    delete,
+    path = "/api/users/{user_id}/chats/{chat_id}/messages/last",
+    operation_id = "delete_last_turn",
+    tag = "messages",
+    security(("session_cookie" = [])),
+    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    responses(
+        (status = 200, description = "The ids of the deleted messages, oldest first", body = DeletedMessages),
+        (status = 400, description = "Invalid chat id", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 404, description = "No such chat of this user, or no messages in it", body = ErrorBody),
+    )
+)]
 pub async fn delete_last(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
@@ -113,5 +187,5 @@ pub async fn delete_last(
     let deleted = db
         .delete_last_turn(user.into_inner().user_id, chat_id)
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": deleted })))
+    Ok(HttpResponse::Ok().json(DeletedMessages { deleted }))
 }

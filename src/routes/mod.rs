@@ -3,6 +3,7 @@
 
 mod auth;
 mod chats;
+pub mod docs;
 mod health;
 mod messages;
 
@@ -14,6 +15,12 @@ use crate::error::ApiError;
 /// Registers every route of the service.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(docs::openapi)))
+        .service(
+            resource("/docs", "GET")
+                .route(web::get().to(|| docs::docs_asset(web::Path::from(String::new())))),
+        )
+        .service(resource("/docs/{asset}", "GET").route(web::get().to(docs::docs_asset)))
         .service(
             web::scope("/api/auth")
                 .service(resource("/sign-up", "POST").route(web::post().to(auth::sign_up)))
