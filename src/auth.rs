@@ -87,6 +87,12 @@ pub struct AuthenticatedUser {
     pub user_id: String,
 }
 
+/// The `{user_id}` segment of the scope's path.
+#[derive(serde::Deserialize)]
+struct UserPath {
+    user_id: String,
+}
+
 /// Middleware for the `/api/users/{user_id}` scope. It runs before any extractor, so
 /// 401 (no valid session) and then 403 (session of another user) come before every
 /// other answer, whatever else is wrong with the request.
@@ -94,16 +100,19 @@ pub async fn require_session(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let checked = authenticate(req.request()).await.and_then(|session| {
-        if req.match_info().get("user_id") == Some(session.user_id.as_str()) {
-            Ok(AuthenticatedUser {
+    let checked = match authenticate(req.request()).await {
+        // `web::Path` decodes the segment fully (`%2B` too), as handlers would see it.
+        Ok(session) => match web::Path::<UserPath>::extract(req.request()).await {
+            Ok(path) if path.user_id == session.user_id => Ok(AuthenticatedUser {
                 user_id: session.user_id,
-            })
-        } else {
-            log::debug!("403: session of another user");
-            Err(ApiError::Forbidden)
-        }
-    });
+            }),
+            _ => {
+                log::debug!("403: session of another user");
+                Err(ApiError::Forbidden)
+            }
+        },
+        Err(err) => Err(err),
+    };
     match checked {
         Ok(user) => {
             req.extensions_mut().insert(user);

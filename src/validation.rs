@@ -306,7 +306,11 @@ fn take_text(
             return None;
         }
     };
-    if text.trim().is_empty() {
+    // U+FEFF counts as blank too, as it does for JavaScript's `trim` (and so for zod).
+    if text
+        .trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
+        .is_empty()
+    {
         issues.push(Issue {
             kind: IssueKind::TooSmall {
                 minimum: 1,
@@ -822,6 +826,12 @@ mod tests {
                 assert_eq!(issues[0]["received"], received, "received for {body}");
             }
         }
+    }
+
+    #[test]
+    fn a_text_of_only_a_byte_order_mark_is_blank_as_in_javascript() {
+        let issues = issues_of(json!({"message": "\u{FEFF} ", "actor": "user"}));
+        assert_eq!(issues[0]["code"], "too_small");
     }
 
     #[test]

@@ -103,10 +103,20 @@ pub struct IssueBody {
     #[schema(example = "invalid_type")]
     code: String,
     /// Where: object keys and array indexes, e.g. `["messages", 2, "role"]`.
-    #[schema(value_type = Vec<Object>)]
-    path: Vec<String>,
+    path: Vec<IssuePathSegment>,
     /// A sentence for people.
     message: String,
+}
+
+/// One element of an issue's `path`.
+#[derive(ToSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum IssuePathSegment {
+    /// An object key.
+    Key(String),
+    /// An array index.
+    Index(u64),
 }
 
 /// `{"email", "password"}`
@@ -255,20 +265,28 @@ const DOCS_INIT_JS: &str = r##"window.onload = function () {
 const SWAGGER_UI_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
 const SWAGGER_UI_CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
 
-/// `GET /docs` and its assets, all compiled in.
-pub async fn docs_asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let (content_type, body): (&str, &'static [u8]) = match path.as_str() {
-        "" => ("text/html; charset=utf-8", DOCS_HTML.as_bytes()),
+/// `GET /docs`: the Swagger UI page.
+pub async fn page() -> HttpResponse {
+    serve("text/html; charset=utf-8", DOCS_HTML.as_bytes())
+}
+
+/// `GET /docs/{asset}`: the page's script and style sheet, all compiled in.
+pub async fn asset(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (content_type, body): (&str, &'static [u8]) = match name.as_str() {
         "init.js" => ("text/javascript; charset=utf-8", DOCS_INIT_JS.as_bytes()),
         "swagger-ui-bundle.js" => ("text/javascript; charset=utf-8", SWAGGER_UI_JS),
         "swagger-ui.css" => ("text/css; charset=utf-8", SWAGGER_UI_CSS),
         _ => return Err(ApiError::RouteNotFound),
     };
-    Ok(HttpResponse::Ok()
+    Ok(serve(content_type, body))
+}
+
+fn serve(content_type: &str, body: &'static [u8]) -> HttpResponse {
+    HttpResponse::Ok()
         .content_type(content_type)
         .insert_header((CONTENT_SECURITY_POLICY, DOCS_CSP))
         .insert_header((CACHE_CONTROL, "public, max-age=3600"))
-        .body(body))
+        .body(body)
 }
 
 #[cfg(test)]

@@ -8,33 +8,30 @@ mod health;
 mod messages;
 
 use actix_web::middleware::from_fn;
-use actix_web::{Resource, web};
+use actix_web::{Resource, Route, guard, web};
 
 use crate::error::ApiError;
 
 /// Registers every route of the service.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
-        .service(resource("/openapi.json", "GET").route(web::get().to(docs::openapi)))
-        .service(
-            resource("/docs", "GET")
-                .route(web::get().to(|| docs::docs_asset(web::Path::from(String::new())))),
-        )
-        .service(resource("/docs/{asset}", "GET").route(web::get().to(docs::docs_asset)))
+    cfg.service(resource("/healthz", GET).route(get().to(health::healthz)))
+        .service(resource("/openapi.json", GET).route(get().to(docs::openapi)))
+        .service(resource("/docs", GET).route(get().to(docs::page)))
+        .service(resource("/docs/{asset}", GET).route(get().to(docs::asset)))
         .service(
             web::scope("/api/auth")
                 .service(resource("/sign-up", "POST").route(web::post().to(auth::sign_up)))
                 .service(resource("/login", "POST").route(web::post().to(auth::login)))
                 .service(resource("/logout", "POST").route(web::post().to(auth::logout)))
-                .service(resource("/session", "GET").route(web::get().to(auth::current_session)))
+                .service(resource("/session", GET).route(get().to(auth::current_session)))
                 .service(resource("/check", "HEAD").route(web::head().to(auth::check))),
         )
         .service(
             web::scope("/api/users/{user_id}")
                 .wrap(from_fn(crate::auth::require_session))
                 .service(
-                    resource("/chats", "GET, POST, DELETE")
-                        .route(web::get().to(chats::list))
+                    resource("/chats", "GET, HEAD, POST, DELETE")
+                        .route(get().to(chats::list))
                         .route(web::post().to(chats::create))
                         .route(web::delete().to(chats::delete_many)),
                 )
@@ -44,8 +41,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::delete().to(chats::delete_one)),
                 )
                 .service(
-                    resource("/chats/{chat_id}/messages", "GET, POST")
-                        .route(web::get().to(messages::list))
+                    resource("/chats/{chat_id}/messages", "GET, HEAD, POST")
+                        .route(get().to(messages::list))
                         .route(web::post().to(messages::create)),
                 )
                 .service(
@@ -54,6 +51,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .default_service(web::to(route_not_found)),
         );
+}
+
+/// The `Allow` list of read-only resources.
+const GET: &str = "GET, HEAD";
+
+/// A GET route that also answers HEAD (same status and headers, no body).
+fn get() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// A resource whose other methods get a JSON 405 naming the `allow`ed ones.
