@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::SessionToken;
-use crate::config::{Limits, SessionSettings, Settings};
+use crate::auth::{SessionToken, hash_token};
+use crate::config::{Durability, Limits, SessionSettings, Settings};
 use crate::db::{self, Admin, Entity};
 use crate::domain::Timestamp;
 use crate::startup::Application;
@@ -45,6 +45,20 @@ pub struct Cli {
     #[command(flatten)]
     pub sessions: SessionArgs,
 
+    /// What an acknowledged write survives: `full` (power loss) or `normal` (a crash of
+    /// the process; faster, but the last writes before a power loss may be lost).
+    #[arg(long, global = true, env = "NEPTUN_SYNC", value_enum, default_value_t = SyncArg::Full)]
+    pub sync: SyncArg,
+
+    /// Seconds SIGTERM / SIGINT wait for requests in flight before stopping anyway.
+    #[arg(
+        long,
+        global = true,
+        env = "NEPTUN_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10
+    )]
+    pub shutdown_grace_secs: u64,
+
     /// What to do; serves when left out.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -64,6 +78,15 @@ pub struct LimitArgs {
     /// Longest accepted message text, in UTF-8 bytes.
     #[arg(long, global = true, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes)]
     pub max_message_bytes: usize,
+}
+
+/// `--sync`: SQLite's `synchronous` level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncArg {
+    /// Survives power loss: the WAL is synced at every commit.
+    Full,
+    /// Survives a crash of the process; synced at checkpoints only.
+    Normal,
 }
 
 /// Sessions made by sign-up and login.
@@ -100,6 +123,17 @@ pub enum Command {
     Chat(ChatCommand),
     /// Exit 0 if the running server answers GET /healthz with 200 (for container health checks).
     Healthcheck(HealthcheckOpts),
+    /// Write a consistent copy of the database to DEST (also while the server runs); prints DEST.
+    Backup(BackupOpts),
+    /// Run SQLite's full integrity check; exit non-zero on any problem.
+    Check,
+}
+
+/// `backup`
+#[derive(Debug, Args)]
+pub struct BackupOpts {
+    /// Where to write the copy; an existing file there is replaced only once the copy is complete.
+    pub dest: PathBuf,
 }
 
 /// `user ...`
@@ -124,6 +158,28 @@ pub struct UserCreateOpts {
 pub enum SessionCommand {
     /// Create a session for a user; prints the new token (shown only this once).
     Create(SessionCreateOpts),
+    /// List a user's sessions, newest first: hash prefix, created, expires (tab-separated).
+    List(SessionListOpts),
+    /// Revoke one session by its token, or all of a user's; prints how many were revoked.
+    Revoke(SessionRevokeOpts),
+}
+
+/// `session list`
+#[derive(Debug, Args)]
+pub struct SessionListOpts {
+    /// The user whose sessions to list.
+    pub user_id: String,
+}
+
+/// `session revoke`
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SessionRevokeOpts {
+    /// The session token to revoke.
+    pub token: Option<String>,
+    /// Revoke every session of this user instead.
+    #[arg(long, value_name = "USER_ID")]
+    pub all: Option<String>,
 }
 
 /// `session create`
@@ -179,6 +235,11 @@ impl Cli {
                 ttl_days: self.sessions.session_ttl_days,
                 cookie_secure: self.sessions.cookie_secure,
             },
+            durability: match self.sync {
+                SyncArg::Full => Durability::Full,
+                SyncArg::Normal => Durability::Normal,
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         }
     }
 }
@@ -190,14 +251,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::User(UserCommand::Create(opts))) => create_user(&cli, opts),
         Some(Command::Session(SessionCommand::Create(opts))) => create_session(&cli, opts),
         Some(Command::Chat(ChatCommand::Create(opts))) => create_chat(&cli, opts),
+        Some(Command::Session(SessionCommand::List(opts))) => list_sessions(&cli, opts),
+        Some(Command::Session(SessionCommand::Revoke(opts))) => revoke_sessions(&cli, opts),
         Some(Command::Healthcheck(opts)) => healthcheck(&cli, opts),
+        Some(Command::Backup(opts)) => backup(&cli, opts),
+        Some(Command::Check) => check(&cli),
     }
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)?;
-        app.run_until_stopped().await.context("the server failed")
+        app.run_until_stopped().await
     })
 }
 
@@ -257,6 +322,65 @@ fn create_chat(cli: &Cli, opts: &ChatCreateOpts) -> anyhow::Result<()> {
         other => other?,
     };
     print_line(&chat_id.to_string())
+}
+
+fn list_sessions(cli: &Cli, opts: &SessionListOpts) -> anyhow::Result<()> {
+    let sessions = match open_admin(cli)?.list_sessions(&opts.user_id) {
+        Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
+        other => other?,
+    };
+    let now = Timestamp::now();
+    for session in sessions {
+        let state = if session.expires_at > now {
+            "live"
+        } else {
+            "expired"
+        };
+        print_line(&format!(
+            "{}\t{}\t{}\t{state}",
+            session.hash_prefix,
+            session.created_at.as_str(),
+            session.expires_at.as_str()
+        ))?;
+    }
+    Ok(())
+}
+
+fn revoke_sessions(cli: &Cli, opts: &SessionRevokeOpts) -> anyhow::Result<()> {
+    let mut admin = open_admin(cli)?;
+    let revoked = match (&opts.token, &opts.all) {
+        (Some(token), _) => usize::from(admin.revoke_session(&hash_token(token))?),
+        (None, Some(user_id)) => match admin.revoke_all_sessions(user_id) {
+            Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {user_id:?}"),
+            other => other?,
+        },
+        (None, None) => bail!("give a TOKEN or --all USER_ID"),
+    };
+    print_line(&revoked.to_string())
+}
+
+/// Fails unless the database file exists: `backup` and `check` must not create one.
+fn existing_database(cli: &Cli) -> anyhow::Result<Admin> {
+    if !cli.database.is_file() {
+        bail!("no database at {}", cli.database.display());
+    }
+    open_admin(cli)
+}
+
+fn backup(cli: &Cli, opts: &BackupOpts) -> anyhow::Result<()> {
+    existing_database(cli)?.backup(&opts.dest)?;
+    print_line(&opts.dest.display().to_string())
+}
+
+fn check(cli: &Cli) -> anyhow::Result<()> {
+    let problems = existing_database(cli)?.check()?;
+    if problems.is_empty() {
+        return print_line("ok");
+    }
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    bail!("the database has {} problem(s)", problems.len())
 }
 
 fn healthcheck(cli: &Cli, opts: &HealthcheckOpts) -> anyhow::Result<()> {
@@ -326,11 +450,7 @@ mod tests {
     fn no_subcommand_means_serve_with_the_defaults() {
         let cli = Cli::try_parse_from(["neptun-chat"]).unwrap();
         assert!(cli.command.is_none());
-        let settings = cli.settings();
-        assert_eq!(settings.database, PathBuf::from("data/neptun.db"));
-        assert_eq!(settings.bind, "127.0.0.1:8080");
-        assert_eq!(settings.limits, Limits::default());
-        assert_eq!(settings.sessions, SessionSettings::default());
+        assert_eq!(cli.settings(), Settings::default());
     }
 
     #[test]

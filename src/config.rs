@@ -2,6 +2,9 @@
 //! the command line by [`cli`](crate::cli); does no I/O, so tests build it directly.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::db::Durability;
 
 use crate::validation::MessageLimits;
 
@@ -65,4 +68,21 @@ pub struct Settings {
     pub limits: Limits,
     /// Session lifetime and cookie attributes.
     pub sessions: SessionSettings,
+    /// What an acknowledged write survives.
+    pub durability: Durability,
+    /// How long SIGTERM / SIGINT wait for requests in flight before stopping anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database: PathBuf::from("data/neptun.db"),
+            bind: "127.0.0.1:8080".to_owned(),
+            limits: Limits::default(),
+            sessions: SessionSettings::default(),
+            durability: Durability::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }

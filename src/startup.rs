@@ -19,6 +19,7 @@ use crate::{routes, telemetry};
 pub struct Application {
     port: u16,
     server: Server,
+    db: Db,
 }
 
 impl Application {
@@ -27,16 +28,17 @@ impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
-        let db = Db::open(&settings.database)
+        let address = listener.local_addr()?;
+        let port = address.port();
+        let db = Db::open(&settings.database, settings.durability)
             .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
-        let db = web::Data::new(db);
+        let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);
         let sessions = web::Data::new(settings.sessions);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(telemetry::log_request))
-                .app_data(db.clone())
+                .app_data(app_db.clone())
                 .app_data(limits.clone())
                 .app_data(sessions.clone())
                 .app_data(web::PayloadConfig::new(limits.max_body_bytes))
@@ -54,14 +56,15 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::route_not_found))
         })
+        .shutdown_timeout(settings.shutdown_grace.as_secs())
         .listen(listener)?
         .run();
+        tokio::spawn(purge_periodically(db.clone()));
         log::info!(
-            "neptun-chat listening on {} (database {})",
-            settings.bind,
+            "neptun-chat listening on {address} (database {})",
             settings.database.display()
         );
-        Ok(Application { port, server })
+        Ok(Application { port, server, db })
     }
 
     /// The port the server listens on.
@@ -69,8 +72,34 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is told to stop (SIGINT/SIGTERM).
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// Serves until the process is told to stop (SIGINT/SIGTERM): then stops accepting
+    /// connections, lets requests in flight finish (up to the grace period), checkpoints
+    /// the WAL and closes the database.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await.context("the server failed");
+        self.db
+            .close()
+            .await
+            .context("closing the database failed")?;
+        log::info!("stopped; the database is checkpointed and closed");
+        served
+    }
+}
+
+/// How often expired sessions are deleted.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Deletes expired sessions now and then, until the database closes. (They are refused
+/// as soon as they expire either way; this only keeps the table small.)
+async fn purge_periodically(db: Db) {
+    let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        ticks.tick().await;
+        match db.purge_expired().await {
+            Ok(0) => {}
+            Ok(purged) => log::info!("purged {purged} expired sessions"),
+            Err(crate::db::Error::WriterGone) => return,
+            Err(err) => log::warn!("purging expired sessions failed: {err}"),
+        }
     }
 }

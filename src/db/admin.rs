@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{Result, chats, open_for_writing, sessions, users};
+use super::{Durability, Error, Result, chats, open_for_writing, sessions, users};
 use crate::domain::Timestamp;
 
 /// A read-write connection for one-off administrative changes.
@@ -16,9 +16,10 @@ pub struct Admin {
 
 impl Admin {
     /// Opens the database at `path` (creating it and applying the schema if needed).
+    /// Admin writes are rare, so they are always fully durable.
     pub fn open(path: &Path) -> Result<Admin> {
         Ok(Admin {
-            conn: open_for_writing(path)?,
+            conn: open_for_writing(path, Durability::Full)?,
         })
     }
 
@@ -60,5 +61,105 @@ impl Admin {
             users::require_user(tx, owner)?;
             Ok(chats::insert_chat(tx, owner, name, model, &Timestamp::now())?.id)
         })
+    }
+}
+
+/// One session as `session list` shows it: never the token, only the start of its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The first 12 hex digits of the token's SHA-256, enough to tell sessions apart.
+    pub hash_prefix: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}
+
+impl Admin {
+    /// The sessions of a user, newest first. `NotFound(User)` for an unknown user.
+    pub fn list_sessions(&mut self, user_id: &str) -> Result<Vec<SessionInfo>> {
+        self.transaction(|tx| {
+            users::require_user(tx, user_id)?;
+            sessions::list_sessions(tx, user_id)
+        })
+    }
+
+    /// Deletes the session with this token hash; whether there was one.
+    pub fn revoke_session(&mut self, token_hash: &[u8; 32]) -> Result<bool> {
+        self.transaction(|tx| sessions::delete_session(tx, token_hash))
+    }
+
+    /// Deletes every session of a user; how many there were.
+    pub fn revoke_all_sessions(&mut self, user_id: &str) -> Result<usize> {
+        self.transaction(|tx| {
+            users::require_user(tx, user_id)?;
+            sessions::delete_user_sessions(tx, user_id)
+        })
+    }
+
+    /// Runs SQLite's full `integrity_check` and `foreign_key_check`; returns every
+    /// problem found (none: the database is sound).
+    pub fn check(&mut self) -> Result<Vec<String>> {
+        let mut problems: Vec<String> = self
+            .conn
+            .prepare("PRAGMA integrity_check")?
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|line| line != "ok")
+            .collect();
+        let broken_links = self
+            .conn
+            .prepare("PRAGMA foreign_key_check")?
+            .query_map([], |row| {
+                Ok(format!(
+                    "row {} of {} refers to a missing row of {}",
+                    row.get::<_, Option<i64>>(1)?.unwrap_or_default(),
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(2)?
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        problems.extend(broken_links);
+        Ok(problems)
+    }
+
+    /// Writes a consistent copy of the database to `dest` while other connections keep
+    /// writing: `VACUUM INTO` a temporary file beside `dest` (one read transaction, so
+    /// one point in time), sync it, then rename it into place.
+    pub fn backup(&mut self, dest: &Path) -> Result<()> {
+        let file_name = dest
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "backup".to_owned());
+        let tmp = dest.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+        let io = |source| Error::Backup {
+            path: dest.to_path_buf(),
+            source,
+        };
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(io)?;
+        }
+        let written = self
+            .conn
+            .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+            .map_err(Error::from)
+            .and_then(|_| {
+                std::fs::File::open(&tmp)
+                    .and_then(|file| file.sync_all())
+                    .and_then(|()| std::fs::rename(&tmp, dest))
+                    .map_err(io)
+            });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
+        // Make the rename itself durable.
+        if let Some(dir) = dest.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, TransactionBehavior};
 
-pub use admin::Admin;
+pub use admin::{Admin, SessionInfo};
 pub use schema::SCHEMA_VERSION;
 
 use crate::domain::{
@@ -55,6 +55,15 @@ pub enum Error {
     /// A blocking read task was cancelled or panicked.
     #[error("blocking database task failed")]
     Blocking(#[from] tokio::task::JoinError),
+    /// A backup could not be written.
+    #[error("cannot write the backup {path}")]
+    Backup {
+        /// The destination.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The database folder could not be created.
     #[error("cannot create the database folder {path}")]
     CreateDir {
@@ -92,6 +101,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 type Pool = r2d2::Pool<SqliteConnectionManager>;
 
+/// What a committed write survives (SQLite's `synchronous` setting, in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is synced at every commit, so an acknowledged write
+    /// survives power loss and an operating-system crash.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: the WAL is synced at checkpoints only, so an acknowledged
+    /// write survives a crash of the process, but the last commits before a power loss
+    /// may be rolled back (never half-applied).
+    Normal,
+}
+
+impl Durability {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
 /// How many read connections the pool keeps. Reads are short; a few cover two cores.
 const READ_POOL_SIZE: u32 = 8;
 
@@ -105,10 +136,10 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) the database at `path`, applies the schema and starts
     /// the writer thread. Fails on a file that is not this program's database.
-    pub fn open(path: &Path) -> Result<Db> {
-        let conn = open_for_writing(path)?;
-        let manager = SqliteConnectionManager::file(path).with_init(|conn| {
-            configure_connection(conn)?;
+    pub fn open(path: &Path, durability: Durability) -> Result<Db> {
+        let conn = open_for_writing(path, durability)?;
+        let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
+            configure_connection(conn, durability)?;
             // Pooled connections only read; all writes go through the writer.
             conn.pragma_update(None, "query_only", true)
         });
@@ -143,6 +174,19 @@ impl Db {
                 tx.commit()?;
                 Ok(value)
             })
+            .await
+    }
+
+    /// Lets the writes already queued finish, checkpoints the WAL into the database
+    /// file and closes the write connection. Writes sent after this fail with
+    /// [`Error::WriterGone`].
+    pub async fn close(&self) -> Result<()> {
+        self.writer.close().await
+    }
+
+    /// Deletes expired sessions; how many there were.
+    pub async fn purge_expired(&self) -> Result<usize> {
+        self.write(|tx| sessions::delete_expired_sessions(tx, &Timestamp::now()))
             .await
     }
 
@@ -225,7 +269,7 @@ impl Db {
 
     /// Deletes the session with this token hash, if it exists.
     pub async fn delete_session(&self, token_hash: [u8; 32]) -> Result<()> {
-        self.write(move |tx| sessions::delete_session(tx, &token_hash))
+        self.write(move |tx| sessions::delete_session(tx, &token_hash).map(drop))
             .await
     }
 
@@ -274,7 +318,7 @@ impl Db {
 
 /// Opens a read-write connection to `path` (creating the file and its folder), switches
 /// the file to WAL and brings its schema up to date. Used by the writer and by [`Admin`].
-fn open_for_writing(path: &Path) -> Result<Connection> {
+fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
             path: dir.to_path_buf(),
@@ -282,7 +326,7 @@ fn open_for_writing(path: &Path) -> Result<Connection> {
         })?;
     }
     let mut conn = Connection::open(path)?;
-    configure_connection(&mut conn)?;
+    configure_connection(&mut conn, durability)?;
     // Refuse a foreign file before changing anything about it, journal mode included.
     schema::migrate(&mut conn)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
@@ -292,10 +336,10 @@ fn open_for_writing(path: &Path) -> Result<Connection> {
 }
 
 /// The pragmas every connection gets, pooled or not.
-fn configure_connection(conn: &mut Connection) -> rusqlite::Result<()> {
+fn configure_connection(conn: &mut Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma_value())?;
     // Fails with SQLITE_NOTADB here, not on first use, when the file is not a database.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
     Ok(())

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use super::{Result, SessionInfo};
 use crate::domain::Timestamp;
 
 /// Stores a session for `user_id`, valid until `expires_at`.
@@ -37,9 +37,43 @@ pub fn find_session_user(
         .optional()?)
 }
 
-/// Deletes the session with this token hash, if any.
-pub fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<()> {
-    conn.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+/// Deletes the session with this token hash; whether there was one.
+pub fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
         .execute([&token_hash[..]])?;
-    Ok(())
+    Ok(deleted > 0)
+}
+
+/// Deletes every session of a user; how many there were.
+pub fn delete_user_sessions(conn: &Connection, user_id: &str) -> Result<usize> {
+    Ok(conn
+        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([user_id])?)
+}
+
+/// Deletes the sessions that expired before `now`; how many there were.
+pub fn delete_expired_sessions(conn: &Connection, now: &Timestamp) -> Result<usize> {
+    Ok(conn
+        .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
+        .execute([now.as_str()])?)
+}
+
+/// The sessions of a user, newest first.
+pub fn list_sessions(conn: &Connection, user_id: &str) -> Result<Vec<SessionInfo>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT token_hash, created_at, expires_at FROM sessions WHERE user_id = ?1 \
+         ORDER BY created_at DESC",
+    )?;
+    let sessions = stmt
+        .query_map([user_id], |row| {
+            let hash: Vec<u8> = row.get(0)?;
+            Ok(SessionInfo {
+                hash_prefix: hash.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+                created_at: Timestamp::from_stored(row.get(1)?),
+                expires_at: Timestamp::from_stored(row.get(2)?),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(sessions)
 }

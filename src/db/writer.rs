@@ -18,28 +18,54 @@ use super::{Error, Result};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// What the writer thread is asked to do.
+enum Message {
+    /// Run a job.
+    Run(Job),
+    /// Checkpoint, close the connection and stop; answer when done.
+    Close(oneshot::Sender<Result<()>>),
+}
+
 /// A handle for sending work to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
 }
 
 impl Writer {
     /// Starts the writer thread, which takes ownership of `conn`.
     pub fn spawn(mut conn: Connection) -> std::io::Result<Writer> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Message>();
         thread::Builder::new()
             .name("neptun-db-writer".to_owned())
             .spawn(move || {
-                for job in queue {
-                    // A panicking job loses its reply (the caller sees WriterGone); the
-                    // thread carries on with the next one.
-                    if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-                        log::error!("a database write panicked; it was rolled back");
+                for message in queue {
+                    match message {
+                        Message::Run(job) => {
+                            // A panicking job loses its reply (the caller sees
+                            // WriterGone); the thread carries on with the next one.
+                            if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                                log::error!("a database write panicked; it was rolled back");
+                            }
+                        }
+                        Message::Close(reply) => {
+                            let _ = reply.send(checkpoint_and_close(conn));
+                            return;
+                        }
                     }
                 }
             })?;
         Ok(Writer { jobs })
+    }
+
+    /// Stops the writer after the jobs already queued: checkpoints the WAL into the
+    /// database file and closes the connection.
+    pub async fn close(&self) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Message::Close(reply))
+            .map_err(|_| Error::WriterGone)?;
+        answer.await.map_err(|_| Error::WriterGone)?
     }
 
     /// Runs `f` on the writer thread and returns its result.
@@ -53,7 +79,16 @@ impl Writer {
             // The caller may have gone away (client disconnected); the write still stands.
             let _ = reply.send(f(conn));
         });
-        self.jobs.send(job).map_err(|_| Error::WriterGone)?;
+        self.jobs
+            .send(Message::Run(job))
+            .map_err(|_| Error::WriterGone)?;
         answer.await.map_err(|_| Error::WriterGone)?
     }
+}
+
+/// Moves everything in the WAL into the database file and truncates the WAL, so the
+/// file alone is a complete copy; then closes the connection.
+fn checkpoint_and_close(conn: Connection) -> Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    conn.close().map_err(|(_, err)| Error::Sqlite(err))
 }

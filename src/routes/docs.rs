@@ -172,7 +172,7 @@ pub struct RenameChatBody {
 #[allow(dead_code)]
 pub struct ChatIdsBody {
     /// 1 to 1000 chat ids.
-    #[schema(min_items = 1, max_items = 1000)]
+    #[schema(min_items = 1, max_items = 1000, minimum = 1)]
     chat_ids: Vec<i64>,
 }
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use neptun_chat::auth::{SESSION_COOKIE, SessionToken};
-use neptun_chat::config::{Limits, SessionSettings, Settings};
+use neptun_chat::config::{Limits, Settings};
 use neptun_chat::db::Admin;
 use neptun_chat::domain::Timestamp;
 use neptun_chat::startup::Application;
@@ -41,7 +41,7 @@ pub async fn spawn_app_with(limits: Limits) -> TestApp {
         database: db_path.clone(),
         bind: "127.0.0.1:0".to_owned(),
         limits,
-        sessions: SessionSettings::default(),
+        ..Settings::default()
     };
     let app = Application::build(settings).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -177,4 +177,100 @@ pub async fn assert_error(response: reqwest::Response, status: u16, status_messa
         "message in {body}"
     );
     body
+}
+
+/// Requests to any route with an optional session cookie, and signing up through the API.
+impl TestApp {
+    /// Sends `method` to `path` (e.g. `/api/auth/session`) with an optional session
+    /// token and an optional JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.header(COOKIE, format!("{SESSION_COOKIE}={token}"));
+        }
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    /// GETs `path` with an optional session token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// POSTs a JSON body to `path` with an optional session token.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// PATCHes a JSON body to `path` with an optional session token.
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.send(reqwest::Method::PATCH, path, token, Some(body))
+            .await
+    }
+
+    /// DELETEs `path` with an optional session token and an optional JSON body.
+    pub async fn delete(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, path, token, body).await
+    }
+
+    /// Signs up through `POST /api/auth/sign-up`, expecting success; returns the
+    /// `user` object and the session token from `Set-Cookie`.
+    pub async fn sign_up(&self, email: &str, password: &str) -> (Value, String) {
+        let response = self
+            .post_json(
+                "/api/auth/sign-up",
+                None,
+                &serde_json::json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 200, "sign-up of {email}");
+        let (token, _) = session_cookie(&response).expect("sign-up sets the session cookie");
+        let body = json_body(response).await;
+        (body["user"].clone(), token)
+    }
+}
+
+/// The `neptun-session` cookie a response sets: its value and its attributes as
+/// written (e.g. `["HttpOnly", "SameSite=Lax", "Path=/"]`). Parsed by hand because
+/// reqwest's cookie store will not keep a `Secure` cookie over plain HTTP.
+pub fn session_cookie(response: &reqwest::Response) -> Option<(String, Vec<String>)> {
+    let prefix = format!("{SESSION_COOKIE}=");
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|header| {
+            let mut parts = header.split(';').map(str::trim);
+            let value = parts.next()?.strip_prefix(&prefix)?.to_owned();
+            Some((value, parts.map(str::to_owned).collect()))
+        })
 }
