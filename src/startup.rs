@@ -5,7 +5,8 @@
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
@@ -32,12 +33,14 @@ impl Application {
         let port = address.port();
         let db = Db::open(&settings.database, settings.durability)
             .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
+        telemetry::metrics();
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);
         let sessions = web::Data::new(settings.sessions);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(telemetry::log_request))
+                .wrap(security_headers())
                 .app_data(app_db.clone())
                 .app_data(limits.clone())
                 .app_data(sessions.clone())
@@ -55,6 +58,9 @@ impl Application {
                 }))
                 .configure(routes::configure)
                 .default_service(web::to(routes::route_not_found))
+        })
+        .on_connect(|_, extensions| {
+            extensions.insert(telemetry::ConnectionGuard::open());
         })
         .shutdown_timeout(settings.shutdown_grace.as_secs())
         .listen(listener)?
@@ -84,6 +90,16 @@ impl Application {
         log::info!("stopped; the database is checkpointed and closed");
         served
     }
+}
+
+/// Headers every response carries unless it sets its own (the `/docs` assets set a
+/// cache lifetime and a content security policy).
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::CACHE_CONTROL, "no-store"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
 }
 
 /// How often expired sessions are deleted.

@@ -1,16 +1,21 @@
-//! Logging: `env_logger` set up from `RUST_LOG` (default `info`), and one log line per
-//! request with its method, route template, status, latency and request id.
+//! Observability: `env_logger` set up from `RUST_LOG` (default `info`); one log line per
+//! request with its method, route template, status, latency and request id; and the
+//! Prometheus metrics served at `/metrics` (requests, latency, messages and batches
+//! stored, write-queue depth, busy database, open connections, process memory).
 //!
 //! Never log tokens, cookies, passwords or message texts: this module logs route
 //! templates (not raw paths) and error chains, which are built to leave those out.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::random_url_safe;
 
@@ -83,7 +88,11 @@ pub async fn log_request(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "<unmatched>".to_owned());
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_ms = elapsed * 1000.0;
+    counter!(REQUESTS, "method" => method.to_string(), "route" => route.clone(), "status" => status.as_str().to_owned())
+        .increment(1);
+    histogram!(LATENCY, "route" => route.clone()).record(elapsed);
     if status.is_server_error() {
         let cause = res
             .response()
@@ -106,4 +115,110 @@ pub async fn log_request(
         res.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     Ok(res)
+}
+
+const REQUESTS: &str = "neptun_http_requests_total";
+const LATENCY: &str = "neptun_http_request_duration_seconds";
+/// Messages stored (counted by the create-messages route).
+pub const MESSAGES_STORED: &str = "neptun_messages_stored_total";
+/// Create-messages requests of the batch form that were stored.
+pub const BATCHES_STORED: &str = "neptun_batches_stored_total";
+/// Writes waiting for or running on the writer thread.
+pub const WRITE_QUEUE_DEPTH: &str = "neptun_db_write_queue_depth";
+/// SQLite answers of SQLITE_BUSY (the busy timeout ran out).
+pub const DB_BUSY: &str = "neptun_db_busy_total";
+const OPEN_CONNECTIONS: &str = "neptun_http_open_connections";
+const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+
+/// The Prometheus recorder, installed once per process: the `metrics` macros anywhere
+/// in the program write to it. `None` if another recorder was installed first.
+pub fn metrics() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(LATENCY.to_owned()), &buckets)
+                .and_then(PrometheusBuilder::install_recorder);
+            match handle {
+                Ok(handle) => {
+                    describe_metrics();
+                    Some(handle)
+                }
+                Err(err) => {
+                    log::warn!("metrics are disabled: {err}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn describe_metrics() {
+    describe_counter!(
+        REQUESTS,
+        "HTTP requests answered, by method, route template and status"
+    );
+    describe_histogram!(
+        LATENCY,
+        metrics::Unit::Seconds,
+        "Time to answer a request, by route template"
+    );
+    describe_counter!(MESSAGES_STORED, "Chat messages stored");
+    describe_counter!(BATCHES_STORED, "Batches of chat messages stored");
+    describe_gauge!(
+        WRITE_QUEUE_DEPTH,
+        "Database writes queued for or running on the writer"
+    );
+    describe_counter!(
+        DB_BUSY,
+        "Database calls that failed because SQLite stayed busy"
+    );
+    describe_gauge!(OPEN_CONNECTIONS, "Open HTTP connections");
+    describe_gauge!(
+        RESIDENT_MEMORY,
+        metrics::Unit::Bytes,
+        "Resident memory of the process"
+    );
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn serve_metrics() -> HttpResponse {
+    let Some(handle) = metrics() else {
+        return HttpResponse::NotFound().finish();
+    };
+    if let Some(rss) = resident_memory_bytes() {
+        gauge!(RESIDENT_MEMORY).set(rss as f64);
+    }
+    handle.run_upkeep();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
+}
+
+/// The process's resident memory, from `/proc/self/statm` (Linux only).
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Lives in a connection's extensions: counts the connection open until it is dropped.
+pub struct ConnectionGuard;
+
+impl ConnectionGuard {
+    /// Counts one more open connection.
+    pub fn open() -> ConnectionGuard {
+        gauge!(OPEN_CONNECTIONS).increment(1.0);
+        ConnectionGuard
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        gauge!(OPEN_CONNECTIONS).decrement(1.0);
+    }
 }

@@ -157,7 +157,7 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || f(&*pool.get()?)).await?
+        count_busy(tokio::task::spawn_blocking(move || f(&*pool.get()?)).await?)
     }
 
     /// Runs `f` inside one IMMEDIATE transaction on the writer thread; commits if `f`
@@ -167,12 +167,31 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
+        count_busy(
+            self.writer
+                .call(move |conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let value = f(&tx)?;
+                    tx.commit()?;
+                    Ok(value)
+                })
+                .await,
+        )
+    }
+
+    /// Answers whether the database is ready for writes: the writer takes the write
+    /// lock and sees the schema version this program expects.
+    pub async fn ready(&self) -> Result<()> {
         self.writer
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let value = f(&tx)?;
-                tx.commit()?;
-                Ok(value)
+            .call(|conn| {
+                let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                if version != SCHEMA_VERSION {
+                    return Err(Error::Incompatible(format!(
+                        "schema version {version}, expected {SCHEMA_VERSION}"
+                    )));
+                }
+                conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+                Ok(())
             })
             .await
     }
@@ -314,6 +333,16 @@ impl Db {
         self.write(move |tx| messages::delete_last_turn(tx, &owner, chat_id, &Timestamp::now()))
             .await
     }
+}
+
+/// Counts SQLITE_BUSY failures (the busy timeout ran out) for the metrics.
+fn count_busy<T>(result: Result<T>) -> Result<T> {
+    if let Err(Error::Sqlite(err)) = &result {
+        if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
+            metrics::counter!(crate::telemetry::DB_BUSY).increment(1);
+        }
+    }
+    result
 }
 
 /// Opens a read-write connection to `path` (creating the file and its folder), switches

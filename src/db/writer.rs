@@ -11,10 +11,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::thread;
 
+use metrics::gauge;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::{Error, Result};
+use crate::telemetry::WRITE_QUEUE_DEPTH;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -76,12 +78,16 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            gauge!(WRITE_QUEUE_DEPTH).decrement(1.0);
             // The caller may have gone away (client disconnected); the write still stands.
-            let _ = reply.send(f(conn));
+            let _ = reply.send(result);
         });
-        self.jobs
-            .send(Message::Run(job))
-            .map_err(|_| Error::WriterGone)?;
+        gauge!(WRITE_QUEUE_DEPTH).increment(1.0);
+        if self.jobs.send(Message::Run(job)).is_err() {
+            gauge!(WRITE_QUEUE_DEPTH).decrement(1.0);
+            return Err(Error::WriterGone);
+        }
         answer.await.map_err(|_| Error::WriterGone)?
     }
 }

@@ -29,6 +29,7 @@ use crate::error::ApiError;
     ),
     paths(
         health::healthz,
+        health::readyz,
         auth::sign_up,
         auth::login,
         auth::logout,
@@ -171,7 +172,7 @@ pub struct RenameChatBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ChatIdsBody {
-    /// 1 to 1000 chat ids.
+    /// 1 to 1000 chat ids, each a positive integer.
     #[schema(min_items = 1, max_items = 1000, minimum = 1)]
     chat_ids: Vec<i64>,
 }
@@ -319,6 +320,7 @@ mod tests {
                 "GET /api/users/{user_id}/chats",
                 "GET /api/users/{user_id}/chats/{chat_id}/messages",
                 "GET /healthz",
+                "GET /readyz",
                 "HEAD /api/auth/check",
                 "PATCH /api/users/{user_id}/chats/{chat_id}",
                 "POST /api/auth/login",

@@ -31,3 +31,28 @@ pub async fn healthz(db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     db.ping().await.map_err(ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(Health { status: "ok" }))
 }
+
+/// `{"status": "ready"}`
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `"ready"`.
+    #[schema(example = "ready")]
+    status: &'static str,
+}
+
+/// 200 `{"status":"ready"}` when the database takes writes and has the expected schema,
+/// 503 otherwise. Cheap: one lock taken and released on the writer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Ready),
+        (status = 503, description = "The database cannot take writes", body = ErrorBody),
+    )
+)]
+pub async fn readyz(db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
+    db.ready().await.map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(Ready { status: "ready" }))
+}

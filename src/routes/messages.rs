@@ -3,6 +3,7 @@
 //! [`auth::require_session`](crate::auth::require_session).
 
 use actix_web::{HttpResponse, web};
+use metrics::counter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,6 +15,7 @@ use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::chats::ChatPath;
 use crate::routes::docs::{CreateMessagesBody, ErrorBody};
+use crate::telemetry::{BATCHES_STORED, MESSAGES_STORED};
 use crate::validation::{self, CreateMessages};
 
 /// The query of `GET .../messages`, as text: parsed by [`validation::parse_message_window`].
@@ -98,6 +100,7 @@ pub async fn create(
     Ok(match input {
         CreateMessages::Single(message) => {
             let stored = db.append_messages(user_id, chat_id, vec![message]).await?;
+            counter!(MESSAGES_STORED).increment(1);
             let chat_message = stored
                 .into_iter()
                 .next()
@@ -106,6 +109,8 @@ pub async fn create(
         }
         CreateMessages::Batch(messages) => {
             let chat_messages = db.append_messages(user_id, chat_id, messages).await?;
+            counter!(MESSAGES_STORED).increment(chat_messages.len() as u64);
+            counter!(BATCHES_STORED).increment(1);
             HttpResponse::Ok().json(CreatedMessages::Many { chat_messages })
         }
     })

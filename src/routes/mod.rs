@@ -15,6 +15,8 @@ use crate::error::ApiError;
 /// Registers every route of the service.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz", GET).route(get().to(health::healthz)))
+        .service(resource("/readyz", GET).route(get().to(health::readyz)))
+        .service(resource("/metrics", GET).route(get().to(crate::telemetry::serve_metrics)))
         .service(resource("/openapi.json", GET).route(get().to(docs::openapi)))
         .service(resource("/docs", GET).route(get().to(docs::page)))
         .service(resource("/docs/{asset}", GET).route(get().to(docs::asset)))
