@@ -1,4 +1,4 @@
--- neptun-chat schema, version 1.
+-- neptun-chat schema, version 2.
 -- Compiled into the binary and applied at start-up inside one transaction when the
 -- database is new (PRAGMA user_version = 0). Later changes are migrations keyed on
 -- PRAGMA user_version; this file always describes the newest version as a whole.
@@ -51,3 +51,18 @@ CREATE INDEX IF NOT EXISTS chat_messages_by_chat
 
 -- Lets deleting a user cascade to their messages without a full scan.
 CREATE INDEX IF NOT EXISTS chat_messages_by_user ON chat_messages (neptun_user_id);
+
+-- Idempotency-Key support (schema version 2): the answer given to a create-messages
+-- request, kept for 24 hours so a retry with the same key gets it again instead of
+-- storing the messages twice. Scoped per user.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key          TEXT NOT NULL,
+    -- SHA-256 of the request (chat id and messages); the same key with another request is refused.
+    request_hash BLOB NOT NULL,
+    response     TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);

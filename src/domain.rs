@@ -55,6 +55,19 @@ pub struct NewMessage {
     pub role: Role,
 }
 
+/// A client's `Idempotency-Key` for a create-messages request, and a hash of what the
+/// request asked for: a retry must ask for exactly the same thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key, 1 to 255 printable ASCII characters.
+    pub key: String,
+    /// SHA-256 over the chat id and the messages.
+    pub request_hash: [u8; 32],
+}
+
+/// How long an idempotency key's answer is kept.
+pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
 /// A stored message, in the shape the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ChatMessage {

@@ -40,6 +40,17 @@ pub enum ApiError {
         /// Every problem found.
         issues: Vec<Issue>,
     },
+    /// A request header is malformed (400).
+    #[error("invalid header {name}")]
+    InvalidHeader {
+        /// The header.
+        name: &'static str,
+        /// What is wrong with it.
+        message: &'static str,
+    },
+    /// An `Idempotency-Key` was used before for a different request (422).
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     /// The body could not be read to its end, e.g. a broken transfer encoding (400).
     #[error("unreadable request body")]
     UnreadableBody,
@@ -132,6 +143,14 @@ impl ApiError {
                 format!("Bad Request. Invalid query({fields}).").into(),
                 summarize(issues),
             ),
+            ApiError::InvalidHeader { name, message } => (
+                format!("Bad Request. Invalid header({name}).").into(),
+                (*message).to_owned(),
+            ),
+            ApiError::IdempotencyKeyReused => (
+                "Unprocessable Entity".into(),
+                "This Idempotency-Key was already used with a different request".to_owned(),
+            ),
             ApiError::UnreadableBody => (
                 "Bad Request".into(),
                 "The request body could not be read".to_owned(),
@@ -192,6 +211,7 @@ impl From<db::Error> for ApiError {
         match err {
             db::Error::NotFound(db::Entity::Chat) => ApiError::NotFound("Chat not found"),
             db::Error::NotFound(db::Entity::Message) => ApiError::NotFound("No messages in chat"),
+            db::Error::KeyReused => ApiError::IdempotencyKeyReused,
             db::Error::Conflict(db::Entity::User) => {
                 ApiError::Conflict("A user with this email already exists")
             }
@@ -234,7 +254,9 @@ impl ResponseError for ApiError {
             ApiError::InvalidRouteParams
             | ApiError::InvalidBody { .. }
             | ApiError::InvalidQuery { .. }
+            | ApiError::InvalidHeader { .. }
             | ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,

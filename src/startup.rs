@@ -113,7 +113,7 @@ async fn purge_periodically(db: Db) {
         ticks.tick().await;
         match db.purge_expired().await {
             Ok(0) => {}
-            Ok(purged) => log::info!("purged {purged} expired sessions"),
+            Ok(purged) => log::info!("purged {purged} expired sessions and idempotency answers"),
             Err(crate::db::Error::WriterGone) => return,
             Err(err) => log::warn!("purging expired sessions failed: {err}"),
         }

@@ -161,6 +161,12 @@ impl Issue {
     }
 }
 
+/// `text` without leading and trailing white space, counting U+FEFF as white space as
+/// JavaScript's `trim` (and so zod) does.
+fn trim_blank(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
+}
+
 /// zod's name for the type of a JSON value.
 fn json_type(value: &Value) -> &'static str {
     match value {
@@ -306,11 +312,7 @@ fn take_text(
             return None;
         }
     };
-    // U+FEFF counts as blank too, as it does for JavaScript's `trim` (and so for zod).
-    if text
-        .trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
-        .is_empty()
-    {
+    if trim_blank(&text).is_empty() {
         issues.push(Issue {
             kind: IssueKind::TooSmall {
                 minimum: 1,
@@ -394,7 +396,11 @@ fn take_string(
             return None;
         }
     };
-    let text = if trim { text.trim().to_owned() } else { text };
+    let text = if trim {
+        trim_blank(&text).to_owned()
+    } else {
+        text
+    };
     let chars = text.chars().count();
     if chars < min {
         issues.push(Issue {
@@ -629,6 +635,37 @@ pub fn parse_chat_order(order_by: Option<&str>) -> Result<ChatOrder, Vec<Issue>>
     }
 }
 
+/// The single values of the query parameters named in `allowed`, from the query's
+/// decoded pairs; other parameters are ignored. A parameter given twice is an issue
+/// naming it.
+pub fn single_params<'q>(
+    pairs: &'q [(String, String)],
+    allowed: &[&'static str],
+) -> Result<Vec<Option<&'q str>>, Vec<Issue>> {
+    let mut values = vec![None; allowed.len()];
+    let mut issues = Vec::new();
+    for (name, value) in pairs {
+        let Some(index) = allowed.iter().position(|a| a == name) else {
+            continue;
+        };
+        if values[index].replace(value.as_str()).is_some() {
+            issues.push(Issue {
+                kind: IssueKind::InvalidType {
+                    expected: "string",
+                    received: "array",
+                },
+                path: vec![PathSegment::Key(allowed[index])],
+                message: format!("{} may be given only once", allowed[index]),
+            });
+        }
+    }
+    if issues.is_empty() {
+        Ok(values)
+    } else {
+        Err(issues)
+    }
+}
+
 /// Largest page of messages.
 pub const MAX_PAGE: usize = 1000;
 
@@ -687,6 +724,12 @@ pub fn parse_message_window(
             limit: limit.unwrap_or(DEFAULT_PAGE),
         },
     })
+}
+
+/// An `Idempotency-Key` header value: 1 to 255 printable ASCII characters (space included).
+pub fn parse_idempotency_key(text: &str) -> Option<String> {
+    let printable = text.bytes().all(|b| (0x20..=0x7E).contains(&b));
+    (printable && (1..=255).contains(&text.len())).then(|| text.to_owned())
 }
 
 /// Checks the shape of an email address and returns it trimmed and lower-cased:

@@ -65,7 +65,7 @@ pub fn list_chats(conn: &Connection, owner: &str, order: ChatOrder) -> Result<Ve
     let column = match order.field {
         ChatSortField::CreatedAt => "created_at",
         ChatSortField::UpdatedAt => "updated_at",
-        ChatSortField::Name => "name",
+        ChatSortField::Name => "name COLLATE NOCASE",
     };
     let direction = if order.descending { "DESC" } else { "ASC" };
     let mut stmt = conn.prepare_cached(&format!(

@@ -11,6 +11,7 @@
 
 mod admin;
 mod chats;
+mod idempotency;
 mod messages;
 mod schema;
 mod sessions;
@@ -26,7 +27,8 @@ pub use admin::{Admin, SessionInfo};
 pub use schema::SCHEMA_VERSION;
 
 use crate::domain::{
-    Chat, ChatMessage, ChatOrder, MessagePage, MessageWindow, NewMessage, Timestamp, User,
+    Chat, ChatMessage, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessagePage, MessageWindow,
+    NewMessage, Timestamp, User,
 };
 use writer::Writer;
 
@@ -40,6 +42,12 @@ pub enum Error {
     /// A unique value is already taken.
     #[error("{0} already exists")]
     Conflict(Entity),
+    /// The caller's rendering of a response failed.
+    #[error("rendering the response failed")]
+    Render(#[source] BoxError),
+    /// An idempotency key was used before with a different request.
+    #[error("the idempotency key was used for a different request")]
+    KeyReused,
     /// The file is not a database this program may use (see the message).
     #[error("{0}")]
     Incompatible(String),
@@ -95,6 +103,9 @@ impl std::fmt::Display for Entity {
         })
     }
 }
+
+/// Any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The `Result` of this layer.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -203,10 +214,15 @@ impl Db {
         self.writer.close().await
     }
 
-    /// Deletes expired sessions; how many there were.
+    /// Deletes expired sessions and idempotency answers older than 24 hours; how many
+    /// rows there were.
     pub async fn purge_expired(&self) -> Result<usize> {
-        self.write(|tx| sessions::delete_expired_sessions(tx, &Timestamp::now()))
-            .await
+        self.write(|tx| {
+            let sessions = sessions::delete_expired_sessions(tx, &Timestamp::now())?;
+            let keys_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
+            Ok(sessions + idempotency::delete_expired_keys(tx, &keys_before)?)
+        })
+        .await
     }
 
     /// Answers whether the database can be read.
@@ -222,19 +238,65 @@ impl Db {
             .await
     }
 
-    /// Appends `messages` to `owner`'s chat `chat_id` in one transaction, in order.
+    /// Appends `messages` to `owner`'s chat `chat_id` in one transaction, in order, and
+    /// returns the response body `render` makes of them.
+    ///
+    /// With an idempotency key, the same transaction first looks for an answer kept for
+    /// that key in the last 24 hours: the same request gets that answer again and
+    /// stores nothing; a different request fails with [`Error::KeyReused`]. Otherwise
+    /// the new answer is kept with the messages. All writes go through the one writer,
+    /// so two racing retries are answered one after the other, never both stored.
     /// [`Error::NotFound`] if the chat does not exist or belongs to someone else.
-    pub async fn append_messages(
+    pub async fn append_messages<R>(
         &self,
         owner: String,
         chat_id: i64,
         messages: Vec<NewMessage>,
-    ) -> Result<Vec<ChatMessage>> {
+        idempotency: Option<IdempotencyKey>,
+        render: R,
+    ) -> Result<Appended>
+    where
+        R: FnOnce(Vec<ChatMessage>) -> Result<String, BoxError> + Send + 'static,
+    {
         self.write(move |tx| {
-            messages::insert_messages(tx, &owner, chat_id, messages, &Timestamp::now())
+            let now = Timestamp::now();
+            if let Some(key) = &idempotency {
+                let not_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
+                if let Some((hash, response)) =
+                    idempotency::find_key(tx, &owner, &key.key, &not_before)?
+                {
+                    return if hash == key.request_hash {
+                        Ok(Appended::Replayed(response))
+                    } else {
+                        Err(Error::KeyReused)
+                    };
+                }
+            }
+            let stored = messages::insert_messages(tx, &owner, chat_id, messages, &now)?;
+            let count = stored.len();
+            let response = render(stored).map_err(Error::Render)?;
+            if let Some(key) = &idempotency {
+                idempotency::store_key(tx, &owner, &key.key, &key.request_hash, &response, &now)?;
+            }
+            Ok(Appended::Stored { response, count })
         })
         .await
     }
+}
+
+/// What [`Db::append_messages`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored `count` messages; `response` is the rendered answer.
+    Stored {
+        /// The response body.
+        response: String,
+        /// How many messages were stored.
+        count: usize,
+    },
+    /// Stored nothing: the request repeats an earlier one with the same idempotency
+    /// key; this is the answer given then.
+    Replayed(String),
 }
 
 impl Db {

@@ -8,15 +8,21 @@ use super::{Error, Result};
 /// The whole schema at its newest version.
 const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
+/// The migrations, in order: `MIGRATIONS[i]` takes a database from version `i + 1` to
+/// `i + 2`. A new database gets `SCHEMA_SQL` whole instead.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/002_idempotency_keys.sql")];
+
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
 /// Marks a database file as this program's (`PRAGMA application_id`): "NPTC".
 const APPLICATION_ID: i64 = 0x4E50_5443;
 
 /// Brings the database to [`SCHEMA_VERSION`] in one transaction, or refuses it.
 ///
-/// A new, empty file gets the whole schema. A file with another application's mark,
+/// A new, empty file gets the whole schema; an older one gets the migrations it lacks,
+/// all or none of them. The checks read only the header and the schema table, so
+/// start-up stays fast on a large database. A file with another application's mark,
 /// an unmarked file that already has tables, or a file from a newer version of this
 /// program is refused and left untouched.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
@@ -38,9 +44,22 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
              {SCHEMA_VERSION}; use a newer neptun-chat"
         )));
     }
-    if version < SCHEMA_VERSION {
+    if version == 0 {
         tx.execute_batch(SCHEMA_SQL)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    } else {
+        // Version v (1-based) still needs MIGRATIONS[v - 1..].
+        let applied = usize::try_from(version - 1).unwrap_or(0);
+        for (from, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            log::info!(
+                "migrating the database from schema version {} to {}",
+                from + 1,
+                from + 2
+            );
+            tx.execute_batch(migration)?;
+        }
+    }
+    if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
@@ -91,6 +110,55 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, 0);
+    }
+
+    /// The tables, columns and indexes of a database, to compare two of them.
+    fn shape(conn: &Connection) -> Vec<(String, String)> {
+        conn.prepare(
+            "SELECT m.name, group_concat(p.name || ' ' || p.type || ' ' || p.pk, ', ') \
+             FROM sqlite_schema m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' GROUP BY m.name ORDER BY m.name",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_to_the_current_schema_keeping_its_data() {
+        // Arrange: a database as the first release made it, with a message in it.
+        let mut old = fresh();
+        old.execute_batch(include_str!("../../tests/fixtures/schema_v1.sql"))
+            .unwrap();
+        old.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        old.execute_batch(
+            "INSERT INTO users (id, created_at) VALUES ('alice', '2026-01-01T00:00:00.000Z');
+             INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at)
+                 VALUES ('alice', 'chat', 'm', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');
+             INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, created_at)
+                 VALUES (1, 'alice', 'kept', 'user', '2026-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+
+        // Act
+        migrate(&mut old).unwrap();
+
+        // Assert: the same shape as a new database, and the message is still there.
+        let mut new = fresh();
+        migrate(&mut new).unwrap();
+        assert_eq!(shape(&old), shape(&new));
+        let version: i64 = old
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let text: String = old
+            .query_row("SELECT message FROM chat_messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(text, "kept");
     }
 
     #[test]

@@ -36,12 +36,6 @@ pub struct Deleted {
     not_found: Option<Vec<i64>>,
 }
 
-/// The query of `GET .../chats`.
-#[derive(Deserialize)]
-pub struct ListQuery {
-    order_by: Option<String>,
-}
-
 /// The path of a single chat, as text: a malformed id is this handler's 400.
 #[derive(Deserialize)]
 pub struct ChatPath {
@@ -77,14 +71,14 @@ impl ChatPath {
 pub async fn list(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
-    query: web::Query<ListQuery>,
+    query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    let order = validation::parse_chat_order(query.order_by.as_deref()).map_err(|issues| {
-        ApiError::InvalidQuery {
+    let order = validation::single_params(&query, &["order_by"])
+        .and_then(|params| validation::parse_chat_order(params[0]))
+        .map_err(|issues| ApiError::InvalidQuery {
             fields: "order_by",
             issues,
-        }
-    })?;
+        })?;
     let chats = db.list_chats(user.into_inner().user_id, order).await?;
     Ok(HttpResponse::Ok().json(ChatList { chats }))
 }

@@ -2,29 +2,23 @@
 //! ordered batch to a chat. Authentication and the 403 check have already run in
 //! [`auth::require_session`](crate::auth::require_session).
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::{ContentType, HeaderName};
+use actix_web::{HttpRequest, HttpResponse, web};
 use metrics::counter;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::auth::AuthenticatedUser;
 use crate::config::Limits;
-use crate::db::Db;
-use crate::domain::ChatMessage;
+use crate::db::{Appended, Db};
+use crate::domain::{ChatMessage, IdempotencyKey, NewMessage};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::chats::ChatPath;
 use crate::routes::docs::{CreateMessagesBody, ErrorBody};
 use crate::telemetry::{BATCHES_STORED, MESSAGES_STORED};
 use crate::validation::{self, CreateMessages};
-
-/// The query of `GET .../messages`, as text: parsed by [`validation::parse_message_window`].
-#[derive(Deserialize)]
-pub struct ListQuery {
-    limit: Option<String>,
-    after: Option<String>,
-    before: Option<String>,
-}
 
 /// `{"chatMessages": [...], "next": id | null}`
 #[derive(Serialize, ToSchema)]
@@ -63,6 +57,9 @@ pub struct DeletedMessages {
     deleted: Vec<i64>,
 }
 
+/// The header that makes a create-messages request safe to retry.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
 /// What a create-messages body holds, for error messages.
 const FIELDS: &str = "message | messages";
 
@@ -90,30 +87,90 @@ pub async fn create(
     limits: web::Data<Limits>,
     user: web::ReqData<AuthenticatedUser>,
     path: web::Path<ChatPath>,
+    req: HttpRequest,
     body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path.chat_id()?;
+    let key = idempotency_key(&req)?;
     let body = body.map_err(|err| err.in_body(FIELDS))?;
     let input = validation::parse_create_messages(body.0, &limits.messages())
         .map_err(ApiError::invalid_body(FIELDS))?;
-    let user_id = user.into_inner().user_id;
-    Ok(match input {
-        CreateMessages::Single(message) => {
-            let stored = db.append_messages(user_id, chat_id, vec![message]).await?;
-            counter!(MESSAGES_STORED).increment(1);
-            let chat_message = stored
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::internal("BUG: one message in, none stored"))?;
-            HttpResponse::Ok().json(CreatedMessages::One { chat_message })
+    let idempotency = key.map(|key| IdempotencyKey {
+        request_hash: request_hash(chat_id, &input),
+        key,
+    });
+    let (messages, single) = match input {
+        CreateMessages::Single(message) => (vec![message], true),
+        CreateMessages::Batch(messages) => (messages, false),
+    };
+    let render = move |mut stored: Vec<ChatMessage>| {
+        let body = match stored.pop() {
+            Some(chat_message) if single => CreatedMessages::One { chat_message },
+            last => {
+                stored.extend(last);
+                CreatedMessages::Many {
+                    chat_messages: stored,
+                }
+            }
+        };
+        serde_json::to_string(&body).map_err(Into::into)
+    };
+    let appended = db
+        .append_messages(
+            user.into_inner().user_id,
+            chat_id,
+            messages,
+            idempotency,
+            render,
+        )
+        .await?;
+    let response = match appended {
+        Appended::Stored { response, count } => {
+            counter!(MESSAGES_STORED).increment(count as u64);
+            if !single {
+                counter!(BATCHES_STORED).increment(1);
+            }
+            response
         }
-        CreateMessages::Batch(messages) => {
-            let chat_messages = db.append_messages(user_id, chat_id, messages).await?;
-            counter!(MESSAGES_STORED).increment(chat_messages.len() as u64);
-            counter!(BATCHES_STORED).increment(1);
-            HttpResponse::Ok().json(CreatedMessages::Many { chat_messages })
-        }
-    })
+        Appended::Replayed(response) => response,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(response))
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(validation::parse_idempotency_key)
+        .map(Some)
+        .ok_or(ApiError::InvalidHeader {
+            name: "Idempotency-Key",
+            message: "Idempotency-Key must be 1 to 255 printable ASCII characters",
+        })
+}
+
+/// What a request asked for, so a retry with the same key can be told from a different
+/// request: the chat, the form, and each message's role and exact text.
+fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(chat_id.to_le_bytes());
+    let (form, messages): (u8, &[NewMessage]) = match input {
+        CreateMessages::Single(message) => (1, std::slice::from_ref(message)),
+        CreateMessages::Batch(messages) => (2, messages),
+    };
+    hasher.update([form]);
+    for message in messages {
+        hasher.update(message.role.as_str().as_bytes());
+        hasher.update((message.content.len() as u64).to_le_bytes());
+        hasher.update(message.content.as_bytes());
+    }
+    hasher.finalize().into()
 }
 
 /// `GET .../messages[?limit=N&after=ID | before=ID]`: the whole chat, or one page and
@@ -145,18 +202,15 @@ pub async fn list(
     db: web::Data<Db>,
     user: web::ReqData<AuthenticatedUser>,
     path: web::Path<ChatPath>,
-    query: web::Query<ListQuery>,
+    query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path.chat_id()?;
-    let window = validation::parse_message_window(
-        query.limit.as_deref(),
-        query.after.as_deref(),
-        query.before.as_deref(),
-    )
-    .map_err(|issues| ApiError::InvalidQuery {
-        fields: "limit, after, before",
-        issues,
-    })?;
+    let window = validation::single_params(&query, &["limit", "after", "before"])
+        .and_then(|params| validation::parse_message_window(params[0], params[1], params[2]))
+        .map_err(|issues| ApiError::InvalidQuery {
+            fields: "limit, after, before",
+            issues,
+        })?;
     let page = db
         .list_messages(user.into_inner().user_id, chat_id, window)
         .await?;

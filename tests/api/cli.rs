@@ -1028,7 +1028,16 @@ fn help_lists_the_subcommands_and_the_global_options() {
         .collect();
     assert_eq!(
         commands,
-        ["serve", "user", "session", "chat", "healthcheck", "help"],
+        [
+            "serve",
+            "user",
+            "session",
+            "chat",
+            "healthcheck",
+            "backup",
+            "check",
+            "help"
+        ],
         "{}",
         outcome.stdout
     );
@@ -1043,6 +1052,14 @@ fn help_lists_the_subcommands_and_the_global_options() {
         "NEPTUN_MAX_BATCH",
         "--max-message-bytes",
         "NEPTUN_MAX_MESSAGE_BYTES",
+        "--session-ttl-days",
+        "NEPTUN_SESSION_TTL_DAYS",
+        "--cookie-secure",
+        "NEPTUN_COOKIE_SECURE",
+        "--sync",
+        "NEPTUN_SYNC",
+        "--shutdown-grace-secs",
+        "NEPTUN_SHUTDOWN_GRACE_SECS",
     ] {
         assert!(
             outcome.stdout.contains(option),

@@ -3,8 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod chats;
 mod cli;
 mod concurrency;
 mod create_messages;
 mod errors;
+mod flows;
 mod helpers;
+mod read_messages;
+mod sessions;
