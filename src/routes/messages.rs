@@ -70,7 +70,13 @@ const FIELDS: &str = "message | messages";
     operation_id = "create_messages",
     tag = "messages",
     security(("session_cookie" = [])),
-    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    params(
+        ("user_id" = String, Path, description = "The id of the user whose session is presented"),
+        ("chat_id" = i64, Path, minimum = 1, description = "The chat's id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+         pattern = r"^[\x20-\x7E]+$",
+         description = "Makes the request safe to retry: the same key and body within 24 hours get the first answer again, without storing twice"),
+    ),
     request_body = CreateMessagesBody,
     responses(
         (status = 200, description = "Stored: `chatMessage` for the single form, `chatMessages` (in array order) for a batch", body = CreatedMessages),
@@ -80,6 +86,7 @@ const FIELDS: &str = "message | messages";
         (status = 404, description = "No such chat of this user", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -186,9 +193,9 @@ fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000,
          description = "Page size; without limit, after and before the whole chat is returned"),
         ("after" = Option<i64>, Query, minimum = 0,
-         description = "Return messages with ids above this one, oldest first"),
+         description = "Return messages with ids above this one, oldest first; not with `before`"),
         ("before" = Option<i64>, Query, minimum = 1,
-         description = "Return the newest messages with ids below this one, oldest first"),
+         description = "Return the newest messages with ids below this one, oldest first; not with `after`"),
     ),
     responses(
         (status = 200, description = "Messages in id order, and the cursor for the next page", body = Page),
