@@ -15,6 +15,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use base64::Engine;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::config::SessionSettings;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::rate_limit::RateLimiter;
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "neptun-session";
@@ -103,9 +105,11 @@ pub async fn require_session(
     let checked = match authenticate(req.request()).await {
         // `web::Path` decodes the segment fully (`%2B` too), as handlers would see it.
         Ok(session) => match web::Path::<UserPath>::extract(req.request()).await {
-            Ok(path) if path.user_id == session.user_id => Ok(AuthenticatedUser {
-                user_id: session.user_id,
-            }),
+            Ok(path) if path.user_id == session.user_id => {
+                limit_writes(&req, &session).map(|()| AuthenticatedUser {
+                    user_id: session.user_id,
+                })
+            }
             _ => {
                 log::debug!("403: session of another user");
                 Err(ApiError::Forbidden)
@@ -122,6 +126,23 @@ pub async fn require_session(
         }
         Err(err) => Ok(req.error_response(err).map_into_right_body()),
     }
+}
+
+/// Applies the per-session write limit, if one is configured, to requests that change
+/// something (anything but GET and HEAD).
+fn limit_writes(req: &ServiceRequest, session: &Session) -> Result<(), ApiError> {
+    let Some(limiter) = req.app_data::<web::Data<RateLimiter>>() else {
+        return Ok(());
+    };
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    limiter.check(&session.token_hash).map_err(|wait| {
+        log::debug!("429: write rate limit");
+        ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        }
+    })
 }
 
 /// Finds the live session named by the request's cookie. Every failure is the same

@@ -78,6 +78,28 @@ pub struct LimitArgs {
     /// Longest accepted message text, in UTF-8 bytes.
     #[arg(long, global = true, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes)]
     pub max_message_bytes: usize,
+
+    /// Seconds a request body may take to arrive (408 after); request headers get 5 s.
+    #[arg(
+        long,
+        global = true,
+        env = "NEPTUN_BODY_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
+    pub body_timeout_secs: u64,
+
+    /// Most open connections; more wait in the listen backlog.
+    #[arg(long, global = true, env = "NEPTUN_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Writes allowed per session per minute (429 with Retry-After beyond); 0: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "NEPTUN_WRITE_RATE_LIMIT",
+        default_value_t = 0
+    )]
+    pub write_rate_limit: u32,
 }
 
 /// `--sync`: SQLite's `synchronous` level.
@@ -230,6 +252,7 @@ impl Cli {
                 max_body_bytes: self.limits.max_body_bytes,
                 max_batch: self.limits.max_batch,
                 max_text_bytes: self.limits.max_message_bytes,
+                body_timeout: Duration::from_secs(self.limits.body_timeout_secs),
             },
             sessions: SessionSettings {
                 ttl_days: self.sessions.session_ttl_days,
@@ -240,6 +263,8 @@ impl Cli {
                 SyncArg::Normal => Durability::Normal,
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            max_connections: self.limits.max_connections,
+            write_rate_limit: Some(self.limits.write_rate_limit).filter(|n| *n > 0),
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_batch: usize,
     /// Most UTF-8 bytes in one message text.
     pub max_text_bytes: usize,
+    /// How long a request body may take to arrive, once the headers are in (408 after).
+    pub body_timeout: Duration,
 }
 
 impl Limits {
@@ -35,6 +37,7 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_batch: 1000,
             max_text_bytes: 256 * 1024,
+            body_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -72,6 +75,11 @@ pub struct Settings {
     pub durability: Durability,
     /// How long SIGTERM / SIGINT wait for requests in flight before stopping anyway.
     pub shutdown_grace: Duration,
+    /// Most open connections; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Writes (non-GET requests under `/api/users`) allowed per session per minute;
+    /// `None`: no limit.
+    pub write_rate_limit: Option<u32>,
 }
 
 impl Default for Settings {
@@ -83,6 +91,8 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             durability: Durability::default(),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 4096,
+            write_rate_limit: None,
         }
     }
 }

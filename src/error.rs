@@ -88,6 +88,15 @@ pub enum ApiError {
         /// The value of the `Allow` header.
         allow: &'static str,
     },
+    /// The session's write rate limit is used up (429, with `Retry-After`).
+    #[error("too many requests")]
+    TooManyRequests {
+        /// Seconds until a write will be accepted again.
+        retry_after_secs: u64,
+    },
+    /// The request body did not arrive in time (408).
+    #[error("request body timeout")]
+    BodyTimeout,
     /// The database cannot serve requests right now (503).
     #[error("service unavailable")]
     Unavailable(#[source] db::Error),
@@ -184,6 +193,14 @@ impl ApiError {
                 "Method Not Allowed".into(),
                 format!("This route accepts {allow}"),
             ),
+            ApiError::TooManyRequests { retry_after_secs } => (
+                "Too Many Requests".into(),
+                format!("Write rate limit reached; retry in {retry_after_secs} s"),
+            ),
+            ApiError::BodyTimeout => (
+                "Request Timeout".into(),
+                "The request body did not arrive in time".to_owned(),
+            ),
             ApiError::Unavailable(_) => (
                 "Service Unavailable".into(),
                 "The database is not available".to_owned(),
@@ -264,6 +281,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -279,8 +298,14 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(status);
-        if let ApiError::MethodNotAllowed { allow } = self {
-            response.insert_header((header::ALLOW, *allow));
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         response.json(Envelope {
             status_code: status.as_u16(),

@@ -31,16 +31,18 @@ impl FromRequest for JsonBody {
         let is_json =
             matches!(req.mime_type(), Ok(Some(mime)) if mime.essence_str() == "application/json");
         // The same figure is registered as the `PayloadConfig` limit that `Bytes` enforces.
-        let limit = req
+        let limits = req
             .app_data::<web::Data<Limits>>()
-            .map_or(0, |limits| limits.max_body_bytes);
+            .map_or_else(Limits::default, |limits| *limits.get_ref());
+        let (limit, timeout) = (limits.max_body_bytes, limits.body_timeout);
         let bytes = Bytes::from_request(req, payload);
         Box::pin(async move {
             if !is_json {
                 return Err(ApiError::UnsupportedMediaType);
             }
-            let bytes = bytes
+            let bytes = actix_web::rt::time::timeout(timeout, bytes)
                 .await
+                .map_err(|_| ApiError::BodyTimeout)?
                 .map_err(|err| match err.as_error::<PayloadError>() {
                     Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
                     _ => ApiError::UnreadableBody,

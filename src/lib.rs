@@ -21,6 +21,8 @@ pub mod error;
 pub mod extract;
 /// Argon2id password hashing, off the async workers.
 pub mod password;
+/// The optional per-session limit on write requests.
+pub mod rate_limit;
 /// HTTP routes, one file per resource.
 pub mod routes;
 /// Building and running the HTTP server.

@@ -3,6 +3,7 @@
 //! which [`Application::port`] reads back.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
@@ -13,6 +14,7 @@ use anyhow::Context;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::rate_limit::RateLimiter;
 use crate::validation::Issue;
 use crate::{routes, telemetry};
 
@@ -37,7 +39,12 @@ impl Application {
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);
         let sessions = web::Data::new(settings.sessions);
+        let rate_limiter = settings
+            .write_rate_limit
+            .map(|per_minute| web::Data::new(RateLimiter::new(per_minute)));
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let server = HttpServer::new(move || {
+            let rate_limiter = rate_limiter.clone();
             App::new()
                 .wrap(from_fn(telemetry::log_request))
                 .wrap(security_headers())
@@ -56,9 +63,21 @@ impl Application {
                     }
                     .into()
                 }))
+                .configure(move |cfg| {
+                    if let Some(limiter) = rate_limiter {
+                        cfg.app_data(limiter);
+                    }
+                })
                 .configure(routes::configure)
                 .default_service(web::to(routes::route_not_found))
         })
+        .workers(workers)
+        // Each worker takes its share; connections beyond wait in the backlog.
+        .max_connections(settings.max_connections.div_ceil(workers))
+        // A client gets 5 s to send its request head, and an idle keep-alive connection
+        // is closed after 15 s, so slow or idle clients cannot hold connections forever.
+        .client_request_timeout(Duration::from_secs(5))
+        .keep_alive(Duration::from_secs(15))
         .on_connect(|_, extensions| {
             extensions.insert(telemetry::ConnectionGuard::open());
         })

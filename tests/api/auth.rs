@@ -20,6 +20,7 @@ const SMALL_LIMITS: Limits = Limits {
     max_body_bytes: 1024,
     max_batch: 1000,
     max_text_bytes: 256 * 1024,
+    body_timeout: std::time::Duration::from_secs(20),
 };
 
 /// One request: method, path below the server's address, content type, body.
