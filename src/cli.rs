@@ -92,6 +92,10 @@ pub struct LimitArgs {
     #[arg(long, global = true, env = "NEPTUN_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections)]
     pub max_connections: usize,
 
+    /// Most writes waiting for the database writer; beyond it, 503 with Retry-After.
+    #[arg(long, global = true, env = "NEPTUN_WRITE_QUEUE", default_value_t = Settings::default().write_queue)]
+    pub write_queue: usize,
+
     /// Writes allowed per session per minute (429 with Retry-After beyond); 0: no limit.
     #[arg(
         long,
@@ -264,6 +268,7 @@ impl Cli {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             max_connections: self.limits.max_connections,
+            write_queue: self.limits.write_queue.max(1),
             write_rate_limit: Some(self.limits.write_rate_limit).filter(|n| *n > 0),
         }
     }

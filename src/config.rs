@@ -77,6 +77,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Most open connections; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Most writes waiting for the writer; beyond it writes get 503 with `Retry-After`.
+    pub write_queue: usize,
     /// Writes (non-GET requests under `/api/users`) allowed per session per minute;
     /// `None`: no limit.
     pub write_rate_limit: Option<u32>,
@@ -92,6 +94,7 @@ impl Default for Settings {
             durability: Durability::default(),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 4096,
+            write_queue: crate::db::DEFAULT_WRITE_QUEUE,
             write_rate_limit: None,
         }
     }

@@ -97,6 +97,9 @@ pub enum ApiError {
     /// The request body did not arrive in time (408).
     #[error("request body timeout")]
     BodyTimeout,
+    /// Too many writes are waiting; the client should retry shortly (503, `Retry-After`).
+    #[error("overloaded")]
+    Overloaded,
     /// The database cannot serve requests right now (503).
     #[error("service unavailable")]
     Unavailable(#[source] db::Error),
@@ -201,6 +204,10 @@ impl ApiError {
                 "Request Timeout".into(),
                 "The request body did not arrive in time".to_owned(),
             ),
+            ApiError::Overloaded => (
+                "Service Unavailable".into(),
+                "Too many writes are waiting; retry shortly".to_owned(),
+            ),
             ApiError::Unavailable(_) => (
                 "Service Unavailable".into(),
                 "The database is not available".to_owned(),
@@ -229,6 +236,7 @@ impl From<db::Error> for ApiError {
             db::Error::NotFound(db::Entity::Chat) => ApiError::NotFound("Chat not found"),
             db::Error::NotFound(db::Entity::Message) => ApiError::NotFound("No messages in chat"),
             db::Error::KeyReused => ApiError::IdempotencyKeyReused,
+            db::Error::Overloaded => ApiError::Overloaded,
             db::Error::Conflict(db::Entity::User) => {
                 ApiError::Conflict("A user with this email already exists")
             }
@@ -283,7 +291,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -304,6 +312,9 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            ApiError::Overloaded => {
+                response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
         }

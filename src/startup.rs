@@ -33,8 +33,12 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let address = listener.local_addr()?;
         let port = address.port();
-        let db = Db::open(&settings.database, settings.durability)
-            .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
+        let db = Db::open_with_queue(
+            &settings.database,
+            settings.durability,
+            settings.write_queue,
+        )
+        .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
         telemetry::metrics();
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);

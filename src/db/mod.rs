@@ -21,7 +21,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 pub use admin::{Admin, SessionInfo};
 pub use schema::SCHEMA_VERSION;
@@ -57,6 +57,12 @@ pub enum Error {
     /// No pooled connection could be had.
     #[error("connection pool error")]
     Pool(#[from] r2d2::Error),
+    /// The write queue is full: the service is overloaded; try again shortly.
+    #[error("the write queue is full")]
+    Overloaded,
+    /// The commit holding this write failed, so it was not stored.
+    #[error("the commit failed: {0}")]
+    CommitFailed(String),
     /// The writer thread has stopped, so no write can be made.
     #[error("the database writer is not running")]
     WriterGone,
@@ -134,6 +140,9 @@ impl Durability {
     }
 }
 
+/// Writes that may wait for the writer by default.
+pub const DEFAULT_WRITE_QUEUE: usize = 512;
+
 /// How many read connections the pool keeps. Reads are short; a few cover two cores.
 const READ_POOL_SIZE: u32 = 8;
 
@@ -148,6 +157,12 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, applies the schema and starts
     /// the writer thread. Fails on a file that is not this program's database.
     pub fn open(path: &Path, durability: Durability) -> Result<Db> {
+        Db::open_with_queue(path, durability, DEFAULT_WRITE_QUEUE)
+    }
+
+    /// [`Db::open`], with at most `write_queue` writes waiting for the writer; more
+    /// fail at once with [`Error::Overloaded`].
+    pub fn open_with_queue(path: &Path, durability: Durability, write_queue: usize) -> Result<Db> {
         let conn = open_for_writing(path, durability)?;
         let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
             configure_connection(conn, durability)?;
@@ -157,7 +172,7 @@ impl Db {
         let pool = r2d2::Pool::builder()
             .max_size(READ_POOL_SIZE)
             .build(manager)?;
-        let writer = Writer::spawn(conn).map_err(|_| Error::WriterGone)?;
+        let writer = Writer::spawn(conn, write_queue).map_err(|_| Error::WriterGone)?;
         Ok(Db { pool, writer })
     }
 
@@ -171,27 +186,26 @@ impl Db {
         count_busy(tokio::task::spawn_blocking(move || f(&*pool.get()?)).await?)
     }
 
-    /// Runs `f` inside one IMMEDIATE transaction on the writer thread; commits if `f`
-    /// succeeds, rolls everything back if it fails.
+    /// Runs `f` on the writer thread in the next group commit (see [`writer`]): inside
+    /// its own savepoint, so if `f` fails, everything it wrote is rolled back; the
+    /// result comes back once the commit is durable.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        count_busy(
-            self.writer
-                .call(move |conn| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let value = f(&tx)?;
-                    tx.commit()?;
-                    Ok(value)
-                })
-                .await,
-        )
+        count_busy(self.writer.call(f).await)
     }
 
-    /// Answers whether the database is ready for writes: the writer takes the write
-    /// lock and sees the schema version this program expects.
+    /// How many transactions the writer has committed; with group commit, fewer than
+    /// the writes it has run.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    /// Answers whether the database is ready for writes: the writer, inside a write
+    /// transaction (so holding the write lock), sees the schema version this program
+    /// expects.
     pub async fn ready(&self) -> Result<()> {
         self.writer
             .call(|conn| {
@@ -201,7 +215,6 @@ impl Db {
                         "schema version {version}, expected {SCHEMA_VERSION}"
                     )));
                 }
-                conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
                 Ok(())
             })
             .await
