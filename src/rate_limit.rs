@@ -40,6 +40,10 @@ impl RateLimiter {
     }
 
     fn check_at(&self, session: &[u8; 32], now: Instant) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            // No writes at all: say to come back in a minute rather than never.
+            return Err(Duration::from_secs(60));
+        }
         let capacity = f64::from(self.per_minute);
         let per_second = capacity / 60.0;
         // A poisoned lock only means another thread panicked mid-update; the map is

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse};
@@ -90,7 +91,7 @@ pub async fn log_request(
         .unwrap_or_else(|| "<unmatched>".to_owned());
     let elapsed = started.elapsed().as_secs_f64();
     let elapsed_ms = elapsed * 1000.0;
-    counter!(REQUESTS, "method" => method.to_string(), "route" => route.clone(), "status" => status.as_str().to_owned())
+    counter!(REQUESTS, "method" => method_label(&method), "route" => route.clone(), "status" => status.as_str().to_owned())
         .increment(1);
     histogram!(LATENCY, "route" => route.clone()).record(elapsed);
     if status.is_server_error() {
@@ -115,6 +116,21 @@ pub async fn log_request(
         res.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     Ok(res)
+}
+
+/// The method as a metric label: the standard ones by name, anything a client made up
+/// as `OTHER`, so clients cannot create metric series at will.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 const REQUESTS: &str = "neptun_http_requests_total";

@@ -274,3 +274,24 @@ pub fn session_cookie(response: &reqwest::Response) -> Option<(String, Vec<Strin
             Some((value, parts.map(str::to_owned).collect()))
         })
 }
+
+/// Starts the application with `settings`, except that `database` and `bind` are
+/// replaced by a fresh temporary database and `127.0.0.1:0`.
+pub async fn spawn_app_with_settings(settings: Settings) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let db_path = dir.path().join("data").join("neptun.db");
+    let settings = Settings {
+        database: db_path.clone(),
+        bind: "127.0.0.1:0".to_owned(),
+        ..settings
+    };
+    let app = Application::build(settings).expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        db_path,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}

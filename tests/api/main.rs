@@ -10,5 +10,7 @@ mod create_messages;
 mod errors;
 mod flows;
 mod helpers;
+mod idempotency;
+mod operations;
 mod read_messages;
 mod sessions;
