@@ -43,6 +43,7 @@ pub struct LoggedOut {
     responses(
         (status = 200, description = "Signed up and in; sets the neptun-session cookie", body = UserBody),
         (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The email is taken", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -88,6 +89,7 @@ pub async fn sign_up(
         (status = 200, description = "Signed in; sets the neptun-session cookie", body = UserBody),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
     )

@@ -97,8 +97,11 @@ pub async fn list(
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
     )
 )]
 pub async fn create(
@@ -130,8 +133,11 @@ pub async fn create(
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
     )
 )]
 pub async fn rename(
@@ -164,6 +170,8 @@ pub async fn rename(
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
+        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
     )
 )]
 pub async fn delete_one(
@@ -199,8 +207,11 @@ pub async fn delete_one(
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "The session is another user's", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
     )
 )]
 pub async fn delete_many(

@@ -84,9 +84,12 @@ const FIELDS: &str = "message | messages";
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
     )
 )]
 pub async fn create(
@@ -242,6 +245,8 @@ pub async fn list(
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user, or no messages in it", body = ErrorBody),
+        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
     )
 )]
 pub async fn delete_last(
