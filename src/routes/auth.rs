@@ -14,7 +14,7 @@ use crate::db::Db;
 use crate::domain::{Timestamp, User};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::docs::{CredentialsBody, ErrorBody};
+use crate::routes::docs::{CredentialsBody, ErrorBody, JsonBodyErrors, Overloaded};
 use crate::{password, validation};
 
 /// What sign-up and login bodies hold, for error messages.
@@ -43,10 +43,9 @@ pub struct LoggedOut {
     responses(
         (status = 200, description = "Signed up and in; sets the neptun-session cookie", body = UserBody),
         (status = 400, description = "Invalid body", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The email is taken", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
+        JsonBodyErrors,
+        Overloaded,
     )
 )]
 pub async fn sign_up(
@@ -89,9 +88,8 @@ pub async fn sign_up(
         (status = 200, description = "Signed in; sets the neptun-session cookie", body = UserBody),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
+        JsonBodyErrors,
+        Overloaded,
     )
 )]
 pub async fn login(
@@ -131,6 +129,7 @@ pub async fn login(
     tag = "auth",
     responses(
         (status = 200, description = "The session (if any) is deleted and the cookie cleared", body = LoggedOut),
+        Overloaded,
     )
 )]
 pub async fn logout(

@@ -11,7 +11,10 @@ use crate::db::Db;
 use crate::domain::Chat;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::docs::{ChatIdsBody, ErrorBody, NewChatBody, RenameChatBody};
+use crate::routes::docs::{
+    ChatIdsBody, ErrorBody, JsonBodyErrors, NewChatBody, Overloaded, RateLimited, RenameChatBody,
+    SessionErrors,
+};
 use crate::validation;
 
 /// `{"chat": Chat}`
@@ -64,8 +67,7 @@ impl ChatPath {
     responses(
         (status = 200, description = "The user's chats", body = ChatList),
         (status = 400, description = "Invalid order_by", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
+        SessionErrors,
     )
 )]
 pub async fn list(
@@ -95,13 +97,10 @@ pub async fn list(
     responses(
         (status = 200, description = "The new chat", body = ChatBody),
         (status = 400, description = "Invalid body", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
+        SessionErrors,
+        JsonBodyErrors,
+        RateLimited,
+        Overloaded,
     )
 )]
 pub async fn create(
@@ -130,14 +129,11 @@ pub async fn create(
     responses(
         (status = 200, description = "The renamed chat", body = ChatBody),
         (status = 400, description = "Invalid chat id or body", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
+        SessionErrors,
+        JsonBodyErrors,
+        RateLimited,
+        Overloaded,
     )
 )]
 pub async fn rename(
@@ -167,11 +163,10 @@ pub async fn rename(
     responses(
         (status = 200, description = "The chat and its messages are deleted", body = Deleted),
         (status = 400, description = "Invalid chat id", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
-        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
+        SessionErrors,
+        RateLimited,
+        Overloaded,
     )
 )]
 pub async fn delete_one(
@@ -205,13 +200,10 @@ pub async fn delete_one(
     responses(
         (status = 200, description = "The user's chats among the ids are deleted; the rest are listed as not_found", body = Deleted),
         (status = 400, description = "Invalid body", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
+        SessionErrors,
+        JsonBodyErrors,
+        RateLimited,
+        Overloaded,
     )
 )]
 pub async fn delete_many(

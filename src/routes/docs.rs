@@ -12,7 +12,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, ContentTyp
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use super::{auth, chats, health, messages};
 use crate::domain::Role;
@@ -67,6 +67,60 @@ impl Modify for SessionCookie {
             ))),
         );
     }
+}
+
+/// The answers every route under `/api/users/{user_id}` may give before its own work.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum SessionErrors {
+    /// No valid session.
+    #[response(status = 401, description = "No valid session")]
+    Unauthorized(ErrorBody),
+    /// The session belongs to another user than the path's.
+    #[response(status = 403, description = "The session is another user's")]
+    Forbidden(ErrorBody),
+}
+
+/// The answers of a route that reads a JSON body, about the body as bytes.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum JsonBodyErrors {
+    /// The body did not arrive within the body timeout.
+    #[response(status = 408, description = "The body did not arrive in time")]
+    Timeout(ErrorBody),
+    /// The body is larger than `--max-body-bytes`.
+    #[response(status = 413, description = "Body too large")]
+    TooLarge(ErrorBody),
+    /// The body is not `application/json`.
+    #[response(status = 415, description = "Not application/json")]
+    NotJson(ErrorBody),
+}
+
+/// The answer of a route under `/api/users/{user_id}` that writes, when the session's
+/// write rate limit is used up.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum RateLimited {
+    /// The session's write rate limit is used up.
+    #[response(
+        status = 429,
+        description = "The session's write rate limit (`--write-rate-limit`) is used up",
+        headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))
+    )]
+    RateLimited(ErrorBody),
+}
+
+/// The answer of a route that writes, when too many writes are waiting.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Overloaded {
+    /// Too many writes are waiting for the database.
+    #[response(
+        status = 503,
+        description = "Too many writes are waiting; retry shortly",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Overloaded(ErrorBody),
 }
 
 /// The error envelope every failing response carries.

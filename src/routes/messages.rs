@@ -16,7 +16,9 @@ use crate::domain::{ChatMessage, IdempotencyKey, NewMessage};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::chats::ChatPath;
-use crate::routes::docs::{CreateMessagesBody, ErrorBody};
+use crate::routes::docs::{
+    CreateMessagesBody, ErrorBody, JsonBodyErrors, Overloaded, RateLimited, SessionErrors,
+};
 use crate::telemetry::{BATCHES_STORED, MESSAGES_STORED};
 use crate::validation::{self, CreateMessages};
 
@@ -81,15 +83,12 @@ const FIELDS: &str = "message | messages";
     responses(
         (status = 200, description = "Stored: `chatMessage` for the single form, `chatMessages` (in array order) for a batch", body = CreatedMessages),
         (status = 400, description = "Invalid chat id or body", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
-        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
+        SessionErrors,
+        JsonBodyErrors,
+        RateLimited,
+        Overloaded,
     )
 )]
 pub async fn create(
@@ -203,9 +202,8 @@ fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
     responses(
         (status = 200, description = "Messages in id order, and the cursor for the next page", body = Page),
         (status = 400, description = "Invalid chat id or query", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
+        SessionErrors,
     )
 )]
 pub async fn list(
@@ -242,11 +240,10 @@ pub async fn list(
     responses(
         (status = 200, description = "The ids of the deleted messages, oldest first", body = DeletedMessages),
         (status = 400, description = "Invalid chat id", body = ErrorBody),
-        (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 403, description = "The session is another user's", body = ErrorBody),
         (status = 404, description = "No such chat of this user, or no messages in it", body = ErrorBody),
-        (status = 429, description = "The session's write rate limit (`--write-rate-limit`) is used up", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))),
+        SessionErrors,
+        RateLimited,
+        Overloaded,
     )
 )]
 pub async fn delete_last(
