@@ -12,8 +12,8 @@ use crate::domain::Chat;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::docs::{
-    ChatIdsBody, ErrorBody, JsonBodyErrors, NewChatBody, Overloaded, RateLimited, RenameChatBody,
-    SessionErrors,
+    ChatIdsBody, ChatPathParams, ErrorBody, JsonBodyErrors, NewChatBody, Overloaded, RateLimited,
+    RenameChatBody, SessionErrors, UserPathParams,
 };
 use crate::validation;
 
@@ -60,7 +60,7 @@ impl ChatPath {
     tag = "chats",
     security(("session_cookie" = [])),
     params(
-        ("user_id" = String, Path, description = "The id of the user whose session is presented"),
+        UserPathParams,
         ("order_by" = Option<String>, Query, pattern = "^(created_at|updated_at|name)(:(asc|desc))?$",
          description = "Sort order, `field` or `field:asc|desc`; default `updated_at:desc`"),
     ),
@@ -92,7 +92,7 @@ pub async fn list(
     operation_id = "create_chat",
     tag = "chats",
     security(("session_cookie" = [])),
-    params(("user_id" = String, Path, description = "The id of the user whose session is presented")),
+    params(UserPathParams),
     request_body = NewChatBody,
     responses(
         (status = 200, description = "The new chat", body = ChatBody),
@@ -124,7 +124,7 @@ pub async fn create(
     operation_id = "rename_chat",
     tag = "chats",
     security(("session_cookie" = [])),
-    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    params(ChatPathParams),
     request_body = RenameChatBody,
     responses(
         (status = 200, description = "The renamed chat", body = ChatBody),
@@ -159,7 +159,7 @@ pub async fn rename(
     operation_id = "delete_chat",
     tag = "chats",
     security(("session_cookie" = [])),
-    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    params(ChatPathParams),
     responses(
         (status = 200, description = "The chat and its messages are deleted", body = Deleted),
         (status = 400, description = "Invalid chat id", body = ErrorBody),
@@ -195,7 +195,7 @@ pub async fn delete_one(
     operation_id = "delete_chats",
     tag = "chats",
     security(("session_cookie" = [])),
-    params(("user_id" = String, Path, description = "The id of the user whose session is presented")),
+    params(UserPathParams),
     request_body = ChatIdsBody,
     responses(
         (status = 200, description = "The user's chats among the ids are deleted; the rest are listed as not_found", body = Deleted),

@@ -12,7 +12,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, ContentTyp
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
 use super::{auth, chats, health, messages};
 use crate::domain::Role;
@@ -67,6 +67,27 @@ impl Modify for SessionCookie {
             ))),
         );
     }
+}
+
+/// The path of a route under `/api/users/{user_id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct UserPathParams {
+    /// The id of the user whose session is presented.
+    user_id: String,
+}
+
+/// The path of a route about one chat.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ChatPathParams {
+    /// The id of the user whose session is presented.
+    user_id: String,
+    /// The chat's id.
+    #[param(minimum = 1)]
+    chat_id: i64,
 }
 
 /// The answers every route under `/api/users/{user_id}` may give before its own work.

@@ -17,7 +17,8 @@ use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::chats::ChatPath;
 use crate::routes::docs::{
-    CreateMessagesBody, ErrorBody, JsonBodyErrors, Overloaded, RateLimited, SessionErrors,
+    ChatPathParams, CreateMessagesBody, ErrorBody, JsonBodyErrors, Overloaded, RateLimited,
+    SessionErrors,
 };
 use crate::telemetry::{BATCHES_STORED, MESSAGES_STORED};
 use crate::validation::{self, CreateMessages};
@@ -73,8 +74,7 @@ const FIELDS: &str = "message | messages";
     tag = "messages",
     security(("session_cookie" = [])),
     params(
-        ("user_id" = String, Path, description = "The id of the user whose session is presented"),
-        ("chat_id" = i64, Path, minimum = 1, description = "The chat's id"),
+        ChatPathParams,
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
          pattern = r"^[\x20-\x7E]+$",
          description = "Makes the request safe to retry: the same key and body within 24 hours get the first answer again, without storing twice"),
@@ -191,7 +191,7 @@ fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
     tag = "messages",
     security(("session_cookie" = [])),
     params(
-        ("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id"),
+        ChatPathParams,
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000,
          description = "Page size; without limit, after and before the whole chat is returned"),
         ("after" = Option<i64>, Query, minimum = 0,
@@ -228,15 +228,17 @@ pub async fn list(
     }))
 }
 
-/// `DELETE .../messages/last`: removes the last turn (see
-/// [`Db::delete_last_turn`]) so a client can regenerate an answer.
+/// `DELETE .../messages/last`: removes the last turn so a client can regenerate an answer.
+///
+/// That is the last assistant message with the user messages directly before it; or,
+/// if nobody answered yet, the trailing user messages; or a trailing system message.
 #[utoipa::path(
     delete,
     path = "/api/users/{user_id}/chats/{chat_id}/messages/last",
     operation_id = "delete_last_turn",
     tag = "messages",
     security(("session_cookie" = [])),
-    params(("user_id" = String, Path, description = "The id of the user whose session is presented"), ("chat_id" = i64, Path, minimum = 1, description = "The chat's id")),
+    params(ChatPathParams),
     responses(
         (status = 200, description = "The ids of the deleted messages, oldest first", body = DeletedMessages),
         (status = 400, description = "Invalid chat id", body = ErrorBody),
