@@ -251,14 +251,15 @@ impl Db {
             .await
     }
 
-    /// Appends `messages` to `owner`'s chat `chat_id` in one transaction, in order, and
-    /// returns the response body `render` makes of them.
+    /// Appends `messages` to `owner`'s chat `chat_id` in one transaction, in order.
     ///
     /// With an idempotency key, the same transaction first looks for an answer kept for
     /// that key in the last 24 hours: the same request gets that answer again and
     /// stores nothing; a different request fails with [`Error::KeyReused`]. Otherwise
-    /// the new answer is kept with the messages. All writes go through the one writer,
-    /// so two racing retries are answered one after the other, never both stored.
+    /// the messages are stored and the answer `render` makes of them is kept with them,
+    /// in the same transaction. All writes go through the one writer, so two racing
+    /// retries are answered one after the other, never both stored. Without a key,
+    /// `render` is not called: the caller renders off the writer thread.
     /// [`Error::NotFound`] if the chat does not exist or belongs to someone else.
     pub async fn append_messages<R>(
         &self,
@@ -273,25 +274,25 @@ impl Db {
     {
         self.write(move |tx| {
             let now = Timestamp::now();
-            if let Some(key) = &idempotency {
-                let not_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
-                if let Some((hash, response)) =
-                    idempotency::find_key(tx, &owner, &key.key, &not_before)?
-                {
-                    return if hash == key.request_hash {
-                        Ok(Appended::Replayed(response))
-                    } else {
-                        Err(Error::KeyReused)
-                    };
-                }
+            let Some(key) = idempotency else {
+                let stored = messages::insert_messages(tx, &owner, chat_id, messages, &now)?;
+                return Ok(Appended::Stored(stored));
+            };
+            let not_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
+            if let Some((hash, response)) =
+                idempotency::find_key(tx, &owner, &key.key, &not_before)?
+            {
+                return if hash == key.request_hash {
+                    Ok(Appended::Replayed(response))
+                } else {
+                    Err(Error::KeyReused)
+                };
             }
             let stored = messages::insert_messages(tx, &owner, chat_id, messages, &now)?;
             let count = stored.len();
             let response = render(stored).map_err(Error::Render)?;
-            if let Some(key) = &idempotency {
-                idempotency::store_key(tx, &owner, &key.key, &key.request_hash, &response, &now)?;
-            }
-            Ok(Appended::Stored { response, count })
+            idempotency::store_key(tx, &owner, &key.key, &key.request_hash, &response, &now)?;
+            Ok(Appended::Kept { response, count })
         })
         .await
     }
@@ -300,8 +301,10 @@ impl Db {
 /// What [`Db::append_messages`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored `count` messages; `response` is the rendered answer.
-    Stored {
+    /// Stored these messages (no idempotency key).
+    Stored(Vec<ChatMessage>),
+    /// Stored `count` messages and kept `response`, the rendered answer, for retries.
+    Kept {
         /// The response body.
         response: String,
         /// How many messages were stored.

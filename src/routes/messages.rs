@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthenticatedUser;
 use crate::config::Limits;
-use crate::db::{Appended, Db};
+use crate::db::{Appended, BoxError, Db};
 use crate::domain::{ChatMessage, IdempotencyKey, NewMessage};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -51,6 +51,21 @@ pub enum CreatedMessages {
         #[serde(rename = "chatMessages")]
         chat_messages: Vec<ChatMessage>,
     },
+}
+
+impl CreatedMessages {
+    /// The answer for `stored`: the single form's if the request was single.
+    fn new(mut stored: Vec<ChatMessage>, single: bool) -> CreatedMessages {
+        match stored.pop() {
+            Some(chat_message) if single => CreatedMessages::One { chat_message },
+            last => {
+                stored.extend(last);
+                CreatedMessages::Many {
+                    chat_messages: stored,
+                }
+            }
+        }
+    }
 }
 
 /// `{"deleted": [message ids]}`
@@ -112,17 +127,10 @@ pub async fn create(
         CreateMessages::Single(message) => (vec![message], true),
         CreateMessages::Batch(messages) => (messages, false),
     };
-    let render = move |mut stored: Vec<ChatMessage>| {
-        let body = match stored.pop() {
-            Some(chat_message) if single => CreatedMessages::One { chat_message },
-            last => {
-                stored.extend(last);
-                CreatedMessages::Many {
-                    chat_messages: stored,
-                }
-            }
-        };
-        serde_json::to_string(&body).map_err(Into::into)
+    let render = move |stored: Vec<ChatMessage>| -> Result<String, BoxError> {
+        Ok(serde_json::to_string(&CreatedMessages::new(
+            stored, single,
+        ))?)
     };
     let appended = db
         .append_messages(
@@ -133,16 +141,20 @@ pub async fn create(
             render,
         )
         .await?;
-    let response = match appended {
-        Appended::Stored { response, count } => {
-            counter!(MESSAGES_STORED).increment(count as u64);
-            if !single {
-                counter!(BATCHES_STORED).increment(1);
-            }
-            response
+    let (response, stored) = match appended {
+        Appended::Stored(messages) => {
+            let count = messages.len();
+            (render(messages).map_err(ApiError::Internal)?, count)
         }
-        Appended::Replayed(response) => response,
+        Appended::Kept { response, count } => (response, count),
+        Appended::Replayed(response) => (response, 0),
     };
+    if stored > 0 {
+        counter!(MESSAGES_STORED).increment(stored as u64);
+        if !single {
+            counter!(BATCHES_STORED).increment(1);
+        }
+    }
     Ok(HttpResponse::Ok()
         .content_type(ContentType::json())
         .body(response))
