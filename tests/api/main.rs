@@ -10,6 +10,7 @@ mod create_messages;
 mod errors;
 mod flows;
 mod helpers;
+mod hostile;
 mod idempotency;
 mod operations;
 mod read_messages;
