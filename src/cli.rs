@@ -201,7 +201,8 @@ pub struct SessionListOpts {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct SessionRevokeOpts {
-    /// The session token to revoke.
+    /// The session token to revoke (tokens may start with '-').
+    #[arg(allow_hyphen_values = true)]
     pub token: Option<String>,
     /// Revoke every session of this user instead.
     #[arg(long, value_name = "USER_ID")]

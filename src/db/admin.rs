@@ -108,7 +108,17 @@ impl Admin {
             .into_iter()
             .filter(|line| line != "ok")
             .collect();
-        let broken_links = self
+        // A damaged file can make the foreign-key check itself fail; that is one more
+        // problem to report, not a reason to lose the ones already found.
+        match self.foreign_key_problems() {
+            Ok(broken_links) => problems.extend(broken_links),
+            Err(err) => problems.push(format!("the foreign-key check failed: {err}")),
+        }
+        Ok(problems)
+    }
+
+    fn foreign_key_problems(&self) -> Result<Vec<String>> {
+        Ok(self
             .conn
             .prepare("PRAGMA foreign_key_check")?
             .query_map([], |row| {
@@ -119,9 +129,32 @@ impl Admin {
                     row.get::<_, String>(2)?
                 ))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        problems.extend(broken_links);
-        Ok(problems)
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Whether `path` names the database file or one of its companion files, however
+    /// it is spelled.
+    fn is_own_file(&self, path: &Path) -> bool {
+        let Some(database) = self.conn.path().and_then(|p| std::fs::canonicalize(p).ok()) else {
+            return false;
+        };
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(dir) = std::fs::canonicalize(dir) else {
+            return false;
+        };
+        let target = dir.join(name);
+        ["", "-wal", "-shm", "-journal"].iter().any(|suffix| {
+            let mut own = database.clone().into_os_string();
+            own.push(suffix);
+            target == Path::new(&own)
+        })
     }
 
     /// Writes a consistent copy of the database to `dest` while other connections keep
@@ -137,6 +170,12 @@ impl Admin {
             path: dest.to_path_buf(),
             source,
         };
+        if self.is_own_file(dest) {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "that is the live database (or its -wal / -shm file)",
+            )));
+        }
         if tmp.exists() {
             std::fs::remove_file(&tmp).map_err(io)?;
         }

@@ -1,0 +1,329 @@
+//! Running the `neptun-chat` binary as a separate process: one-shot commands with their
+//! output and exit status, and long-running servers that are killed and reaped when
+//! their guard drops, so a failing assertion never leaves a process behind.
+//!
+//! Every command runs with the `NEPTUN_*` variables and `RUST_LOG` removed, and every
+//! wait is bounded by [`DEADLINE`] (or a shorter limit the caller gives).
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use neptun_chat::auth::SESSION_COOKIE;
+use reqwest::header::{CONTENT_TYPE, COOKIE};
+use tempfile::TempDir;
+
+/// The longest any single command or start-up may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How often a start-up or an exit is polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The binary, with a clean environment so the caller's `NEPTUN_*` settings cannot leak in.
+pub fn neptun() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_neptun-chat"));
+    for var in [
+        "NEPTUN_DATABASE",
+        "NEPTUN_BIND",
+        "NEPTUN_MAX_BODY_BYTES",
+        "NEPTUN_MAX_BATCH",
+        "NEPTUN_MAX_MESSAGE_BYTES",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// How a finished command ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Asserts success with exactly one line on stdout, and returns that line.
+    pub fn single_line(&self) -> &str {
+        assert!(self.status.success(), "expected success: {self:#?}");
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "exactly one line on stdout: {self:#?}");
+        assert!(
+            self.stdout.ends_with('\n'),
+            "the line is terminated: {self:#?}"
+        );
+        lines[0]
+    }
+
+    /// Asserts a non-zero exit with one `error: ...` line on stderr, nothing on stdout
+    /// and no panic, and returns the error line.
+    pub fn clear_error(&self) -> &str {
+        assert!(!self.status.success(), "expected failure: {self:#?}");
+        assert_ne!(
+            self.status.code(),
+            Some(101),
+            "exit code of a panic: {self:#?}"
+        );
+        assert!(!self.stderr.contains("panicked"), "no panic: {self:#?}");
+        assert_eq!(self.stdout, "", "nothing on stdout: {self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "exactly one line on stderr: {self:#?}");
+        assert!(lines[0].starts_with("error: "), "an error line: {self:#?}");
+        lines[0]
+    }
+}
+
+/// Runs `command` to completion within [`DEADLINE`], killing it if it overruns.
+pub fn run(command: &mut Command) -> Outcome {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child can be polled") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Outcome {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Drains a pipe on its own thread, so a chatty child can never block on a full pipe.
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).expect("the output is UTF-8");
+        text
+    })
+}
+
+/// A port that was free a moment ago. Another process could take it before the server
+/// binds it; the start-up check then fails loudly rather than testing the wrong thing.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("an ephemeral port");
+    listener.local_addr().expect("a local address").port()
+}
+
+/// A temporary folder with a database path inside a not-yet-existing subfolder.
+pub struct TempDb {
+    pub dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl TempDb {
+    pub fn new() -> TempDb {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("data").join("neptun.db");
+        TempDb { dir, path }
+    }
+
+    /// Runs `neptun-chat --database <this db> <args...>` in the temporary folder.
+    pub fn cli(&self, args: &[&str]) -> Outcome {
+        run(neptun()
+            .current_dir(self.dir.path())
+            .arg("--database")
+            .arg(&self.path)
+            .args(args))
+    }
+
+    /// Creates a user, asserting the command prints its id.
+    pub fn create_user(&self, id: &str) {
+        assert_eq!(self.cli(&["user", "create", id]).single_line(), id);
+    }
+
+    /// Creates a session, returning the printed token.
+    pub fn create_session(&self, user_id: &str, extra: &[&str]) -> String {
+        let mut args = vec!["session", "create", user_id];
+        args.extend_from_slice(extra);
+        self.cli(&args).single_line().to_owned()
+    }
+
+    /// Creates a chat, returning the printed id.
+    pub fn create_chat(&self, user_id: &str) -> i64 {
+        let line = self
+            .cli(&["chat", "create", user_id])
+            .single_line()
+            .to_owned();
+        line.parse()
+            .unwrap_or_else(|_| panic!("a chat id, not {line:?}"))
+    }
+
+    pub fn connection(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.path).expect("the database opens")
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.connection()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("the table can be counted")
+    }
+
+    /// Starts `neptun-chat serve` on this database with extra environment variables and
+    /// waits until it is healthy.
+    pub fn serve(&self, env: &[(&str, &str)]) -> ServerProcess {
+        self.serve_with(&[], env)
+    }
+
+    /// Starts `neptun-chat <args...> serve` on this database and waits until it is healthy.
+    pub fn serve_with_args(&self, args: &[&str]) -> ServerProcess {
+        self.serve_with(args, &[])
+    }
+
+    fn serve_with(&self, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let port = free_port();
+        let mut command = neptun();
+        command
+            .current_dir(self.dir.path())
+            .arg("--database")
+            .arg(&self.path)
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .arg("serve")
+            .envs(env.iter().copied());
+        ServerProcess::start(command, port, self.dir.path())
+    }
+}
+
+/// A running server process, killed and reaped when dropped, so a failing assertion
+/// never leaves it behind.
+pub struct ServerProcess {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Spawns `command` (which must serve on `127.0.0.1:port`), logging to a file in
+    /// `dir`, and polls `healthcheck` until it answers or [`DEADLINE`] passes.
+    pub fn start(mut command: Command, port: u16, dir: &Path) -> ServerProcess {
+        let log = dir.join(format!("server-{port}.log"));
+        let log_file = fs::File::create(&log).expect("the log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("the server starts");
+        let mut server = ServerProcess { child, port, log };
+        server.wait_until_healthy();
+        server
+    }
+
+    fn wait_until_healthy(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the server can be polled") {
+                panic!(
+                    "the server exited with {status} during start-up:\n{}",
+                    self.log()
+                );
+            }
+            let check = run(neptun().args(["healthcheck", "--url", &self.healthz_url()]));
+            if check.status.success() {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the server was not healthy within {DEADLINE:?}: {check:#?}\n{}",
+                self.log()
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn healthz_url(&self) -> String {
+        format!("{}/healthz", self.address())
+    }
+
+    pub fn messages_url(&self, user_id: &str, chat_id: i64) -> String {
+        format!(
+            "{}/api/users/{user_id}/chats/{chat_id}/messages",
+            self.address()
+        )
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs `body` to a chat with a session cookie.
+    pub async fn post(
+        &self,
+        user_id: &str,
+        chat_id: i64,
+        token: &str,
+        body: String,
+    ) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.messages_url(user_id, chat_id))
+            .header(COOKIE, format!("{SESSION_COOKIE}={token}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, ...) to the server with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let outcome = run(Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string()));
+        assert!(
+            outcome.status.success(),
+            "kill -{name} failed: {outcome:#?}"
+        );
+    }
+
+    /// Kills the server with SIGKILL, as a crash or an out-of-memory kill would, and
+    /// reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL is sent");
+        self.child.wait().expect("the killed server is reaped");
+    }
+
+    /// Waits up to `limit` for the server to exit by itself, and returns its status.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the server can be polled") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the server did not exit within {limit:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
