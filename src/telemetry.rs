@@ -7,6 +7,7 @@
 //! templates (not raw paths) and error chains, which are built to leave those out.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -50,15 +51,18 @@ impl RequestId {
         }
     }
 
+    /// A random prefix drawn once per process, then a counter: unique without a system
+    /// call per request.
     fn generate() -> RequestId {
-        // Request ids only need to be unique enough to grep for; fall back to the clock.
-        let id = random_url_safe::<12>().unwrap_or_else(|_| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("{nanos:x}")
+        static PREFIX: OnceLock<String> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| {
+            random_url_safe::<6>().unwrap_or_else(|_| format!("{:x}", std::process::id()))
         });
-        RequestId(id)
+        RequestId(format!(
+            "{prefix}-{:x}",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 }
 

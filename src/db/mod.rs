@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 
 pub use admin::{Admin, SessionInfo};
 pub use schema::SCHEMA_VERSION;
@@ -166,6 +167,9 @@ impl Db {
         let conn = open_for_writing(path, durability)?;
         let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
             configure_connection(conn, durability)?;
+            // Keep the plans of cached statements across new bindings: without this,
+            // binding a new LIMIT re-prepares the page query on every request.
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
             // Pooled connections only read; all writes go through the writer.
             conn.pragma_update(None, "query_only", true)
         });

@@ -165,7 +165,7 @@ fn run(conn: Connection, queue: &Receiver<Message>, counters: &Writer) {
 
 /// Runs `jobs` in one transaction, each in its own savepoint, commits, and answers them.
 fn commit_group(conn: &Connection, jobs: impl Iterator<Item = Job>, commits: &AtomicU64) {
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(err) = run_statement(conn, "BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: their callers see the failure.
         log::error!("cannot begin a write transaction: {err}");
         return;
@@ -186,7 +186,7 @@ fn commit_group(conn: &Connection, jobs: impl Iterator<Item = Job>, commits: &At
             return;
         }
     }
-    let committed = conn.execute_batch("COMMIT");
+    let committed = run_statement(conn, "COMMIT");
     let outcome = match &committed {
         Ok(()) => {
             commits.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +194,7 @@ fn commit_group(conn: &Connection, jobs: impl Iterator<Item = Job>, commits: &At
         }
         Err(err) => {
             log::error!("group commit of {} writes failed: {err}", replies.len());
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run_statement(conn, "ROLLBACK");
             Err("the commit failed")
         }
     };
@@ -206,7 +206,7 @@ fn commit_group(conn: &Connection, jobs: impl Iterator<Item = Job>, commits: &At
 /// Runs one job between `SAVEPOINT` and `RELEASE`, rolling back to the savepoint if it
 /// fails or panics, so the rest of the group is unaffected.
 fn run_in_savepoint(conn: &Connection, job: Job) -> rusqlite::Result<Reply> {
-    conn.execute_batch("SAVEPOINT job")?;
+    run_statement(conn, "SAVEPOINT job")?;
     let outcome = catch_unwind(AssertUnwindSafe(|| job(conn)));
     let (succeeded, reply) = match outcome {
         Ok(done) => done,
@@ -217,10 +217,16 @@ fn run_in_savepoint(conn: &Connection, job: Job) -> rusqlite::Result<Reply> {
         }
     };
     if !succeeded {
-        conn.execute_batch("ROLLBACK TO job")?;
+        run_statement(conn, "ROLLBACK TO job")?;
     }
-    conn.execute_batch("RELEASE job")?;
+    run_statement(conn, "RELEASE job")?;
     Ok(reply)
+}
+
+/// Runs one of the writer's own statements from the statement cache: they run for every
+/// write, and parsing them anew each time showed in profiles.
+fn run_statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Moves everything in the WAL into the database file and truncates the WAL, so the
