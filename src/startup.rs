@@ -76,6 +76,9 @@ impl Application {
                 .default_service(web::to(routes::route_not_found))
         })
         .workers(workers)
+        // Blocking threads do the reads and password hashing; a few per read connection
+        // are plenty, and more only contend for the pool's lock.
+        .worker_max_blocking_threads(crate::db::READ_POOL_SIZE as usize)
         // Each worker takes its share; connections beyond wait in the backlog.
         .max_connections(settings.max_connections.div_ceil(workers))
         // A client gets 5 s to send its request head, and an idle keep-alive connection

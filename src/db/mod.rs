@@ -145,7 +145,7 @@ impl Durability {
 pub const DEFAULT_WRITE_QUEUE: usize = 512;
 
 /// How many read connections the pool keeps. Reads are short; a few cover two cores.
-const READ_POOL_SIZE: u32 = 8;
+pub const READ_POOL_SIZE: u32 = 8;
 
 /// The server's handle on the database: a read pool and the writer. Cheap to clone.
 #[derive(Clone)]
