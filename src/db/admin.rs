@@ -157,8 +157,8 @@ impl Admin {
         })
     }
 
-    /// Writes a consistent copy of the database to `dest` while other connections keep
-    /// writing: `VACUUM INTO` a temporary file beside `dest` (one read transaction, so
+    /// Writes a consistent copy of the database to `dest` (creating its folder) while
+    /// other connections keep writing: `VACUUM INTO` a temporary file beside `dest` (one read transaction, so
     /// one point in time), sync it, then rename it into place.
     pub fn backup(&mut self, dest: &Path) -> Result<()> {
         let file_name = dest
@@ -175,6 +175,9 @@ impl Admin {
                 std::io::ErrorKind::InvalidInput,
                 "that is the live database (or its -wal / -shm file)",
             )));
+        }
+        if let Some(dir) = dest.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
         }
         if tmp.exists() {
             std::fs::remove_file(&tmp).map_err(io)?;

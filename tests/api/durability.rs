@@ -764,6 +764,27 @@ fn backup_over_an_existing_file_replaces_it_with_the_copy() {
 }
 
 #[test]
+fn backup_into_a_folder_that_does_not_exist_yet_creates_it() {
+    // Arrange
+    let (db, _, chat) = seeded_db();
+    bulk_insert_messages(&db.path, chat, 3);
+    let dest = db
+        .dir
+        .path()
+        .join("backups")
+        .join("nightly")
+        .join("copy.db");
+
+    // Act
+    let outcome = db.cli(&["backup", dest.to_str().expect("a UTF-8 path")]);
+
+    // Assert
+    assert_eq!(outcome.single_line(), dest.to_str().expect("a UTF-8 path"));
+    assert_eq!(read_chat(&dest, chat), read_chat(&db.path, chat));
+    assert_eq!(read_chat(&dest, chat).len(), 3);
+}
+
+#[test]
 fn backup_of_a_missing_database_fails_clearly_and_creates_no_file() {
     // Arrange
     let db = TempDb::new();
