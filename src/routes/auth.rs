@@ -15,6 +15,7 @@ use crate::domain::{Timestamp, User};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::docs::{CredentialsBody, ErrorBody, JsonBodyErrors, Overloaded};
+use crate::validation::Credentials;
 use crate::{password, validation};
 
 /// What sign-up and login bodies hold, for error messages.
@@ -53,9 +54,7 @@ pub async fn sign_up(
     settings: web::Data<SessionSettings>,
     body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map_err(|err| err.in_body(FIELDS))?;
-    let credentials =
-        validation::parse_credentials(body.0).map_err(ApiError::invalid_body(FIELDS))?;
+    let credentials = credentials(body)?;
     let password_hash = password::hash(credentials.password)
         .await
         .map_err(ApiError::internal)?;
@@ -71,9 +70,7 @@ pub async fn sign_up(
             expiry(&settings),
         )
         .await?;
-    Ok(HttpResponse::Ok()
-        .cookie(session_cookie(&token, &settings))
-        .json(UserBody { user }))
+    Ok(signed_in(user, &token, &settings))
 }
 
 /// `POST /api/auth/login`: a new session for the right email and password. A wrong
@@ -97,9 +94,7 @@ pub async fn login(
     settings: web::Data<SessionSettings>,
     body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map_err(|err| err.in_body(FIELDS))?;
-    let credentials =
-        validation::parse_credentials(body.0).map_err(ApiError::invalid_body(FIELDS))?;
+    let credentials = credentials(body)?;
     let found = db.user_by_email(credentials.email).await?;
     let (user, stored_hash) = match found {
         Some((user, hash)) => (Some(user), hash),
@@ -115,9 +110,7 @@ pub async fn login(
     let token = SessionToken::generate().map_err(ApiError::internal)?;
     db.create_session(user.id.clone(), token.hash(), expiry(&settings))
         .await?;
-    Ok(HttpResponse::Ok()
-        .cookie(session_cookie(&token, &settings))
-        .json(UserBody { user }))
+    Ok(signed_in(user, &token, &settings))
 }
 
 /// `POST /api/auth/logout`: deletes the presented session (if any) and clears the
@@ -182,6 +175,19 @@ pub async fn current_session(
 )]
 pub async fn check(_session: Session) -> HttpResponse {
     HttpResponse::Ok().finish()
+}
+
+/// The credentials of a sign-up or login body.
+fn credentials(body: Result<JsonBody, ApiError>) -> Result<Credentials, ApiError> {
+    let body = body.map_err(|err| err.in_body(FIELDS))?;
+    validation::parse_credentials(body.0).map_err(ApiError::invalid_body(FIELDS))
+}
+
+/// The answer to a successful sign-up or login: the user, and the new session's cookie.
+fn signed_in(user: User, token: &SessionToken, settings: &SessionSettings) -> HttpResponse {
+    HttpResponse::Ok()
+        .cookie(session_cookie(token, settings))
+        .json(UserBody { user })
 }
 
 fn expiry(settings: &SessionSettings) -> Timestamp {
