@@ -177,6 +177,10 @@ pub struct UserCreateOpts {
     /// The user's email address (stored lower-cased).
     #[arg(long)]
     pub email: Option<String>,
+    /// Read a password (8 to 1024 characters) from the first line of standard input, so
+    /// the user can log in with the email; needs --email.
+    #[arg(long, requires = "email")]
+    pub password_stdin: bool,
 }
 
 /// `session ...`
@@ -326,7 +330,22 @@ fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    match open_admin(cli)?.create_user(id, email.as_deref(), None) {
+    let password_hash = if opts.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let password = line.strip_suffix('\n').unwrap_or(&line);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        let (min, max) = crate::validation::PASSWORD_CHARS;
+        if !(min..=max).contains(&password.chars().count()) {
+            bail!("the password must be {min} to {max} characters");
+        }
+        Some(crate::password::hash_now(password).context("hashing the password failed")?)
+    } else {
+        None
+    };
+    match open_admin(cli)?.create_user(id, email.as_deref(), password_hash.as_deref()) {
         Err(db::Error::Conflict(Entity::User)) => {
             bail!("a user with id {id:?} or that email already exists")
         }

@@ -14,19 +14,22 @@ static HASHING_SLOTS: Semaphore = Semaphore::const_new(4);
 #[error("password hashing failed")]
 pub struct HashError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
-/// Hashes `password` with Argon2id and a random salt; returns the PHC string.
+/// Hashes `password` with Argon2id and a random salt, on a blocking thread; returns the
+/// PHC string.
 pub async fn hash(password: String) -> Result<String, HashError> {
-    run_blocking(move || {
-        let mut salt_bytes = [0u8; 16];
-        getrandom::fill(&mut salt_bytes).map_err(|err| HashError(err.into()))?;
-        let salt =
-            SaltString::encode_b64(&salt_bytes).map_err(|err| HashError(err.to_string().into()))?;
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|err| HashError(err.to_string().into()))
-    })
-    .await
+    run_blocking(move || hash_now(&password)).await
+}
+
+/// Hashes `password` on the calling thread: for the command line, never for a request.
+pub fn hash_now(password: &str) -> Result<String, HashError> {
+    let mut salt_bytes = [0u8; 16];
+    getrandom::fill(&mut salt_bytes).map_err(|err| HashError(err.into()))?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|err| HashError(err.to_string().into()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| HashError(err.to_string().into()))
 }
 
 /// Whether `password` matches the stored PHC string. With no stored hash (unknown

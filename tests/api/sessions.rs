@@ -541,3 +541,77 @@ async fn logout_without_a_live_session_still_answers_200_and_clears_the_cookie()
     }
     assert_eq!(count_rows(&app, "sessions"), 0);
 }
+
+/// Runs `neptun-chat user create` on the app's database with `stdin` as its input.
+fn create_user_with_password(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_neptun-chat"))
+        .arg("--database")
+        .arg(&app.db_path)
+        .args(["user", "create"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    child
+        .stdin
+        .take()
+        .expect("a stdin pipe")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    child.wait_with_output().expect("the binary finishes")
+}
+
+#[tokio::test]
+async fn an_operator_can_set_a_password_from_stdin_and_the_user_can_then_log_in() {
+    // Arrange: the CLI works on the database of the running server.
+    let app = spawn_app().await;
+
+    // Act
+    let made = create_user_with_password(
+        &app,
+        &["grace", "--email", "Grace@Example.org", "--password-stdin"],
+        "correct horse battery\n",
+    );
+
+    // Assert
+    assert!(made.status.success(), "{made:?}");
+    assert_eq!(String::from_utf8_lossy(&made.stdout), "grace\n");
+    let (_, hash) = stored_user(&app, "grace");
+    let hash = hash.expect("a password hash is stored");
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("correct horse"));
+    let response = login(&app, "grace@example.org", "correct horse battery").await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(json_body(response).await["user"]["id"], "grace");
+}
+
+#[tokio::test]
+async fn a_password_from_stdin_must_be_8_to_1024_characters_and_needs_an_email() {
+    let app = spawn_app().await;
+    let cases: [(&[&str], &str, &str); 3] = [
+        (
+            &["u1", "--email", "u1@example.org", "--password-stdin"],
+            "short\n",
+            "8 to 1024",
+        ),
+        (
+            &["u2", "--email", "u2@example.org", "--password-stdin"],
+            &"x".repeat(1025),
+            "8 to 1024",
+        ),
+        (
+            &["u3", "--password-stdin"],
+            "correct horse battery\n",
+            "--email",
+        ),
+    ];
+    for (args, stdin, complaint) in cases {
+        let made = create_user_with_password(&app, args, stdin);
+        let stderr = String::from_utf8_lossy(&made.stderr);
+        assert!(!made.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(complaint), "{args:?}: {stderr}");
+    }
+    assert_eq!(count_rows(&app, "users"), 0);
+}
