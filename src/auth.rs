@@ -1,9 +1,9 @@
 //! Session tokens, their cookie, and the two ways a request is authenticated: the
-//! middleware in front of `/api/users/{user_id}`, and the [`Session`] extractor for the
+//! middleware in front of `/api/users/{user_id}`, and the [`Session`](crate::auth::Session) extractor for the
 //! `/api/auth` routes.
 //!
 //! A token is 32 bytes from the OS random source, URL-safe base64 without padding. Only
-//! its SHA-256 is stored. Tokens never appear in logs: [`SessionToken`]'s `Debug` is
+//! its SHA-256 is stored. Tokens never appear in logs: [`SessionToken`](crate::auth::SessionToken)'s `Debug` is
 //! redacted, and rejections are logged by reason only.
 
 use std::fmt;

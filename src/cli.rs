@@ -246,7 +246,7 @@ pub struct ChatCreateOpts {
 /// `healthcheck`
 #[derive(Debug, Args)]
 pub struct HealthcheckOpts {
-    /// The URL to probe [default: http://<bind>/healthz, with 0.0.0.0 read as 127.0.0.1]
+    /// The URL to probe [default: http://ADDR/healthz, ADDR being --bind with 0.0.0.0 read as 127.0.0.1]
     #[arg(long)]
     pub url: Option<String>,
 }

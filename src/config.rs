@@ -1,4 +1,4 @@
-//! [`Settings`]: the checked runtime configuration the server is built from. Built from
+//! [`Settings`](crate::config::Settings): the checked runtime configuration the server is built from. Built from
 //! the command line by [`cli`](crate::cli); does no I/O, so tests build it directly.
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! Which error type belongs where: storage returns [`db::Error`](crate::db::Error), request
 //! parsing returns [`validation::Issue`](crate::validation::Issue)s, and everything a
-//! client can see is an [`ApiError`]. Exactly one `ResponseError` impl, here, turns an
+//! client can see is an [`ApiError`](crate::error::ApiError). Exactly one `ResponseError` impl, here, turns an
 //! `ApiError` into a status and the JSON envelope
 //! `{"statusCode", "statusMessage", "message", "data"?}`.
 //!

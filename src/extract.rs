@@ -1,4 +1,4 @@
-//! Request extractors whose failures are [`ApiError`]s, so framework-level problems
+//! Request extractors whose failures are [`ApiError`](crate::error::ApiError)s, so framework-level problems
 //! (wrong content type, oversized or malformed body) get the same JSON envelope as
 //! everything else.
 //!

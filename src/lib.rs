@@ -5,7 +5,7 @@
 //! an ordered batch in one transaction. `main.rs` only parses the command line and hands
 //! over to [`cli::run`].
 
-/// Session tokens and the middleware that authenticates `/api/users/{user_id}` requests.
+/// Session tokens and cookies, the middleware in front of `/api/users/{user_id}`, and the session extractor.
 pub mod auth;
 /// Command line: global options, subcommands, and the admin commands behind them.
 pub mod cli;
@@ -27,7 +27,7 @@ pub mod rate_limit;
 pub mod routes;
 /// Building and running the HTTP server.
 pub mod startup;
-/// Logging set-up and the per-request log line with its request id.
+/// Logging, the per-request log line with its request id, and the Prometheus metrics.
 pub mod telemetry;
 /// Request bodies to domain types, collecting zod-style issues.
 pub mod validation;

@@ -1,6 +1,6 @@
-//! [`Application`]: binds the listener, opens the database and builds the HTTP server.
+//! [`Application`](crate::startup::Application): binds the listener, opens the database and builds the HTTP server.
 //! Production and the tests take this same path; binding port 0 picks a free port,
-//! which [`Application::port`] reads back.
+//! which [`Application::port`](crate::startup::Application::port) reads back.
 
 use std::net::TcpListener;
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! SQLite storage. This module owns every SQL statement in the program; the rest of the
-//! crate sees [`Db`] (for the server) and [`Admin`] (for the command line), both of which
+//! crate sees [`Db`](crate::db::Db) (for the server) and [`Admin`](crate::db::Admin) (for the command line), both of which
 //! speak domain types only, so another backend can later sit behind the same methods.
 //!
 //! # Design
 //! Reads take a connection from an r2d2 pool on a blocking thread. Every write goes to
-//! one dedicated writer thread that owns the only write connection ([`writer`]), so
+//! one dedicated writer thread that owns the only write connection (the `writer` module), so
 //! concurrent requests queue in memory instead of failing with `SQLITE_BUSY`. The admin
 //! commands write from another process while the server runs; both sides use IMMEDIATE
 //! transactions and a busy timeout, so they wait for each other instead of failing.

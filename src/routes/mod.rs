@@ -1,4 +1,4 @@
-//! The HTTP routes. [`configure`] registers all of them; the server and the tests both
+//! The HTTP routes. [`configure`](crate::routes::configure) registers all of them; the server and the tests both
 //! use it, so they serve exactly the same thing.
 
 mod auth;
