@@ -6,8 +6,19 @@ use rusqlite::{Connection, params};
 use super::{Entity, Error, Result, chats};
 use crate::domain::{ChatMessage, MessagePage, MessageWindow, NewMessage, Role, Timestamp};
 
-const MESSAGE_COLUMNS: &str =
-    "id, chat_conversation_id, neptun_user_id, message, actor, created_at";
+/// Messages of chat ?1 with ids above ?2, oldest first, at most ?3 (-1: all).
+const FORWARD_PAGE: &str = "SELECT id, chat_conversation_id, neptun_user_id, message, actor, \
+     created_at FROM chat_messages WHERE chat_conversation_id = ?1 AND id > ?2 \
+     ORDER BY id ASC LIMIT ?3";
+
+/// Messages of chat ?1 with ids below ?2, newest first, at most ?3.
+const BACKWARD_PAGE: &str = "SELECT id, chat_conversation_id, neptun_user_id, message, actor, \
+     created_at FROM chat_messages WHERE chat_conversation_id = ?1 AND id < ?2 \
+     ORDER BY id DESC LIMIT ?3";
+
+/// The messages of chat ?1 from the newest back, for deleting the last turn.
+const LAST_TURN: &str =
+    "SELECT id, actor FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id DESC";
 
 fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
     let actor: String = row.get(4)?;
@@ -72,21 +83,15 @@ pub fn list_messages(
 ) -> Result<MessagePage> {
     chats::require_owned_chat(conn, owner, chat_id)?;
     let (sql, bound, limit) = match window {
-        MessageWindow::All => ("id > ?2 ORDER BY id ASC LIMIT ?3", 0, None),
-        MessageWindow::After { after, limit } => {
-            ("id > ?2 ORDER BY id ASC LIMIT ?3", after, Some(limit))
+        MessageWindow::All => (FORWARD_PAGE, 0, None),
+        MessageWindow::After { after, limit } => (FORWARD_PAGE, after, Some(limit)),
+        MessageWindow::Before { before, limit } => {
+            (BACKWARD_PAGE, before.unwrap_or(i64::MAX), Some(limit))
         }
-        MessageWindow::Before { before, limit } => (
-            "id < ?2 ORDER BY id DESC LIMIT ?3",
-            before.unwrap_or(i64::MAX),
-            Some(limit),
-        ),
     };
     // One row more than asked tells whether another page follows.
     let fetch = limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1);
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE chat_conversation_id = ?1 AND {sql}"
-    ))?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut messages = stmt
         .query_map(params![chat_id, bound, fetch], message_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -120,9 +125,7 @@ pub fn delete_last_turn(
     now: &Timestamp,
 ) -> Result<Vec<i64>> {
     chats::require_owned_chat(conn, owner, chat_id)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, actor FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id DESC",
-    )?;
+    let mut stmt = conn.prepare_cached(LAST_TURN)?;
     let mut rows = stmt.query([chat_id])?;
     let mut doomed = Vec::new();
     while let Some(row) = rows.next()? {
@@ -152,4 +155,32 @@ pub fn delete_last_turn(
     chats::touch_chat(conn, chat_id, now)?;
     doomed.reverse();
     Ok(doomed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query plan of `sql`, one step per line.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let values = [1_i64, 0, 10];
+        let bound = rusqlite::params_from_iter(&values[..stmt.parameter_count()]);
+        stmt.query_map(bound, |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("\n")
+    }
+
+    #[test]
+    fn reading_a_chat_in_order_walks_the_chat_and_id_index_without_sorting() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::db::schema::migrate(&mut conn).unwrap();
+        for sql in [FORWARD_PAGE, BACKWARD_PAGE, LAST_TURN] {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains("chat_messages_by_chat"), "{sql}:\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
+        }
+    }
 }
