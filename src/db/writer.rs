@@ -99,7 +99,7 @@ impl Writer {
             (succeeded, deliver)
         });
         // Counted before sending, so the writer never takes more than was counted.
-        let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        self.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(refused) = self.jobs.try_send(Message::Run(job)) {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(match refused {
@@ -107,12 +107,11 @@ impl Writer {
                 TrySendError::Disconnected(_) => Error::WriterGone,
             });
         }
-        gauge!(WRITE_QUEUE_DEPTH).set(depth as f64);
+        gauge!(WRITE_QUEUE_DEPTH).set(self.queued() as f64);
         answer.await.map_err(|_| Error::WriterGone)?
     }
 
     /// How many writes are waiting in the queue.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
@@ -152,8 +151,8 @@ fn run(conn: Connection, queue: &Receiver<Message>, counters: &Writer) {
             }
         }
         if !group.is_empty() {
-            let depth = counters.queued.fetch_sub(group.len(), Ordering::Relaxed) - group.len();
-            gauge!(WRITE_QUEUE_DEPTH).set(depth as f64);
+            counters.queued.fetch_sub(group.len(), Ordering::Relaxed);
+            gauge!(WRITE_QUEUE_DEPTH).set(counters.queued() as f64);
             commit_group(&conn, group.drain(..), &counters.commits);
         }
         if let Some(reply) = closing {
