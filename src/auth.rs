@@ -1,6 +1,7 @@
-//! Session tokens, their cookie, and the two ways a request is authenticated: the
-//! middleware in front of `/api/users/{user_id}`, and the [`Session`](crate::auth::Session) extractor for the
-//! `/api/auth` routes.
+//! Session tokens, their cookie, and the three ways a request is authenticated: the
+//! middleware in front of `/api/users/{user_id}`, the [`Session`](crate::auth::Session) extractor for the
+//! `/api/auth` routes, and, on the hot message routes, a [`SessionClaim`] that storage
+//! checks in the same step as the work it guards (see [`claim`](crate::auth::claim)).
 //!
 //! A token is 32 bytes from the OS random source, URL-safe base64 without padding. Only
 //! its SHA-256 is stored. Tokens never appear in logs: [`SessionToken`](crate::auth::SessionToken)'s `Debug` is
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::SessionSettings;
 use crate::db::Db;
+use crate::domain::SessionClaim;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 
@@ -137,7 +139,12 @@ fn limit_writes(req: &ServiceRequest, session: &Session) -> Result<(), ApiError>
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return Ok(());
     }
-    limiter.check(&session.token_hash).map_err(|wait| {
+    check_write_limit(limiter, &session.token_hash)
+}
+
+/// Takes one write from the session's allowance, or says how long to wait (429).
+fn check_write_limit(limiter: &RateLimiter, token_hash: &[u8; 32]) -> Result<(), ApiError> {
+    limiter.check(token_hash).map_err(|wait| {
         log::debug!("429: write rate limit");
         ApiError::TooManyRequests {
             retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
@@ -148,19 +155,8 @@ fn limit_writes(req: &ServiceRequest, session: &Session) -> Result<(), ApiError>
 /// Finds the live session named by the request's cookie. Every failure is the same
 /// opaque 401; the reason is logged at debug level only.
 pub async fn authenticate(req: &HttpRequest) -> Result<Session, ApiError> {
-    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
-        log::debug!("401: no {SESSION_COOKIE} cookie");
-        return Err(ApiError::Unauthorized);
-    };
-    if cookie.value().is_empty() || cookie.value().len() > MAX_TOKEN_LEN {
-        log::debug!("401: malformed session token");
-        return Err(ApiError::Unauthorized);
-    }
-    let db = req
-        .app_data::<web::Data<Db>>()
-        .ok_or_else(|| ApiError::internal("BUG: Db is not registered as app data"))?;
-    let token_hash = hash_token(cookie.value());
-    match db.session_user(token_hash).await? {
+    let token_hash = presented_token_hash(req)?;
+    match db_of(req)?.session_user(token_hash).await? {
         Some(user_id) => Ok(Session {
             user_id,
             token_hash,
@@ -170,6 +166,59 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Session, ApiError> {
             Err(ApiError::Unauthorized)
         }
     }
+}
+
+/// The request's claim to act for `user_id` (the user of its path), from its session
+/// cookie. Only a missing or malformed cookie fails here (401); the session itself is
+/// checked by the storage call the claim is handed to, in the same step as its work,
+/// which saves the separate lookup [`require_session`] makes.
+///
+/// 401 and 403 must still come before any other error. A handler that finds something
+/// else wrong before its storage call therefore answers with [`claim_first`].
+pub fn claim(req: &HttpRequest, user_id: String) -> Result<SessionClaim, ApiError> {
+    Ok(SessionClaim {
+        user_id,
+        token_hash: presented_token_hash(req)?,
+    })
+}
+
+/// `err`, unless `claim` does not hold: then the 401 or 403 that takes precedence.
+pub async fn claim_first(req: &HttpRequest, claim: SessionClaim, err: ApiError) -> ApiError {
+    let checked = match db_of(req) {
+        Ok(db) => db.check_claim(claim).await.map_err(ApiError::from),
+        Err(bug) => Err(bug),
+    };
+    checked.err().unwrap_or(err)
+}
+
+/// Applies the per-session write limit, if one is configured, to a claimed request
+/// that changes something. The claim is checked first, so that 401 and 403 still come
+/// before 429.
+pub async fn limit_claimed_write(req: &HttpRequest, claim: &SessionClaim) -> Result<(), ApiError> {
+    let Some(limiter) = req.app_data::<web::Data<RateLimiter>>() else {
+        return Ok(());
+    };
+    db_of(req)?.check_claim(claim.clone()).await?;
+    check_write_limit(limiter, &claim.token_hash)
+}
+
+/// The SHA-256 of the request's session token; 401 without a well-formed cookie.
+fn presented_token_hash(req: &HttpRequest) -> Result<[u8; 32], ApiError> {
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        log::debug!("401: no {SESSION_COOKIE} cookie");
+        return Err(ApiError::Unauthorized);
+    };
+    if cookie.value().is_empty() || cookie.value().len() > MAX_TOKEN_LEN {
+        log::debug!("401: malformed session token");
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(hash_token(cookie.value()))
+}
+
+/// The database handle registered with the app.
+fn db_of(req: &HttpRequest) -> Result<&web::Data<Db>, ApiError> {
+    req.app_data::<web::Data<Db>>()
+        .ok_or_else(|| ApiError::internal("BUG: Db is not registered as app data"))
 }
 
 impl FromRequest for Session {

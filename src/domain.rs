@@ -85,6 +85,35 @@ pub struct ChatMessage {
     pub created_at: Timestamp,
 }
 
+/// A stored message, borrowed from wherever it is read: the same fields and the same
+/// JSON as [`ChatMessage`], without copying the texts. Pages are serialised from these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MessageRef<'a> {
+    /// See [`ChatMessage::id`].
+    pub id: i64,
+    /// See [`ChatMessage::chat_conversation_id`].
+    pub chat_conversation_id: i64,
+    /// See [`ChatMessage::neptun_user_id`].
+    pub neptun_user_id: &'a str,
+    /// See [`ChatMessage::message`].
+    pub message: &'a str,
+    /// See [`ChatMessage::actor`].
+    pub actor: Role,
+    /// See [`ChatMessage::created_at`].
+    pub created_at: &'a str,
+}
+
+/// A request's claim to act for `user_id`, backed by the session whose token hashes to
+/// `token_hash`. Storage checks it in the same step as the work it guards: unknown or
+/// expired session first, then a session of another user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionClaim {
+    /// The user the request acts for (the `{user_id}` of its path).
+    pub user_id: String,
+    /// The SHA-256 of the presented session token.
+    pub token_hash: [u8; 32],
+}
+
 /// A user as the API shows it (never with a password hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct User {
@@ -165,16 +194,6 @@ pub enum MessageWindow {
     },
 }
 
-/// One page of a chat's messages, oldest first, and the cursor for the next page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessagePage {
-    /// The messages, in id order.
-    pub messages: Vec<ChatMessage>,
-    /// The id to pass as `after` (or `before`, when paging backwards) for the next
-    /// page; `None` when there is no more.
-    pub next: Option<i64>,
-}
-
 /// A UTC instant, rendered as RFC 3339 with milliseconds and a `Z`
 /// (`2026-11-24T18:43:05.123Z`). The fixed width makes stored values sort as text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -227,6 +246,30 @@ mod tests {
         assert_eq!(
             Timestamp::from_datetime(instant).as_str(),
             "2026-01-02T03:04:05.006Z"
+        );
+    }
+
+    #[test]
+    fn a_borrowed_message_serialises_exactly_like_an_owned_one() {
+        let owned = ChatMessage {
+            id: 7,
+            chat_conversation_id: 3,
+            neptun_user_id: "ada".to_owned(),
+            message: "Hi \"there\"\n\u{1F600}".to_owned(),
+            actor: Role::Assistant,
+            created_at: Timestamp::from_stored("2026-01-02T03:04:05.006Z".to_owned()),
+        };
+        let borrowed = MessageRef {
+            id: owned.id,
+            chat_conversation_id: owned.chat_conversation_id,
+            neptun_user_id: &owned.neptun_user_id,
+            message: &owned.message,
+            actor: owned.actor,
+            created_at: owned.created_at.as_str(),
+        };
+        assert_eq!(
+            serde_json::to_string(&borrowed).unwrap(),
+            serde_json::to_string(&owned).unwrap()
         );
     }
 

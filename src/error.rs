@@ -235,6 +235,14 @@ impl From<db::Error> for ApiError {
         match err {
             db::Error::NotFound(db::Entity::Chat) => ApiError::NotFound("Chat not found"),
             db::Error::NotFound(db::Entity::Message) => ApiError::NotFound("No messages in chat"),
+            db::Error::NotFound(db::Entity::Session) => {
+                log::debug!("401: unknown or expired session");
+                ApiError::Unauthorized
+            }
+            db::Error::WrongUser => {
+                log::debug!("403: session of another user");
+                ApiError::Forbidden
+            }
             db::Error::KeyReused => ApiError::IdempotencyKeyReused,
             db::Error::Overloaded => ApiError::Overloaded,
             db::Error::Conflict(db::Entity::User) => {

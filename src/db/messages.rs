@@ -1,38 +1,25 @@
 //! The `chat_messages` table.
 
 use rusqlite::types::Type;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result, chats};
-use crate::domain::{ChatMessage, MessagePage, MessageWindow, NewMessage, Role, Timestamp};
+use super::{BoxError, Entity, Error, Result, chats};
+use crate::domain::{ChatMessage, MessageRef, MessageWindow, NewMessage, Role, Timestamp};
 
-/// Messages of chat ?1 with ids above ?2, oldest first, at most ?3 (-1: all).
-const FORWARD_PAGE: &str = "SELECT id, chat_conversation_id, neptun_user_id, message, actor, \
-     created_at FROM chat_messages WHERE chat_conversation_id = ?1 AND id > ?2 \
-     ORDER BY id ASC LIMIT ?3";
+/// Messages of chat ?1 with ids between ?2 and ?3 (both excluded), oldest first, at
+/// most ?4 (-1: all).
+const PAGE: &str = "SELECT id, neptun_user_id, message, actor, created_at FROM chat_messages \
+     WHERE chat_conversation_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC LIMIT ?4";
 
-/// Messages of chat ?1 with ids below ?2, newest first, at most ?3.
-const BACKWARD_PAGE: &str = "SELECT id, chat_conversation_id, neptun_user_id, message, actor, \
-     created_at FROM chat_messages WHERE chat_conversation_id = ?1 AND id < ?2 \
-     ORDER BY id DESC LIMIT ?3";
+/// The id of the message that comes right before the newest ?3 messages of chat ?1 with
+/// ids below ?2: the exclusive lower bound of a backward page. No row when the page
+/// reaches the chat's first message.
+const PAGE_START: &str = "SELECT id FROM chat_messages \
+     WHERE chat_conversation_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3";
 
 /// The messages of chat ?1 from the newest back, for deleting the last turn.
 const LAST_TURN: &str =
     "SELECT id, actor FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id DESC";
-
-fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
-    let actor: String = row.get(4)?;
-    Ok(ChatMessage {
-        id: row.get(0)?,
-        chat_conversation_id: row.get(1)?,
-        neptun_user_id: row.get(2)?,
-        message: row.get(3)?,
-        actor: Role::parse(&actor).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(4, Type::Text, "unknown actor".into())
-        })?,
-        created_at: Timestamp::from_stored(row.get(5)?),
-    })
-}
 
 /// Appends `messages` to `owner`'s chat `chat_id`, in order, and returns them as stored.
 ///
@@ -73,42 +60,76 @@ pub fn insert_messages(
 }
 
 /// Reads a window of `owner`'s chat `chat_id`, oldest first, walking the
-/// `(chat_conversation_id, id)` index. Ids are never reused, so paging by id never
-/// skips or repeats a message, even while messages are being added.
-pub fn list_messages(
+/// `(chat_conversation_id, id)` index, and hands each message to `each` without copying
+/// it. Returns the cursor for the next page: the last id seen when paging forward, the
+/// first when paging backward; `None` when no message lies beyond the window. Ids are
+/// never reused, so paging by id never skips or repeats a message, even while messages
+/// are being added.
+pub fn visit_messages<F>(
     conn: &Connection,
     owner: &str,
     chat_id: i64,
     window: MessageWindow,
-) -> Result<MessagePage> {
+    mut each: F,
+) -> Result<Option<i64>>
+where
+    F: FnMut(MessageRef<'_>) -> Result<(), BoxError>,
+{
     chats::require_owned_chat(conn, owner, chat_id)?;
-    let (sql, bound, limit) = match window {
-        MessageWindow::All => (FORWARD_PAGE, 0, None),
-        MessageWindow::After { after, limit } => (FORWARD_PAGE, after, Some(limit)),
+    // Backward pages are found from their start, so that they can be read (and sent)
+    // oldest first without holding the rows.
+    let (after, before, limit, more_before) = match window {
+        MessageWindow::All => (0, i64::MAX, None, false),
+        MessageWindow::After { after, limit } => (after, i64::MAX, Some(limit), false),
         MessageWindow::Before { before, limit } => {
-            (BACKWARD_PAGE, before.unwrap_or(i64::MAX), Some(limit))
+            let before = before.unwrap_or(i64::MAX);
+            let start: Option<i64> = conn
+                .prepare_cached(PAGE_START)?
+                .query_row(params![chat_id, before, to_sql_count(limit)], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            (start.unwrap_or(0), before, None, start.is_some())
         }
     };
-    // One row more than asked tells whether another page follows.
-    let fetch = limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut messages = stmt
-        .query_map(params![chat_id, bound, fetch], message_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = limit.is_some_and(|limit| messages.len() > limit);
-    if let Some(limit) = limit {
-        messages.truncate(limit);
+    // Forward, one row more than asked tells whether another page follows.
+    let fetch = limit.map_or(-1, |limit| to_sql_count(limit).saturating_add(1));
+    let mut stmt = conn.prepare_cached(PAGE)?;
+    let mut rows = stmt.query(params![chat_id, after, before, fetch])?;
+    let (mut seen, mut first, mut last) = (0_usize, None, None);
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        if limit.is_some_and(|limit| seen == limit) {
+            return Ok(last);
+        }
+        each(MessageRef {
+            id,
+            chat_conversation_id: chat_id,
+            neptun_user_id: text(row, 1)?,
+            message: text(row, 2)?,
+            actor: Role::parse(text(row, 3)?).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(3, Type::Text, "unknown actor".into())
+            })?,
+            created_at: text(row, 4)?,
+        })
+        .map_err(Error::Render)?;
+        seen += 1;
+        first = first.or(Some(id));
+        last = Some(id);
     }
-    let backwards = matches!(window, MessageWindow::Before { .. });
-    if backwards {
-        messages.reverse();
-    }
-    let next = match (more, backwards) {
-        (false, _) => None,
-        (true, false) => messages.last().map(|m| m.id),
-        (true, true) => messages.first().map(|m| m.id),
-    };
-    Ok(MessagePage { messages, next })
+    Ok(if more_before { first } else { None })
+}
+
+/// A count as SQLite's LIMIT and OFFSET take it.
+fn to_sql_count(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Column `index` of `row` as text, borrowed from SQLite.
+fn text<'row>(row: &'row rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'row str> {
+    row.get_ref(index)?
+        .as_str()
+        .map_err(|err| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, err.into()))
 }
 
 /// Deletes the last turn of `owner`'s chat so a client can regenerate an answer, and
@@ -164,7 +185,7 @@ mod tests {
     /// The query plan of `sql`, one step per line.
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let values = [1_i64, 0, 10];
+        let values = [1_i64, 0, 1000, 10];
         let bound = rusqlite::params_from_iter(&values[..stmt.parameter_count()]);
         stmt.query_map(bound, |row| row.get::<_, String>(3))
             .unwrap()
@@ -177,7 +198,7 @@ mod tests {
     fn reading_a_chat_in_order_walks_the_chat_and_id_index_without_sorting() {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::db::schema::migrate(&mut conn).unwrap();
-        for sql in [FORWARD_PAGE, BACKWARD_PAGE, LAST_TURN] {
+        for sql in [PAGE, PAGE_START, LAST_TURN] {
             let plan = plan(&conn, sql);
             assert!(plan.contains("chat_messages_by_chat"), "{sql}:\n{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");

@@ -28,8 +28,8 @@ pub use admin::{Admin, SessionInfo};
 pub use schema::SCHEMA_VERSION;
 
 use crate::domain::{
-    Chat, ChatMessage, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessagePage, MessageWindow,
-    NewMessage, Timestamp, User,
+    Chat, ChatMessage, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessageRef, MessageWindow,
+    NewMessage, SessionClaim, Timestamp, User,
 };
 use writer::Writer;
 
@@ -46,6 +46,9 @@ pub enum Error {
     /// The caller's rendering of a response failed.
     #[error("rendering the response failed")]
     Render(#[source] BoxError),
+    /// The session of a [`SessionClaim`] belongs to another user than the one claimed.
+    #[error("the session belongs to another user")]
+    WrongUser,
     /// An idempotency key was used before with a different request.
     #[error("the idempotency key was used for a different request")]
     KeyReused,
@@ -99,6 +102,8 @@ pub enum Entity {
     Chat,
     /// A chat message.
     Message,
+    /// A live session (unknown or expired ones are not found).
+    Session,
 }
 
 impl std::fmt::Display for Entity {
@@ -107,6 +112,7 @@ impl std::fmt::Display for Entity {
             Entity::User => "user",
             Entity::Chat => "chat",
             Entity::Message => "message",
+            Entity::Session => "session",
         })
     }
 }
@@ -255,7 +261,17 @@ impl Db {
             .await
     }
 
-    /// Appends `messages` to `owner`'s chat `chat_id` in one transaction, in order.
+    /// Checks `claim` on its own: [`Error::NotFound`]`(Session)` for an unknown or
+    /// expired session, [`Error::WrongUser`] for a session of another user. The calls
+    /// that take a claim check it themselves, in the same step as their work; this is
+    /// for deciding between a 401/403 and another error before any work is done.
+    pub async fn check_claim(&self, claim: SessionClaim) -> Result<()> {
+        self.read(move |conn| sessions::check_claim(conn, &claim, &Timestamp::now()))
+            .await
+    }
+
+    /// Appends `messages` to the claimed user's chat `chat_id` in one transaction, in
+    /// order, after checking `claim` in that same transaction (see [`Db::check_claim`]).
     ///
     /// With an idempotency key, the same transaction first looks for an answer kept for
     /// that key in the last 24 hours: the same request gets that answer again and
@@ -267,7 +283,7 @@ impl Db {
     /// [`Error::NotFound`] if the chat does not exist or belongs to someone else.
     pub async fn append_messages<R>(
         &self,
-        owner: String,
+        claim: SessionClaim,
         chat_id: i64,
         messages: Vec<NewMessage>,
         idempotency: Option<IdempotencyKey>,
@@ -278,6 +294,8 @@ impl Db {
     {
         self.write(move |tx| {
             let now = Timestamp::now();
+            sessions::check_claim(tx, &claim, &now)?;
+            let owner = claim.user_id;
             let Some(key) = idempotency else {
                 let stored = messages::insert_messages(tx, &owner, chat_id, messages, &now)?;
                 return Ok(Appended::Stored(stored));
@@ -399,15 +417,31 @@ impl Db {
             .await
     }
 
-    /// A window of `owner`'s chat, oldest first. [`Error::NotFound`] if it is not theirs.
-    pub async fn list_messages(
+    /// Reads a window of the claimed user's chat `chat_id`, oldest first, after checking
+    /// `claim` (see [`Db::check_claim`]), all in one step on a blocking thread: `each`
+    /// gets `out` and every message, borrowed, in order. Returns `out` and the cursor
+    /// for the next page (`None` when there is none). [`Error::NotFound`] if the chat is
+    /// not theirs.
+    pub async fn read_messages<S, F>(
         &self,
-        owner: String,
+        claim: SessionClaim,
         chat_id: i64,
         window: MessageWindow,
-    ) -> Result<MessagePage> {
-        self.read(move |conn| messages::list_messages(conn, &owner, chat_id, window))
-            .await
+        mut out: S,
+        each: F,
+    ) -> Result<(S, Option<i64>)>
+    where
+        S: Send + 'static,
+        F: Fn(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
+    {
+        self.read(move |conn| {
+            sessions::check_claim(conn, &claim, &Timestamp::now())?;
+            let next = messages::visit_messages(conn, &claim.user_id, chat_id, window, |m| {
+                each(&mut out, m)
+            })?;
+            Ok((out, next))
+        })
+        .await
     }
 
     /// Deletes the last turn of `owner`'s chat; returns the deleted ids.

@@ -1,9 +1,10 @@
 //! The `sessions` table. Rows hold the SHA-256 of a token, never the token.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Result, SessionInfo};
-use crate::domain::Timestamp;
+use super::{Entity, Error, Result, SessionInfo};
+use crate::domain::{SessionClaim, Timestamp};
 
 /// Stores a session for `user_id`, valid until `expires_at`.
 pub fn insert_session(
@@ -35,6 +36,23 @@ pub fn find_session_user(
         .prepare_cached("SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2")?
         .query_row(params![&token_hash[..], now.as_str()], |row| row.get(0))
         .optional()?)
+}
+
+/// Checks that `claim`'s session is live at `now` and belongs to the claimed user:
+/// [`Error::NotFound`]`(Session)` if it is unknown or expired, [`Error::WrongUser`] if it
+/// is another user's.
+pub fn check_claim(conn: &Connection, claim: &SessionClaim, now: &Timestamp) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached("SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2")?;
+    let mut rows = stmt.query(params![&claim.token_hash[..], now.as_str()])?;
+    let Some(row) = rows.next()? else {
+        return Err(Error::NotFound(Entity::Session));
+    };
+    if matches!(row.get_ref(0)?, ValueRef::Text(user) if user == claim.user_id.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Error::WrongUser)
+    }
 }
 
 /// Deletes the session with this token hash; whether there was one.

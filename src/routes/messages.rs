@@ -1,6 +1,11 @@
-//! `POST /api/users/{user_id}/chats/{chat_id}/messages`: append one message or an
-//! ordered batch to a chat. Authentication and the 403 check have already run in
-//! [`auth::require_session`](crate::auth::require_session).
+//! `/api/users/{user_id}/chats/{chat_id}/messages`: append one message or an ordered
+//! batch to a chat, read it back, delete the last turn.
+//!
+//! The two hot routes, create and read, check the session in the same storage step as
+//! their work (see [`auth::claim`](crate::auth::claim)), saving a separate lookup per
+//! request; 401 and then 403 still come before every other answer. Deleting the last
+//! turn sits behind [`auth::require_session`](crate::auth::require_session) like the
+//! other user routes.
 
 use actix_web::http::header::{ContentType, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,10 +14,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::auth::AuthenticatedUser;
+use crate::auth::{self, AuthenticatedUser};
 use crate::config::Limits;
 use crate::db::{Appended, BoxError, Db};
-use crate::domain::{ChatMessage, IdempotencyKey, NewMessage};
+use crate::domain::{ChatMessage, IdempotencyKey, MessageRef, MessageWindow, NewMessage};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::chats::ChatPath;
@@ -21,9 +26,10 @@ use crate::routes::docs::{
     SessionErrors,
 };
 use crate::telemetry::{BATCHES_STORED, MESSAGES_STORED};
-use crate::validation::{self, CreateMessages};
+use crate::validation::{self, CreateMessages, Issue};
 
-/// `{"chatMessages": [...], "next": id | null}`
+/// `{"chatMessages": [...], "next": id | null}`. Pages are written straight from the
+/// rows by [`list`]; this type describes them for the API document and the tests.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page {
@@ -109,20 +115,17 @@ const FIELDS: &str = "message | messages";
 pub async fn create(
     db: web::Data<Db>,
     limits: web::Data<Limits>,
-    user: web::ReqData<AuthenticatedUser>,
-    path: web::Path<ChatPath>,
+    path: Result<web::Path<MessagesPath>, actix_web::Error>,
     req: HttpRequest,
     body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat_id = path.chat_id()?;
-    let key = idempotency_key(&req)?;
-    let body = body.map_err(|err| err.in_body(FIELDS))?;
-    let input = validation::parse_create_messages(body.0, &limits.messages())
-        .map_err(ApiError::invalid_body(FIELDS))?;
-    let idempotency = key.map(|key| IdempotencyKey {
-        request_hash: request_hash(chat_id, &input),
-        key,
-    });
+    let path = path_or_auth_error(&req, path).await?;
+    let claim = auth::claim(&req, path.user_id)?;
+    let (chat_id, idempotency, input) = match parse_create(&path.chat_id, &req, body, &limits) {
+        Ok(parsed) => parsed,
+        Err(err) => return Err(auth::claim_first(&req, claim, err).await),
+    };
+    auth::limit_claimed_write(&req, &claim).await?;
     let (messages, single) = match input {
         CreateMessages::Single(message) => (vec![message], true),
         CreateMessages::Batch(messages) => (messages, false),
@@ -133,13 +136,7 @@ pub async fn create(
         ))?)
     };
     let appended = db
-        .append_messages(
-            user.into_inner().user_id,
-            chat_id,
-            messages,
-            idempotency,
-            render,
-        )
+        .append_messages(claim, chat_id, messages, idempotency, render)
         .await?;
     let (response, stored) = match appended {
         Appended::Stored(messages) => {
@@ -158,6 +155,62 @@ pub async fn create(
     Ok(HttpResponse::Ok()
         .content_type(ContentType::json())
         .body(response))
+}
+
+/// Other methods on the messages resource: 401 and 403 first, as everywhere under
+/// `/api/users/{user_id}`, then 405.
+pub async fn method_not_allowed(
+    path: Result<web::Path<MessagesPath>, actix_web::Error>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let path = path_or_auth_error(&req, path).await?;
+    let claim = auth::claim(&req, path.user_id)?;
+    let err = ApiError::MethodNotAllowed {
+        allow: "GET, HEAD, POST",
+    };
+    Err(auth::claim_first(&req, claim, err).await)
+}
+
+/// The route parameters of the messages resource, as the path spells them.
+#[derive(serde::Deserialize)]
+pub struct MessagesPath {
+    user_id: String,
+    chat_id: String,
+}
+
+/// The path, or, when it cannot even be decoded, the error to answer: 401 without a
+/// live session, else 403 (a path that cannot be read names no user of the session).
+async fn path_or_auth_error(
+    req: &HttpRequest,
+    path: Result<web::Path<MessagesPath>, actix_web::Error>,
+) -> Result<MessagesPath, ApiError> {
+    match path {
+        Ok(path) => Ok(path.into_inner()),
+        Err(_) => {
+            auth::authenticate(req).await?;
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+/// Everything a create request says besides its session, checked in the order the
+/// errors are reported: chat id, `Idempotency-Key`, then the body.
+fn parse_create(
+    chat_id: &str,
+    req: &HttpRequest,
+    body: Result<JsonBody, ApiError>,
+    limits: &Limits,
+) -> Result<(i64, Option<IdempotencyKey>, CreateMessages), ApiError> {
+    let chat_id = validation::parse_chat_id(chat_id).ok_or(ApiError::InvalidRouteParams)?;
+    let key = idempotency_key(req)?;
+    let body = body.map_err(|err| err.in_body(FIELDS))?;
+    let input = validation::parse_create_messages(body.0, &limits.messages())
+        .map_err(ApiError::invalid_body(FIELDS))?;
+    let idempotency = key.map(|key| IdempotencyKey {
+        request_hash: request_hash(chat_id, &input),
+        key,
+    });
+    Ok((chat_id, idempotency, input))
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters.
@@ -220,24 +273,66 @@ fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
 )]
 pub async fn list(
     db: web::Data<Db>,
-    user: web::ReqData<AuthenticatedUser>,
-    path: web::Path<ChatPath>,
-    query: web::Query<Vec<(String, String)>>,
+    path: Result<web::Path<MessagesPath>, actix_web::Error>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let chat_id = path.chat_id()?;
+    let path = path_or_auth_error(&req, path).await?;
+    let claim = auth::claim(&req, path.user_id)?;
+    let window = match parse_list(&path.chat_id, &req) {
+        Ok(parsed) => parsed,
+        Err(err) => return Err(auth::claim_first(&req, claim, err).await),
+    };
+    let (chat_id, window) = window;
+    let mut body = Vec::with_capacity(PAGE_BUFFER);
+    body.extend_from_slice(PAGE_OPEN);
+    let (mut body, next) = db
+        .read_messages(claim, chat_id, window, body, |body, message| {
+            write_page_entry(body, message)
+        })
+        .await?;
+    write_page_close(&mut body, next);
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body))
+}
+
+/// The chat id and the window a read asks for.
+fn parse_list(chat_id: &str, req: &HttpRequest) -> Result<(i64, MessageWindow), ApiError> {
+    let chat_id = validation::parse_chat_id(chat_id).ok_or(ApiError::InvalidRouteParams)?;
+    let invalid = |issues| ApiError::InvalidQuery {
+        fields: "limit, after, before",
+        issues,
+    };
+    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|err| invalid(vec![Issue::unparsable_query(&err)]))?;
     let window = validation::single_params(&query, &["limit", "after", "before"])
         .and_then(|params| validation::parse_message_window(params[0], params[1], params[2]))
-        .map_err(|issues| ApiError::InvalidQuery {
-            fields: "limit, after, before",
-            issues,
-        })?;
-    let page = db
-        .list_messages(user.into_inner().user_id, chat_id, window)
-        .await?;
-    Ok(HttpResponse::Ok().json(Page {
-        chat_messages: page.messages,
-        next: page.next,
-    }))
+        .map_err(invalid)?;
+    Ok((chat_id, window))
+}
+
+/// How a [`Page`] starts: its messages are written one by one as they are read.
+const PAGE_OPEN: &[u8] = b"{\"chatMessages\":[";
+
+/// A page body's starting capacity: a page of 100 short messages fits.
+const PAGE_BUFFER: usize = 32 * 1024;
+
+/// Appends one message to a page body started with [`PAGE_OPEN`].
+fn write_page_entry(body: &mut Vec<u8>, message: MessageRef<'_>) -> Result<(), BoxError> {
+    if body.len() > PAGE_OPEN.len() {
+        body.push(b',');
+    }
+    Ok(serde_json::to_writer(body, &message)?)
+}
+
+/// Ends a page body: the message array, then the cursor.
+fn write_page_close(body: &mut Vec<u8>, next: Option<i64>) {
+    body.extend_from_slice(b"],\"next\":");
+    match next {
+        Some(id) => body.extend_from_slice(id.to_string().as_bytes()),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
 }
 
 /// `DELETE .../messages/last`: removes the last turn so a client can regenerate an answer.
@@ -270,4 +365,57 @@ pub async fn delete_last(
         .delete_last_turn(user.into_inner().user_id, chat_id)
         .await?;
     Ok(HttpResponse::Ok().json(DeletedMessages { deleted }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Role, Timestamp};
+
+    fn message(id: i64, text: &str) -> ChatMessage {
+        ChatMessage {
+            id,
+            chat_conversation_id: 4,
+            neptun_user_id: "ada".to_owned(),
+            message: text.to_owned(),
+            actor: Role::User,
+            created_at: Timestamp::from_stored("2026-11-24T18:43:05.123Z".to_owned()),
+        }
+    }
+
+    /// The page as [`list`] writes it, message by message.
+    fn written(messages: &[ChatMessage], next: Option<i64>) -> String {
+        let mut body = PAGE_OPEN.to_vec();
+        for m in messages {
+            let borrowed = MessageRef {
+                id: m.id,
+                chat_conversation_id: m.chat_conversation_id,
+                neptun_user_id: &m.neptun_user_id,
+                message: &m.message,
+                actor: m.actor,
+                created_at: m.created_at.as_str(),
+            };
+            write_page_entry(&mut body, borrowed).unwrap();
+        }
+        write_page_close(&mut body, next);
+        String::from_utf8(body).unwrap()
+    }
+
+    #[test]
+    fn a_page_written_row_by_row_is_exactly_the_serialised_page() {
+        let cases = [
+            (vec![], None),
+            (vec![message(1, "one")], None),
+            (vec![message(1, "a \"quoted\"\n"), message(9, "ü 😀")], Some(9)),
+            (vec![message(i64::MAX - 1, "")], Some(-1)),
+        ];
+        for (messages, next) in cases {
+            let expected = serde_json::to_string(&Page {
+                chat_messages: messages.clone(),
+                next,
+            })
+            .unwrap();
+            assert_eq!(written(&messages, next), expected);
+        }
+    }
 }

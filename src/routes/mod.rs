@@ -28,6 +28,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/session", GET).route(get().to(auth::current_session)))
                 .service(resource("/check", "HEAD").route(web::head().to(auth::check))),
         )
+        // The hot message routes check the session themselves, in the same storage step
+        // as their work; so they sit outside the scope and its middleware.
+        .service(
+            web::resource("/api/users/{user_id}/chats/{chat_id}/messages")
+                .route(get().to(messages::list))
+                .route(web::post().to(messages::create))
+                .default_service(web::to(messages::method_not_allowed)),
+        )
         .service(
             web::scope("/api/users/{user_id}")
                 .wrap(from_fn(crate::auth::require_session))
@@ -41,11 +49,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     resource("/chats/{chat_id}", "PATCH, DELETE")
                         .route(web::patch().to(chats::rename))
                         .route(web::delete().to(chats::delete_one)),
-                )
-                .service(
-                    resource("/chats/{chat_id}/messages", "GET, HEAD, POST")
-                        .route(get().to(messages::list))
-                        .route(web::post().to(messages::create)),
                 )
                 .service(
                     resource("/chats/{chat_id}/messages/last", "DELETE")
