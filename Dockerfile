@@ -10,7 +10,9 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /app
 
 # Compile the dependencies against stub sources first, so this layer is reused until
-# Cargo.toml or Cargo.lock change. The [[test]] target's path is not needed to build.
+# Cargo.toml, Cargo.lock or .cargo/config.toml (SQLite's build flags) change. The
+# [[test]] target's path is not needed to build.
+COPY .cargo ./.cargo
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \

@@ -33,10 +33,14 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let address = listener.local_addr()?;
         let port = address.port();
-        let db = Db::open_with_queue(
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        // One read connection per blocking thread, so a read never waits for one.
+        let read_connections = u32::try_from(workers * BLOCKING_THREADS_PER_WORKER).unwrap_or(64);
+        let db = Db::open_with(
             &settings.database,
             settings.durability,
             settings.write_queue,
+            read_connections,
         )
         .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
         telemetry::metrics();
@@ -46,7 +50,6 @@ impl Application {
         let rate_limiter = settings
             .write_rate_limit
             .map(|per_minute| web::Data::new(RateLimiter::new(per_minute)));
-        let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let server = HttpServer::new(move || {
             let rate_limiter = rate_limiter.clone();
             App::new()
@@ -76,9 +79,7 @@ impl Application {
                 .default_service(web::to(routes::route_not_found))
         })
         .workers(workers)
-        // Blocking threads do the reads and password hashing; a few per read connection
-        // are plenty, and more only contend for the pool's lock.
-        .worker_max_blocking_threads(crate::db::READ_POOL_SIZE as usize)
+        .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
         // Each worker takes its share; connections beyond wait in the backlog.
         .max_connections(settings.max_connections.div_ceil(workers))
         // A client gets 5 s to send its request head, and an idle keep-alive connection
@@ -117,6 +118,10 @@ impl Application {
         served
     }
 }
+
+/// Threads each worker has for blocking work: reads and password hashing. Reads are
+/// short; more threads would only take turns on the same two cores.
+const BLOCKING_THREADS_PER_WORKER: usize = 8;
 
 /// Headers every response carries unless it sets its own (the `/docs` assets set a
 /// cache lifetime and a content security policy).

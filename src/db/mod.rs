@@ -150,8 +150,8 @@ impl Durability {
 /// Writes that may wait for the writer by default.
 pub const DEFAULT_WRITE_QUEUE: usize = 512;
 
-/// How many read connections the pool keeps. Reads are short; a few cover two cores.
-pub const READ_POOL_SIZE: u32 = 8;
+/// How many read connections [`Db::open`] keeps.
+pub const DEFAULT_READ_CONNECTIONS: u32 = 8;
 
 /// The server's handle on the database: a read pool and the writer. Cheap to clone.
 #[derive(Clone)]
@@ -164,12 +164,17 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, applies the schema and starts
     /// the writer thread. Fails on a file that is not this program's database.
     pub fn open(path: &Path, durability: Durability) -> Result<Db> {
-        Db::open_with_queue(path, durability, DEFAULT_WRITE_QUEUE)
+        Db::open_with(path, durability, DEFAULT_WRITE_QUEUE, DEFAULT_READ_CONNECTIONS)
     }
 
-    /// [`Db::open`], with at most `write_queue` writes waiting for the writer; more
-    /// fail at once with [`Error::Overloaded`].
-    pub fn open_with_queue(path: &Path, durability: Durability, write_queue: usize) -> Result<Db> {
+    /// [`Db::open`], with at most `write_queue` writes waiting for the writer (more fail
+    /// at once with [`Error::Overloaded`]) and `read_connections` pooled readers.
+    pub fn open_with(
+        path: &Path,
+        durability: Durability,
+        write_queue: usize,
+        read_connections: u32,
+    ) -> Result<Db> {
         let conn = open_for_writing(path, durability)?;
         let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
             configure_connection(conn, durability)?;
@@ -180,7 +185,7 @@ impl Db {
             conn.pragma_update(None, "query_only", true)
         });
         let pool = r2d2::Pool::builder()
-            .max_size(READ_POOL_SIZE)
+            .max_size(read_connections.max(1))
             .build(manager)?;
         let writer = Writer::spawn(conn, write_queue).map_err(|_| Error::WriterGone)?;
         Ok(Db { pool, writer })
