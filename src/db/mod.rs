@@ -164,7 +164,12 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, applies the schema and starts
     /// the writer thread. Fails on a file that is not this program's database.
     pub fn open(path: &Path, durability: Durability) -> Result<Db> {
-        Db::open_with(path, durability, DEFAULT_WRITE_QUEUE, DEFAULT_READ_CONNECTIONS)
+        Db::open_with(
+            path,
+            durability,
+            DEFAULT_WRITE_QUEUE,
+            DEFAULT_READ_CONNECTIONS,
+        )
     }
 
     /// [`Db::open`], with at most `write_queue` writes waiting for the writer (more fail
@@ -187,7 +192,10 @@ impl Db {
         let pool = r2d2::Pool::builder()
             .max_size(read_connections.max(1))
             .build(manager)?;
-        let writer = Writer::spawn(conn, write_queue).map_err(|_| Error::WriterGone)?;
+        let mut checkpoints = Connection::open(path)?;
+        configure_connection(&mut checkpoints, durability)?;
+        let writer =
+            Writer::spawn(conn, checkpoints, write_queue).map_err(|_| Error::WriterGone)?;
         Ok(Db { pool, writer })
     }
 

@@ -18,9 +18,20 @@
 //! fails at once with [`Error::Overloaded`] (the API answers 503 with `Retry-After`)
 //! instead of letting memory grow without bound.
 //!
+//! **Checkpoints off the writer.** SQLite's automatic checkpoint runs inside the commit
+//! that crosses the threshold: on the writer, holding every write behind it, with the
+//! file syncs that a checkpoint makes. Instead, a WAL hook notes the WAL's size after
+//! each commit, and once it reaches [`CHECKPOINT_PAGES`] the writer asks a checkpointer
+//! thread, with its own connection, for a `PASSIVE` checkpoint, which runs alongside new
+//! commits. Should the WAL still grow to [`INLINE_CHECKPOINT_PAGES`] (the checkpointer
+//! cannot keep up with a writer that never pauses), the writer checkpoints itself, so
+//! the WAL stays bounded.
+//!
 //! The thread stops after a [`Writer::close`] (checkpointing the WAL first), or when the
 //! last handle is dropped.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +40,7 @@ use std::thread;
 
 use metrics::gauge;
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
 use tokio::sync::oneshot;
 
 use super::{Error, Result};
@@ -37,6 +49,27 @@ use crate::telemetry::WRITE_QUEUE_DEPTH;
 /// Most jobs committed together. Bounds the time the first job of a group waits for
 /// the others, and the size of one transaction.
 pub const MAX_GROUP: usize = 256;
+
+/// WAL size, in pages, at which the writer asks the checkpointer for a checkpoint
+/// (SQLite's own default threshold for its automatic checkpoint).
+pub const CHECKPOINT_PAGES: c_int = 1000;
+
+/// WAL size, in pages, at which the writer stops waiting for the checkpointer and
+/// checkpoints itself.
+pub const INLINE_CHECKPOINT_PAGES: c_int = 10 * CHECKPOINT_PAGES;
+
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread's connection, as told by
+    /// the WAL hook. Only the writer thread's connection has the hook.
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// The writer connection's WAL hook. Registering it also turns SQLite's automatic
+/// checkpoint off (that is a WAL hook too).
+fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
 
 /// Delivers a job's result once its group's commit is known (`Err` if it failed).
 type Reply = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
@@ -62,18 +95,31 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread, which takes ownership of `conn`, with a queue of at
-    /// most `capacity` waiting jobs.
-    pub fn spawn(conn: Connection, capacity: usize) -> std::io::Result<Writer> {
+    /// most `capacity` waiting jobs, and the checkpointer thread, which takes
+    /// `checkpoints`, a second connection to the same database.
+    pub fn spawn(
+        conn: Connection,
+        checkpoints: Connection,
+        capacity: usize,
+    ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::sync_channel::<Message>(capacity);
         let writer = Writer {
             jobs,
             queued: Arc::new(AtomicUsize::new(0)),
             commits: Arc::new(AtomicU64::new(0)),
         };
+        let (ask, asked) = mpsc::sync_channel::<()>(1);
+        let checkpointer = thread::Builder::new()
+            .name("neptun-db-checkpointer".to_owned())
+            .spawn(move || checkpoint_when_asked(&checkpoints, &asked))?;
+        let checkpointer = Checkpointer {
+            ask,
+            thread: checkpointer,
+        };
         let counters = writer.clone();
         thread::Builder::new()
             .name("neptun-db-writer".to_owned())
-            .spawn(move || run(conn, &queue, &counters))?;
+            .spawn(move || run(conn, &queue, &counters, checkpointer))?;
         Ok(writer)
     }
 
@@ -133,9 +179,53 @@ impl Writer {
     }
 }
 
+/// The writer's side of the checkpointer thread.
+struct Checkpointer {
+    /// Asks for a checkpoint; a full channel means one is already asked for.
+    ask: SyncSender<()>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Reacts to the WAL's size after a commit: asks for a checkpoint once it is large,
+    /// and checkpoints on `conn` itself, holding the writes, once it is far too large.
+    fn after_commit(&self, conn: &Connection) {
+        let pages = WAL_PAGES.get();
+        if pages >= INLINE_CHECKPOINT_PAGES {
+            log::warn!("the WAL holds {pages} pages; checkpointing on the writer");
+            if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                log::warn!("checkpoint failed: {err}");
+            }
+            WAL_PAGES.set(0);
+        } else if pages >= CHECKPOINT_PAGES {
+            let _ = self.ask.try_send(());
+        }
+    }
+
+    /// Stops the checkpointer thread and waits for it (and its connection) to end.
+    fn stop(self) {
+        drop(self.ask);
+        if self.thread.join().is_err() {
+            log::error!("the checkpointer thread panicked");
+        }
+    }
+}
+
+/// The checkpointer thread's loop: a `PASSIVE` checkpoint each time it is asked, until
+/// the writer hangs up. A passive checkpoint copies what it can without waiting for
+/// readers or the writer, so it never holds up a request.
+fn checkpoint_when_asked(conn: &Connection, asked: &Receiver<()>) {
+    while asked.recv().is_ok() {
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            log::warn!("checkpoint failed: {err}");
+        }
+    }
+}
+
 /// The writer thread's loop: wait for a job, gather the others waiting, commit them as
 /// one group, answer them, repeat.
-fn run(conn: Connection, queue: &Receiver<Message>, counters: &Writer) {
+fn run(conn: Connection, queue: &Receiver<Message>, counters: &Writer, checkpointer: Checkpointer) {
+    conn.wal_hook(Some(note_wal_pages));
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut closing = None;
     while let Ok(first) = queue.recv() {
@@ -154,12 +244,15 @@ fn run(conn: Connection, queue: &Receiver<Message>, counters: &Writer) {
             counters.queued.fetch_sub(group.len(), Ordering::Relaxed);
             gauge!(WRITE_QUEUE_DEPTH).set(counters.queued() as f64);
             commit_group(&conn, group.drain(..), &counters.commits);
+            checkpointer.after_commit(&conn);
         }
         if let Some(reply) = closing {
+            checkpointer.stop();
             let _ = reply.send(checkpoint_and_close(conn));
             return;
         }
     }
+    checkpointer.stop();
 }
 
 /// Runs `jobs` in one transaction, each in its own savepoint, commits, and answers them.
@@ -243,10 +336,12 @@ mod tests {
 
     fn writer_on_a_fresh_table(capacity: usize) -> (tempfile::TempDir, Writer) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("t.db")).unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL)")
             .unwrap();
-        (dir, Writer::spawn(conn, capacity).unwrap())
+        let checkpoints = Connection::open(&path).unwrap();
+        (dir, Writer::spawn(conn, checkpoints, capacity).unwrap())
     }
 
     /// Waits (bounded) until `n` writes are queued behind the one running.
@@ -390,5 +485,41 @@ mod tests {
         for task in queued {
             task.await.unwrap().unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_wal_is_checkpointed_by_the_checkpointer_while_the_writer_is_busy() {
+        let (dir, writer) = writer_on_a_fresh_table(16);
+        let file = dir.path().join("t.db");
+        let before = std::fs::metadata(&file).unwrap().len();
+        // Each write adds a 4 KiB value: past the threshold after about 1000 writes.
+        for _ in 0..(CHECKPOINT_PAGES + 100) {
+            writer
+                .call(|conn| {
+                    conn.execute("INSERT INTO t (v) VALUES (zeroblob(4000))", [])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let (release, holder) = hold_the_writer(&writer).await;
+
+        // The checkpoint copies the WAL into the database file, which grows; the
+        // writer is held in a job meanwhile, so the checkpointer did it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let grown = loop {
+            let size = std::fs::metadata(&file).unwrap().len();
+            if size > before + 1000 * 4096 || std::time::Instant::now() > deadline {
+                break size;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+
+        release.send(()).unwrap();
+        holder.await.unwrap();
+        assert!(
+            grown > before + 1000 * 4096,
+            "database file {before} -> {grown} bytes"
+        );
     }
 }

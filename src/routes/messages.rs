@@ -406,7 +406,10 @@ mod tests {
         let cases = [
             (vec![], None),
             (vec![message(1, "one")], None),
-            (vec![message(1, "a \"quoted\"\n"), message(9, "ü 😀")], Some(9)),
+            (
+                vec![message(1, "a \"quoted\"\n"), message(9, "ü 😀")],
+                Some(9),
+            ),
             (vec![message(i64::MAX - 1, "")], Some(-1)),
         ];
         for (messages, next) in cases {
