@@ -1,4 +1,4 @@
--- neptun-chat schema, version 2.
+-- neptun-chat schema, version 3.
 -- Compiled into the binary and applied at start-up inside one transaction when the
 -- database is new (PRAGMA user_version = 0). Later changes are migrations keyed on
 -- PRAGMA user_version; this file always describes the newest version as a whole.
@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS chat_messages (
         REFERENCES chat_conversations (id) ON DELETE CASCADE,
     neptun_user_id       TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     message              TEXT NOT NULL,
-    actor                TEXT NOT NULL CHECK (actor IN ('user', 'assistant', 'system')),
+    -- Spelled with OR, not IN: SQLite checks an IN list of three with a temporary
+    -- B-tree built for every row (schema version 3).
+    actor                TEXT NOT NULL
+        CHECK (actor = 'user' OR actor = 'assistant' OR actor = 'system'),
     created_at           TEXT NOT NULL
 ) STRICT;
 

@@ -191,6 +191,8 @@ impl Db {
         });
         let pool = r2d2::Pool::builder()
             .max_size(read_connections.max(1))
+            // A local file does not go stale: skip r2d2's check query on every checkout.
+            .test_on_check_out(false)
             .build(manager)?;
         let mut checkpoints = Connection::open(path)?;
         configure_connection(&mut checkpoints, durability)?;

@@ -10,7 +10,10 @@ const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The migrations, in order: `MIGRATIONS[i]` takes a database from version `i + 1` to
 /// `i + 2`. A new database gets `SCHEMA_SQL` whole instead.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/002_idempotency_keys.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/002_idempotency_keys.sql"),
+    include_str!("migrations/003_actor_check.sql"),
+];
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
@@ -58,6 +61,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             );
             tx.execute_batch(migration)?;
         }
+        // A migration that edits a definition in place (003) must change the schema
+        // cookie itself, or connections keep the definition they parsed before.
+        let cookie: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+        tx.pragma_update(None, "schema_version", cookie + 1)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -159,6 +166,58 @@ mod tests {
             .query_row("SELECT message FROM chat_messages", [], |r| r.get(0))
             .unwrap();
         assert_eq!(text, "kept");
+    }
+
+    /// The stored definition of `chat_messages`.
+    fn messages_table_sql(conn: &Connection) -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'chat_messages'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_actor_check_is_spelled_with_or_in_new_and_migrated_databases_and_still_holds() {
+        let mut old = fresh();
+        old.execute_batch(include_str!("../../tests/fixtures/schema_v1.sql"))
+            .unwrap();
+        old.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        assert!(messages_table_sql(&old).contains("actor IN ("));
+        let mut new = fresh();
+
+        migrate(&mut old).unwrap();
+        migrate(&mut new).unwrap();
+
+        for conn in [&old, &new] {
+            let sql = messages_table_sql(conn);
+            assert!(!sql.contains(" IN ("), "{sql}");
+            assert!(
+                sql.contains("CHECK (actor = 'user' OR actor = 'assistant' OR actor = 'system')"),
+                "{sql}"
+            );
+            conn.execute_batch(
+                "INSERT INTO users (id, created_at) VALUES ('u', 'now');
+                 INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at)
+                     VALUES ('u', 'c', 'm', 'now', 'now');
+                 INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, created_at)
+                     VALUES (1, 'u', 'ok', 'system', 'now');",
+            )
+            .unwrap();
+            let refused = conn.execute(
+                "INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, created_at) \
+                 VALUES (1, 'u', 'no', 'User', 'now')",
+                [],
+            );
+            assert!(refused.is_err(), "an unknown actor was stored");
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+        }
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl Writer {
             .spawn(move || checkpoint_when_asked(&checkpoints, &asked))?;
         let checkpointer = Checkpointer {
             ask,
+            asked_at: Cell::new(0),
             thread: checkpointer,
         };
         let counters = writer.clone();
@@ -183,22 +184,34 @@ impl Writer {
 struct Checkpointer {
     /// Asks for a checkpoint; a full channel means one is already asked for.
     ask: SyncSender<()>,
+    /// The WAL's size when a checkpoint was last asked for (0 once the WAL restarted).
+    asked_at: Cell<c_int>,
     thread: thread::JoinHandle<()>,
 }
 
 impl Checkpointer {
-    /// Reacts to the WAL's size after a commit: asks for a checkpoint once it is large,
-    /// and checkpoints on `conn` itself, holding the writes, once it is far too large.
+    /// Reacts to the WAL's size after a commit: asks for a checkpoint each time it has
+    /// grown by [`CHECKPOINT_PAGES`], and checkpoints on `conn` itself, holding the
+    /// writes, once it is far too large.
+    ///
+    /// Not after every commit past the threshold: while writes keep coming, the WAL
+    /// only restarts from its beginning once a checkpoint has caught up, and every
+    /// checkpoint sorts the whole WAL's index, however little is left to copy.
     fn after_commit(&self, conn: &Connection) {
         let pages = WAL_PAGES.get();
+        if pages < self.asked_at.get() {
+            self.asked_at.set(0);
+        }
         if pages >= INLINE_CHECKPOINT_PAGES {
             log::warn!("the WAL holds {pages} pages; checkpointing on the writer");
             if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 log::warn!("checkpoint failed: {err}");
             }
             WAL_PAGES.set(0);
-        } else if pages >= CHECKPOINT_PAGES {
+            self.asked_at.set(0);
+        } else if pages >= self.asked_at.get() + CHECKPOINT_PAGES {
             let _ = self.ask.try_send(());
+            self.asked_at.set(pages);
         }
     }
 
