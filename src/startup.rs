@@ -119,9 +119,11 @@ impl Application {
     }
 }
 
-/// Threads each worker has for blocking work: reads and password hashing. Reads are
-/// short; more threads would only take turns on the same two cores.
-const BLOCKING_THREADS_PER_WORKER: usize = 8;
+/// Threads each worker has for blocking work, which is reading (password hashing has
+/// threads of its own). Two per worker keep both cores busy: with more, reads take
+/// turns on the same cores, each waking its own thread, and the slowest wait longer
+/// (BENCHMARKS.md: W4 44% -> 53% of the echo, W5 p99 22 -> 17 ms from 8 to 2).
+const BLOCKING_THREADS_PER_WORKER: usize = 2;
 
 /// Headers every response carries unless it sets its own (the `/docs` assets set a
 /// cache lifetime and a content security policy).
