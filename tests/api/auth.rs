@@ -116,6 +116,27 @@ fn requests_wrong_in_other_ways(owner: &str, chat_id: i64, other_chat_id: i64) -
             body: Vec::new(),
         },
         Request {
+            what: "a read with an invalid query",
+            method: Method::GET,
+            path: format!("{}?limit=0&after=x&before=1", messages(&chat_id)),
+            content_type: None,
+            body: Vec::new(),
+        },
+        Request {
+            what: "a read with a chat id that is not a number",
+            method: Method::GET,
+            path: messages(&"abc"),
+            content_type: None,
+            body: Vec::new(),
+        },
+        Request {
+            what: "a read of another user's chat",
+            method: Method::GET,
+            path: messages(&other_chat_id),
+            content_type: None,
+            body: Vec::new(),
+        },
+        Request {
             what: "PUT instead of POST",
             method: Method::PUT,
             path: messages(&chat_id),
