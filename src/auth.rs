@@ -84,7 +84,7 @@ pub struct Session {
 }
 
 /// The user whose session authenticated the request, and who owns the `{user_id}` of
-/// its path. Handlers under `/api/users/{user_id}` take it as `web::ReqData<AuthenticatedUser>`.
+/// its path. Handlers behind [`require_session`] take it as `web::ReqData<AuthenticatedUser>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedUser {
     /// The user's id.
@@ -191,15 +191,22 @@ pub async fn claim_first(req: &HttpRequest, claim: SessionClaim, err: ApiError) 
     checked.err().unwrap_or(err)
 }
 
-/// Applies the per-session write limit, if one is configured, to a claimed request
-/// that changes something. The claim is checked first, so that 401 and 403 still come
-/// before 429.
-pub async fn limit_claimed_write(req: &HttpRequest, claim: &SessionClaim) -> Result<(), ApiError> {
-    let Some(limiter) = req.app_data::<web::Data<RateLimiter>>() else {
+/// Lets a claimed write go on to the writer. The claim is checked there, in the write's
+/// own transaction; it is checked here first, on a read, only when something must
+/// happen before the write: the per-session rate limit, if one is configured (401 and
+/// 403 still come before 429), or a backlog in the writer's queue, so that requests
+/// without a live session do not take places in it from real ones.
+pub async fn admit_claimed_write(req: &HttpRequest, claim: &SessionClaim) -> Result<(), ApiError> {
+    let db = db_of(req)?;
+    let limiter = req.app_data::<web::Data<RateLimiter>>();
+    if limiter.is_none() && !db.writes_backlogged() {
         return Ok(());
-    };
-    db_of(req)?.check_claim(claim.clone()).await?;
-    check_write_limit(limiter, &claim.token_hash)
+    }
+    db.check_claim(claim.clone()).await?;
+    match limiter {
+        Some(limiter) => check_write_limit(limiter, &claim.token_hash),
+        None => Ok(()),
+    }
 }
 
 /// The SHA-256 of the request's session token; 401 without a well-formed cookie.

@@ -55,7 +55,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Ha
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
 ) -> Result<T, HashError> {
-    let _slot = HASHING_SLOTS
+    let slot = HASHING_SLOTS
         .acquire()
         .await
         .map_err(|err| HashError(err.into()))?;
@@ -63,6 +63,9 @@ async fn run_blocking<T: Send + 'static>(
     std::thread::Builder::new()
         .name("neptun-password".to_owned())
         .spawn(move || {
+            // The thread holds the slot, so a caller that goes away (a client that
+            // disconnects) does not free it while the hash still runs.
+            let _slot = slot;
             let _ = reply.send(work());
         })
         .map_err(|err| HashError(err.into()))?;

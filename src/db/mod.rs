@@ -222,6 +222,11 @@ impl Db {
         count_busy(self.writer.call(f).await)
     }
 
+    /// Whether writes are backlogged: the writer's queue is at least half full.
+    pub fn writes_backlogged(&self) -> bool {
+        self.writer.backlogged()
+    }
+
     /// How many transactions the writer has committed; with group commit, fewer than
     /// the writes it has run.
     pub fn commits(&self) -> u64 {
@@ -450,11 +455,13 @@ impl Db {
         F: Fn(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
     {
         self.read(move |conn| {
-            sessions::check_claim(conn, &claim, &Timestamp::now())?;
-            let next = messages::visit_messages(conn, &claim.user_id, chat_id, window, |m| {
-                each(&mut out, m)
-            })?;
-            Ok((out, next))
+            in_read_transaction(conn, || {
+                sessions::check_claim(conn, &claim, &Timestamp::now())?;
+                messages::visit_messages(conn, &claim.user_id, chat_id, window, |m| {
+                    each(&mut out, m)
+                })
+            })
+            .map(|next| (out, next))
         })
         .await
     }
@@ -464,6 +471,21 @@ impl Db {
         self.write(move |tx| messages::delete_last_turn(tx, &owner, chat_id, &Timestamp::now()))
             .await
     }
+}
+
+/// Runs `f`'s statements in one read transaction, so that they all see the same
+/// snapshot of the database (a backward page is found by two queries). The statements
+/// come from the cache: this runs for every page read.
+fn in_read_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !conn.is_autocommit() {
+        // Left inside a transaction by a read that panicked half-way.
+        conn.prepare_cached("ROLLBACK")?.execute([])?;
+    }
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let result = f();
+    // A read transaction has nothing to keep: end it the same way either way.
+    conn.prepare_cached("ROLLBACK")?.execute([])?;
+    result
 }
 
 /// Counts SQLITE_BUSY failures (the busy timeout ran out) for the metrics.
@@ -499,6 +521,8 @@ fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection> {
 fn configure_connection(conn: &mut Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // After a checkpoint lets the WAL start over, cut a WAL file that grew past 64 MiB.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.pragma_update(None, "synchronous", durability.pragma_value())?;
     // Fails with SQLITE_NOTADB here, not on first use, when the file is not a database.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;

@@ -61,15 +61,37 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             );
             tx.execute_batch(migration)?;
         }
-        // A migration that edits a definition in place (003) must change the schema
-        // cookie itself, or connections keep the definition they parsed before.
-        let cookie: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
-        tx.pragma_update(None, "schema_version", cookie + 1)?;
+        if applied < MIGRATIONS.len() {
+            check_edited_definitions(&tx)?;
+            // A migration that edits a definition in place (003) must change the schema
+            // cookie itself, or connections keep the definition they parsed before.
+            let cookie: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+            tx.pragma_update(None, "schema_version", cookie + 1)?;
+        }
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Checks that the definitions migrations edit in place as text (003) were found and
+/// changed: a definition spelled otherwise than this program ever wrote it would be left
+/// as it was, silently.
+fn check_edited_definitions(conn: &Connection) -> Result<()> {
+    let unchanged: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'chat_messages' \
+         AND sql NOT LIKE '%CHECK (actor = ''user'' OR actor = ''assistant'' OR actor = ''system'')%'",
+        [],
+        |r| r.get(0),
+    )?;
+    if unchanged > 0 {
+        return Err(Error::Incompatible(
+            "the chat_messages table is not defined as neptun-chat defines it; refusing to migrate it"
+                .to_owned(),
+        ));
+    }
     Ok(())
 }
 
@@ -104,7 +126,34 @@ mod tests {
     fn migrating_twice_changes_nothing() {
         let mut conn = fresh();
         migrate(&mut conn).unwrap();
+        let cookie = |conn: &Connection| -> i64 {
+            conn.pragma_query_value(None, "schema_version", |r| r.get(0))
+                .unwrap()
+        };
+        let before = cookie(&conn);
         migrate(&mut conn).unwrap();
+        assert_eq!(cookie(&conn), before, "the schema was rewritten");
+    }
+
+    #[test]
+    fn a_version_2_database_with_an_unexpected_definition_is_refused_unchanged() {
+        let mut conn = fresh();
+        conn.execute_batch(
+            &include_str!("../../tests/fixtures/schema_v1.sql")
+                .replace("CHECK (actor IN (", "CHECK (actor  IN ("),
+        )
+        .unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+
+        let err = migrate(&mut conn).unwrap_err();
+
+        assert!(matches!(err, Error::Incompatible(_)), "{err}");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1, "the failed migration was rolled back");
     }
 
     #[test]

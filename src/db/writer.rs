@@ -25,7 +25,8 @@
 //! thread, with its own connection, for a `PASSIVE` checkpoint, which runs alongside new
 //! commits. Should the WAL still grow to [`INLINE_CHECKPOINT_PAGES`] (the checkpointer
 //! cannot keep up with a writer that never pauses), the writer checkpoints itself, so
-//! the WAL stays bounded.
+//! the WAL stays near that size: only a read that holds an old snapshot for a long time
+//! (reading a whole, huge chat) can keep any checkpoint from finishing.
 //!
 //! The thread stops after a [`Writer::close`] (checkpointing the WAL first), or when the
 //! last handle is dropped.
@@ -89,8 +90,16 @@ enum Message {
 #[derive(Clone)]
 pub struct Writer {
     jobs: SyncSender<Message>,
-    queued: Arc<AtomicUsize>,
-    commits: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    capacity: usize,
+}
+
+/// What the writer thread and its handles both count. The thread holds these, not a
+/// `Writer`, so that it sees its queue close when the last handle is dropped.
+#[derive(Default)]
+struct Counters {
+    queued: AtomicUsize,
+    commits: AtomicU64,
 }
 
 impl Writer {
@@ -105,8 +114,8 @@ impl Writer {
         let (jobs, queue) = mpsc::sync_channel::<Message>(capacity);
         let writer = Writer {
             jobs,
-            queued: Arc::new(AtomicUsize::new(0)),
-            commits: Arc::new(AtomicU64::new(0)),
+            counters: Arc::default(),
+            capacity,
         };
         let (ask, asked) = mpsc::sync_channel::<()>(1);
         let checkpointer = thread::Builder::new()
@@ -117,7 +126,7 @@ impl Writer {
             asked_at: Cell::new(0),
             thread: checkpointer,
         };
-        let counters = writer.clone();
+        let counters = Arc::clone(&writer.counters);
         thread::Builder::new()
             .name("neptun-db-writer".to_owned())
             .spawn(move || run(conn, &queue, &counters, checkpointer))?;
@@ -146,9 +155,9 @@ impl Writer {
             (succeeded, deliver)
         });
         // Counted before sending, so the writer never takes more than was counted.
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(refused) = self.jobs.try_send(Message::Run(job)) {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(match refused {
                 TrySendError::Full(_) => Error::Overloaded,
                 TrySendError::Disconnected(_) => Error::WriterGone,
@@ -160,12 +169,17 @@ impl Writer {
 
     /// How many writes are waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.counters.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the queue is at least half full.
+    pub fn backlogged(&self) -> bool {
+        self.queued() >= self.capacity / 2
     }
 
     /// How many transactions the writer has committed (each holds one or more jobs).
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.counters.commits.load(Ordering::Relaxed)
     }
 
     /// Stops the writer after the jobs already queued: checkpoints the WAL into the
@@ -184,34 +198,38 @@ impl Writer {
 struct Checkpointer {
     /// Asks for a checkpoint; a full channel means one is already asked for.
     ask: SyncSender<()>,
-    /// The WAL's size when a checkpoint was last asked for (0 once the WAL restarted).
+    /// The WAL's size when a checkpoint was last asked for or made (0 once the WAL
+    /// restarted).
     asked_at: Cell<c_int>,
     thread: thread::JoinHandle<()>,
 }
 
 impl Checkpointer {
-    /// Reacts to the WAL's size after a commit: asks for a checkpoint each time it has
-    /// grown by [`CHECKPOINT_PAGES`], and checkpoints on `conn` itself, holding the
-    /// writes, once it is far too large.
+    /// Reacts to the WAL's size after a commit. Each time it has grown by
+    /// [`CHECKPOINT_PAGES`], asks the checkpointer for a checkpoint; or, once it holds
+    /// [`INLINE_CHECKPOINT_PAGES`], checkpoints on `conn` itself, holding the writes.
+    /// No new frames arrive meanwhile, so that checkpoint catches up unless a reader
+    /// still needs old frames, and the next write transaction restarts the WAL.
     ///
-    /// Not after every commit past the threshold: while writes keep coming, the WAL
-    /// only restarts from its beginning once a checkpoint has caught up, and every
+    /// Not after every commit past a threshold: while writes keep coming, the WAL only
+    /// restarts from its beginning once a checkpoint has caught up, and every
     /// checkpoint sorts the whole WAL's index, however little is left to copy.
     fn after_commit(&self, conn: &Connection) {
         let pages = WAL_PAGES.get();
         if pages < self.asked_at.get() {
             self.asked_at.set(0);
         }
+        if pages < self.asked_at.get() + CHECKPOINT_PAGES {
+            return;
+        }
+        self.asked_at.set(pages);
         if pages >= INLINE_CHECKPOINT_PAGES {
             log::warn!("the WAL holds {pages} pages; checkpointing on the writer");
             if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 log::warn!("checkpoint failed: {err}");
             }
-            WAL_PAGES.set(0);
-            self.asked_at.set(0);
-        } else if pages >= self.asked_at.get() + CHECKPOINT_PAGES {
+        } else {
             let _ = self.ask.try_send(());
-            self.asked_at.set(pages);
         }
     }
 
@@ -237,7 +255,12 @@ fn checkpoint_when_asked(conn: &Connection, asked: &Receiver<()>) {
 
 /// The writer thread's loop: wait for a job, gather the others waiting, commit them as
 /// one group, answer them, repeat.
-fn run(conn: Connection, queue: &Receiver<Message>, counters: &Writer, checkpointer: Checkpointer) {
+fn run(
+    conn: Connection,
+    queue: &Receiver<Message>,
+    counters: &Counters,
+    checkpointer: Checkpointer,
+) {
     conn.wal_hook(Some(note_wal_pages));
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut closing = None;
@@ -255,7 +278,7 @@ fn run(conn: Connection, queue: &Receiver<Message>, counters: &Writer, checkpoin
         }
         if !group.is_empty() {
             counters.queued.fetch_sub(group.len(), Ordering::Relaxed);
-            gauge!(WRITE_QUEUE_DEPTH).set(counters.queued() as f64);
+            gauge!(WRITE_QUEUE_DEPTH).set(counters.queued.load(Ordering::Relaxed) as f64);
             commit_group(&conn, group.drain(..), &counters.commits);
             checkpointer.after_commit(&conn);
         }

@@ -8,7 +8,7 @@
 //! other user routes.
 
 use actix_web::http::header::{ContentType, HeaderName};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use metrics::counter;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{self, AuthenticatedUser};
 use crate::config::Limits;
-use crate::db::{Appended, BoxError, Db};
+use crate::db::{self, Appended, BoxError, Db};
 use crate::domain::{ChatMessage, IdempotencyKey, MessageRef, MessageWindow, NewMessage};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -117,15 +117,17 @@ pub async fn create(
     limits: web::Data<Limits>,
     path: Result<web::Path<MessagesPath>, actix_web::Error>,
     req: HttpRequest,
-    body: Result<JsonBody, ApiError>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let path = path_or_auth_error(&req, path).await?;
+    // Without a well-formed session cookie the answer is 401 before the body is read.
     let claim = auth::claim(&req, path.user_id)?;
+    let body = JsonBody::from_request(&req, &mut payload.into_inner()).await;
     let (chat_id, idempotency, input) = match parse_create(&path.chat_id, &req, body, &limits) {
         Ok(parsed) => parsed,
         Err(err) => return Err(auth::claim_first(&req, claim, err).await),
     };
-    auth::limit_claimed_write(&req, &claim).await?;
+    auth::admit_claimed_write(&req, &claim).await?;
     let (messages, single) = match input {
         CreateMessages::Single(message) => (vec![message], true),
         CreateMessages::Batch(messages) => (messages, false),
@@ -135,9 +137,17 @@ pub async fn create(
             stored, single,
         ))?)
     };
-    let appended = db
-        .append_messages(claim, chat_id, messages, idempotency, render)
-        .await?;
+    let appended = match db
+        .append_messages(claim.clone(), chat_id, messages, idempotency, render)
+        .await
+    {
+        Ok(appended) => appended,
+        // Refused before the writer ran the job, so before the claim was checked.
+        Err(err @ (db::Error::Overloaded | db::Error::WriterGone)) => {
+            return Err(auth::claim_first(&req, claim, err.into()).await);
+        }
+        Err(err) => return Err(err.into()),
+    };
     let (response, stored) = match appended {
         Appended::Stored(messages) => {
             let count = messages.len();

@@ -11,7 +11,9 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_error, json_body, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestUser, assert_error, json_body, spawn_app, spawn_app_with, spawn_app_with_settings,
+};
 
 const VALID_SINGLE: &str = r#"{"message":"hi","actor":"user"}"#;
 
@@ -640,4 +642,62 @@ async fn a_user_id_with_a_plus_or_percent_sign_is_matched_when_percent_encoded()
         assert_eq!(body["chatMessage"]["neptun_user_id"], id, "{case}");
         assert_eq!(app.stored_messages(user.chat_id).len(), 1, "{case}");
     }
+}
+
+#[tokio::test]
+async fn with_the_write_queue_full_401_and_403_still_come_before_503() {
+    // Arrange: a queue of one, and the database's write lock held from outside, so the
+    // writer is stuck on its first write (for up to its 5 s busy timeout) and the next
+    // write fills the queue.
+    let app = spawn_app_with_settings(neptun_chat::config::Settings {
+        write_queue: 1,
+        ..Default::default()
+    })
+    .await;
+    let alice = app.seed_user("alice");
+    let bob = app.seed_user("bob");
+    let lock = rusqlite::Connection::open(&app.db_path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let url = app.messages_url("alice", alice.chat_id);
+    let post = |token: String| {
+        let client = app.client.clone();
+        let url = url.clone();
+        async move {
+            client
+                .post(url)
+                .header(COOKIE, format!("neptun-session={token}"))
+                .header(CONTENT_TYPE, "application/json")
+                .body(VALID_SINGLE)
+                .timeout(std::time::Duration::from_millis(300))
+                .send()
+                .await
+        }
+    };
+    // Writes that stay unanswered are held by the writer or wait in the queue; once
+    // one is refused at once, the queue is full.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let refused = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never filled"
+        );
+        if let Ok(response) = post(alice.token.clone()).await {
+            break response;
+        }
+    };
+    assert_eq!(refused.status().as_u16(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    // Act
+    let unknown = post(SessionToken::generate().unwrap().expose().to_owned())
+        .await
+        .unwrap();
+    let other_user = post(bob.token.clone()).await.unwrap();
+    let live = post(alice.token.clone()).await.unwrap();
+
+    // Assert
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert_error(unknown, 401, "Unauthorized").await;
+    assert_error(other_user, 403, "Forbidden").await;
+    assert_error(live, 503, "Service Unavailable").await;
 }
