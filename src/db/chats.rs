@@ -1,9 +1,10 @@
 //! The `chat_conversations` table.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Entity, Error, Result};
-use crate::domain::{Chat, ChatOrder, ChatSortField, Timestamp};
+use crate::domain::{Chat, ChatOrder, ChatSortField, SessionClaim, Timestamp};
 
 const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
 
@@ -50,6 +51,35 @@ pub fn find_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<C
     .query_row(params![chat_id, owner], chat_from_row)
     .optional()?
     .ok_or(Error::NotFound(Entity::Chat))
+}
+
+/// Checks `claim` and that chat `chat_id` is the claimed user's, in one statement (a
+/// read runs it for every page): [`Error::NotFound`]`(Session)` if the session is unknown
+/// or expired at `now`, [`Error::WrongUser`] if it is another user's, then
+/// [`Error::NotFound`]`(Chat)` if the chat is not the user's.
+pub fn require_claimed_chat(
+    conn: &Connection,
+    claim: &SessionClaim,
+    chat_id: i64,
+    now: &Timestamp,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.user_id, EXISTS (SELECT 1 FROM chat_conversations c \
+         WHERE c.id = ?3 AND c.neptun_user_id = s.user_id) \
+         FROM sessions s WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+    )?;
+    let mut rows = stmt.query(params![&claim.token_hash[..], now.as_str(), chat_id])?;
+    let Some(row) = rows.next()? else {
+        return Err(Error::NotFound(Entity::Session));
+    };
+    if !matches!(row.get_ref(0)?, ValueRef::Text(user) if user == claim.user_id.as_bytes()) {
+        return Err(Error::WrongUser);
+    }
+    if row.get::<_, bool>(1)? {
+        Ok(())
+    } else {
+        Err(Error::NotFound(Entity::Chat))
+    }
 }
 
 /// Like [`find_owned_chat`], without reading the row.

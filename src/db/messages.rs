@@ -59,15 +59,16 @@ pub fn insert_messages(
     Ok(stored)
 }
 
-/// Reads a window of `owner`'s chat `chat_id`, oldest first, walking the
+/// Reads a window of chat `chat_id`, oldest first, walking the
 /// `(chat_conversation_id, id)` index, and hands each message to `each` without copying
-/// it. Returns the cursor for the next page: the last id seen when paging forward, the
-/// first when paging backward; `None` when no message lies beyond the window. Ids are
-/// never reused, so paging by id never skips or repeats a message, even while messages
-/// are being added.
+/// it. The caller has checked that the chat is the reader's
+/// ([`chats::require_claimed_chat`]). Returns the cursor for the next page: the last id
+/// seen when paging forward, the first when paging backward; `None` when no message lies
+/// beyond the window. Ids are never reused, so paging by id never skips or repeats a
+/// message, even while messages are being added. Run it inside a read transaction: a
+/// backward page is found by two queries, which must see the same messages.
 pub fn visit_messages<F>(
     conn: &Connection,
-    owner: &str,
     chat_id: i64,
     window: MessageWindow,
     mut each: F,
@@ -75,7 +76,6 @@ pub fn visit_messages<F>(
 where
     F: FnMut(MessageRef<'_>) -> Result<(), BoxError>,
 {
-    chats::require_owned_chat(conn, owner, chat_id)?;
     // Backward pages are found from their start, so that they can be read (and sent)
     // oldest first without holding the rows.
     let (after, before, limit, more_before) = match window {

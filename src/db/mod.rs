@@ -456,10 +456,8 @@ impl Db {
     {
         self.read(move |conn| {
             in_read_transaction(conn, || {
-                sessions::check_claim(conn, &claim, &Timestamp::now())?;
-                messages::visit_messages(conn, &claim.user_id, chat_id, window, |m| {
-                    each(&mut out, m)
-                })
+                chats::require_claimed_chat(conn, &claim, chat_id, &Timestamp::now())?;
+                messages::visit_messages(conn, chat_id, window, |m| each(&mut out, m))
             })
             .map(|next| (out, next))
         })
