@@ -1,6 +1,6 @@
 //! Session tokens, their cookie, and the three ways a request is authenticated: the
 //! middleware in front of `/api/users/{user_id}`, the [`Session`](crate::auth::Session) extractor for the
-//! `/api/auth` routes, and, on the hot message routes, a [`SessionClaim`] that storage
+//! `/api/auth` routes, and, on the hot message routes, a [`SessionClaim`](crate::domain::SessionClaim) that storage
 //! checks in the same step as the work it guards (see [`claim`](crate::auth::claim)).
 //!
 //! A token is 32 bytes from the OS random source, URL-safe base64 without padding. Only
