@@ -515,9 +515,13 @@ fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection> {
     Ok(conn)
 }
 
+/// How long a connection waits for a lock another connection holds (the writer for the
+/// admin commands' writes, and the other way round) before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The pragmas every connection gets, pooled or not.
 fn configure_connection(conn: &mut Connection, durability: Durability) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // After a checkpoint lets the WAL start over, cut a WAL file that grew past 64 MiB.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
