@@ -103,6 +103,19 @@ mod tests {
         Connection::open_in_memory().unwrap()
     }
 
+    /// The schema as the first release wrote it.
+    const V1_SCHEMA: &str = include_str!("../../tests/fixtures/schema_v1.sql");
+
+    /// An in-memory database made with `schema` and marked as this program's version 1.
+    fn version_1_database(schema: &str) -> Connection {
+        let conn = fresh();
+        conn.execute_batch(schema).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn
+    }
+
     #[test]
     fn a_new_database_gets_the_schema_and_the_mark() {
         let mut conn = fresh();
@@ -137,15 +150,8 @@ mod tests {
 
     #[test]
     fn a_version_2_database_with_an_unexpected_definition_is_refused_unchanged() {
-        let mut conn = fresh();
-        conn.execute_batch(
-            &include_str!("../../tests/fixtures/schema_v1.sql")
-                .replace("CHECK (actor IN (", "CHECK (actor  IN ("),
-        )
-        .unwrap();
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
+        let mut conn =
+            version_1_database(&V1_SCHEMA.replace("CHECK (actor IN (", "CHECK (actor  IN ("));
 
         let err = migrate(&mut conn).unwrap_err();
 
@@ -185,12 +191,7 @@ mod tests {
     #[test]
     fn a_version_1_database_is_migrated_to_the_current_schema_keeping_its_data() {
         // Arrange: a database as the first release made it, with a message in it.
-        let mut old = fresh();
-        old.execute_batch(include_str!("../../tests/fixtures/schema_v1.sql"))
-            .unwrap();
-        old.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
-        old.pragma_update(None, "user_version", 1).unwrap();
+        let mut old = version_1_database(V1_SCHEMA);
         old.execute_batch(
             "INSERT INTO users (id, created_at) VALUES ('alice', '2026-01-01T00:00:00.000Z');
              INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at)
@@ -229,12 +230,7 @@ mod tests {
 
     #[test]
     fn the_actor_check_is_spelled_with_or_in_new_and_migrated_databases_and_still_holds() {
-        let mut old = fresh();
-        old.execute_batch(include_str!("../../tests/fixtures/schema_v1.sql"))
-            .unwrap();
-        old.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
-        old.pragma_update(None, "user_version", 1).unwrap();
+        let mut old = version_1_database(V1_SCHEMA);
         assert!(messages_table_sql(&old).contains("actor IN ("));
         let mut new = fresh();
 
