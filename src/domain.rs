@@ -103,6 +103,19 @@ pub struct MessageRef<'a> {
     pub created_at: &'a str,
 }
 
+impl<'a> From<&'a ChatMessage> for MessageRef<'a> {
+    fn from(message: &'a ChatMessage) -> Self {
+        MessageRef {
+            id: message.id,
+            chat_conversation_id: message.chat_conversation_id,
+            neptun_user_id: &message.neptun_user_id,
+            message: &message.message,
+            actor: message.actor,
+            created_at: message.created_at.as_str(),
+        }
+    }
+}
+
 /// A request's claim to act for `user_id`, backed by the session whose token hashes to
 /// `token_hash`. Storage checks it in the same step as the work it guards: unknown or
 /// expired session first, then a session of another user.
@@ -259,16 +272,8 @@ mod tests {
             actor: Role::Assistant,
             created_at: Timestamp::from_stored("2026-01-02T03:04:05.006Z".to_owned()),
         };
-        let borrowed = MessageRef {
-            id: owned.id,
-            chat_conversation_id: owned.chat_conversation_id,
-            neptun_user_id: &owned.neptun_user_id,
-            message: &owned.message,
-            actor: owned.actor,
-            created_at: owned.created_at.as_str(),
-        };
         assert_eq!(
-            serde_json::to_string(&borrowed).unwrap(),
+            serde_json::to_string(&MessageRef::from(&owned)).unwrap(),
             serde_json::to_string(&owned).unwrap()
         );
     }

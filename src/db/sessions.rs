@@ -6,6 +6,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Entity, Error, Result, SessionInfo};
 use crate::domain::{SessionClaim, Timestamp};
 
+/// The user of the session whose token hashes to ?1, if it is still live at ?2.
+const LIVE_SESSION_USER: &str =
+    "SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2";
+
 /// Stores a session for `user_id`, valid until `expires_at`.
 pub fn insert_session(
     conn: &Connection,
@@ -33,7 +37,7 @@ pub fn find_session_user(
     now: &Timestamp,
 ) -> Result<Option<String>> {
     Ok(conn
-        .prepare_cached("SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2")?
+        .prepare_cached(LIVE_SESSION_USER)?
         .query_row(params![&token_hash[..], now.as_str()], |row| row.get(0))
         .optional()?)
 }
@@ -42,8 +46,7 @@ pub fn find_session_user(
 /// [`Error::NotFound`]`(Session)` if it is unknown or expired, [`Error::WrongUser`] if it
 /// is another user's.
 pub fn check_claim(conn: &Connection, claim: &SessionClaim, now: &Timestamp) -> Result<()> {
-    let mut stmt = conn
-        .prepare_cached("SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2")?;
+    let mut stmt = conn.prepare_cached(LIVE_SESSION_USER)?;
     let mut rows = stmt.query(params![&claim.token_hash[..], now.as_str()])?;
     let Some(row) = rows.next()? else {
         return Err(Error::NotFound(Entity::Session));

@@ -290,11 +290,10 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let path = path_or_auth_error(&req, path).await?;
     let claim = auth::claim(&req, path.user_id)?;
-    let window = match parse_list(&path.chat_id, &req) {
+    let (chat_id, window) = match parse_list(&path.chat_id, &req) {
         Ok(parsed) => parsed,
         Err(err) => return Err(auth::claim_first(&req, claim, err).await),
     };
-    let (chat_id, window) = window;
     let mut body = Vec::with_capacity(PAGE_BUFFER);
     body.extend_from_slice(PAGE_OPEN);
     let (mut body, next) = db
@@ -414,15 +413,7 @@ mod tests {
     fn written(messages: &[ChatMessage], next: Option<i64>) -> String {
         let mut body = PAGE_OPEN.to_vec();
         for m in messages {
-            let borrowed = MessageRef {
-                id: m.id,
-                chat_conversation_id: m.chat_conversation_id,
-                neptun_user_id: &m.neptun_user_id,
-                message: &m.message,
-                actor: m.actor,
-                created_at: m.created_at.as_str(),
-            };
-            write_page_entry(&mut body, borrowed).unwrap();
+            write_page_entry(&mut body, MessageRef::from(m)).unwrap();
         }
         write_page_close(&mut body, next);
         String::from_utf8(body).unwrap()
