@@ -1,9 +1,8 @@
 //! The `chat_conversations` table.
 
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result};
+use super::{Entity, Error, Result, sessions};
 use crate::domain::{Chat, ChatOrder, ChatSortField, SessionClaim, Timestamp};
 
 const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
@@ -72,9 +71,7 @@ pub fn require_claimed_chat(
     let Some(row) = rows.next()? else {
         return Err(Error::NotFound(Entity::Session));
     };
-    if !matches!(row.get_ref(0)?, ValueRef::Text(user) if user == claim.user_id.as_bytes()) {
-        return Err(Error::WrongUser);
-    }
+    sessions::check_claimed_user(row.get_ref(0)?, claim)?;
     if row.get::<_, bool>(1)? {
         Ok(())
     } else {

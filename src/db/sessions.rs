@@ -48,10 +48,16 @@ pub fn find_session_user(
 pub fn check_claim(conn: &Connection, claim: &SessionClaim, now: &Timestamp) -> Result<()> {
     let mut stmt = conn.prepare_cached(LIVE_SESSION_USER)?;
     let mut rows = stmt.query(params![&claim.token_hash[..], now.as_str()])?;
-    let Some(row) = rows.next()? else {
-        return Err(Error::NotFound(Entity::Session));
-    };
-    if matches!(row.get_ref(0)?, ValueRef::Text(user) if user == claim.user_id.as_bytes()) {
+    match rows.next()? {
+        Some(row) => check_claimed_user(row.get_ref(0)?, claim),
+        None => Err(Error::NotFound(Entity::Session)),
+    }
+}
+
+/// Checks that a live session's `user_id`, as read, is the user `claim` acts for:
+/// [`Error::WrongUser`] if not. Compared without copying the stored id.
+pub fn check_claimed_user(user_id: ValueRef<'_>, claim: &SessionClaim) -> Result<()> {
+    if matches!(user_id, ValueRef::Text(user) if user == claim.user_id.as_bytes()) {
         Ok(())
     } else {
         Err(Error::WrongUser)

@@ -35,24 +35,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the application with the given limits.
 pub async fn spawn_app_with(limits: Limits) -> TestApp {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let db_path = dir.path().join("data").join("neptun.db");
-    let settings = Settings {
-        database: db_path.clone(),
-        bind: "127.0.0.1:0".to_owned(),
+    spawn_app_with_settings(Settings {
         limits,
         ..Settings::default()
-    };
-    let app = Application::build(settings).expect("the application builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    // The listener is already bound, so requests queue until the server polls it.
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        db_path,
-        client: reqwest::Client::new(),
-        _dir: dir,
-    }
+    })
+    .await
 }
 
 impl TestApp {
@@ -287,6 +274,7 @@ pub async fn spawn_app_with_settings(settings: Settings) -> TestApp {
     };
     let app = Application::build(settings).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    // The listener is already bound, so requests queue until the server polls it.
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
