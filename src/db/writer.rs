@@ -628,4 +628,31 @@ mod tests {
         let limit = 3 * 4096 * u64::try_from(RESTART_CHECKPOINT_PAGES / 2).unwrap();
         assert!(wal < limit, "the WAL is {wal} bytes after {writes} writes");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_and_the_checkpointer_stop_when_the_last_handle_is_dropped() {
+        let (dir, writer) = writer_on_a_fresh_table(16);
+        writer
+            .call(|conn| {
+                conn.execute("INSERT INTO t (v) VALUES (1)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let wal = dir.path().join("t.db-wal");
+        assert!(wal.exists());
+
+        drop(writer);
+
+        // SQLite removes the WAL when the last connection to the database closes: the
+        // writer's and the checkpointer's connections both closed, so both threads ended.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while wal.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL is still open"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
