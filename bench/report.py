@@ -121,8 +121,8 @@ def cmd_startup(args):
     for _ in range(args.runs):
         port = free_port()
         command = [
-            args.binary, "--database", args.database, "--bind", f"127.0.0.1:{port}",
-            "--sync", args.sync, "serve",
+            args.binary, "--database", args.database, "serve", "--bind", f"127.0.0.1:{port}",
+            "--sync", args.sync,
         ]
         started = time.perf_counter()
         with open(args.log, "ab") as log:

@@ -145,7 +145,7 @@ wait_healthy() { # PORT PID
 
 start_server() { # DATABASE SYNC -> SERVER_PID, SERVER_PORT
   SERVER_PORT=$(report port)
-  RUST_LOG=$LOG_LEVEL "$BIN" --database "$1" --bind "127.0.0.1:$SERVER_PORT" --sync "$2" serve \
+  RUST_LOG=$LOG_LEVEL "$BIN" --database "$1" serve --bind "127.0.0.1:$SERVER_PORT" --sync "$2" \
     >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   wait_healthy "$SERVER_PORT" "$SERVER_PID"

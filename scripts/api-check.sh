@@ -60,11 +60,11 @@ done
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
-NEPTUN_COOKIE_SECURE=false "$BIN" --bind "127.0.0.1:$port" serve 2>"$work/server.log" &
+NEPTUN_COOKIE_SECURE=false "$BIN" serve --bind "127.0.0.1:$port" 2>"$work/server.log" &
 server_pid=$!
 
 deadline=$((SECONDS + 30))
-until "$BIN" --bind "127.0.0.1:$port" healthcheck 2>/dev/null; do
+until "$BIN" healthcheck --bind "127.0.0.1:$port" 2>/dev/null; do
     if ! kill -0 "$server_pid" 2>/dev/null || ((SECONDS >= deadline)); then
         echo "api-check: the server did not become healthy at $base" >&2
         cat "$work/server.log" >&2

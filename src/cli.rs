@@ -1,15 +1,16 @@
-//! The command line: global options (each also read from the environment), the
+//! The command line: the one global option (`--database`), the server's options (on
+//! `serve` and on the bare command, each also read from the environment), the
 //! subcommands, and the admin commands, which work on the database file directly (also
 //! while the server runs). Admin commands print exactly the value asked for on stdout,
 //! one line, so scripts can capture it; problems go to stderr with a non-zero exit.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{SessionToken, hash_token};
 use crate::config::{Durability, Limits, SessionSettings, Settings};
@@ -18,6 +19,9 @@ use crate::domain::Timestamp;
 use crate::startup::Application;
 
 /// neptun-chat: a self-hosted chat-message store with a JSON HTTP API.
+///
+/// With no subcommand it serves, taking the server options below; the admin
+/// subcommands take only `--database` and their own options.
 #[derive(Debug, Parser)]
 #[command(name = "neptun-chat", version, about)]
 pub struct Cli {
@@ -30,13 +34,21 @@ pub struct Cli {
     )]
     pub database: PathBuf,
 
+    /// The server options for `neptun-chat` without a subcommand. They are not global,
+    /// so the admin commands' `--help` shows only what those commands use.
+    #[command(flatten, next_help_heading = "Server options")]
+    pub serve: ServeArgs,
+
+    /// What to do; serves when left out.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The options of the server (`serve`, or no subcommand at all).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
     /// Address the server listens on (port 0 picks a free one).
-    #[arg(
-        long,
-        global = true,
-        env = "NEPTUN_BIND",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, env = "NEPTUN_BIND", default_value = DEFAULT_BIND)]
     pub bind: String,
 
     #[command(flatten)]
@@ -47,62 +59,46 @@ pub struct Cli {
 
     /// What an acknowledged write survives: `full` (power loss) or `normal` (a crash of
     /// the process; faster, but the last writes before a power loss may be lost).
-    #[arg(long, global = true, env = "NEPTUN_SYNC", value_enum, default_value_t = SyncArg::Full)]
+    #[arg(long, env = "NEPTUN_SYNC", value_enum, default_value_t = SyncArg::Full)]
     pub sync: SyncArg,
 
     /// Seconds SIGTERM / SIGINT wait for requests in flight before stopping anyway.
-    #[arg(
-        long,
-        global = true,
-        env = "NEPTUN_SHUTDOWN_GRACE_SECS",
-        default_value_t = 10
-    )]
+    #[arg(long, env = "NEPTUN_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
-
-    /// What to do; serves when left out.
-    #[command(subcommand)]
-    pub command: Option<Command>,
 }
+
+/// The address the server listens on, and `healthcheck` probes, unless told otherwise.
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Request size limits.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Largest accepted request body in bytes (larger ones get 413).
-    #[arg(long, global = true, env = "NEPTUN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    #[arg(long, env = "NEPTUN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
 
     /// Most messages in one batch.
-    #[arg(long, global = true, env = "NEPTUN_MAX_BATCH", default_value_t = Limits::default().max_batch)]
+    #[arg(long, env = "NEPTUN_MAX_BATCH", default_value_t = Limits::default().max_batch)]
     pub max_batch: usize,
 
     /// Longest accepted message text, in UTF-8 bytes.
-    #[arg(long, global = true, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes)]
+    #[arg(long, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes)]
     pub max_message_bytes: usize,
 
     /// Seconds a request body may take to arrive (408 after); request headers get 5 s.
-    #[arg(
-        long,
-        global = true,
-        env = "NEPTUN_BODY_TIMEOUT_SECS",
-        default_value_t = 20
-    )]
+    #[arg(long, env = "NEPTUN_BODY_TIMEOUT_SECS", default_value_t = 20)]
     pub body_timeout_secs: u64,
 
     /// Most open connections; more wait in the listen backlog.
-    #[arg(long, global = true, env = "NEPTUN_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections)]
+    #[arg(long, env = "NEPTUN_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections)]
     pub max_connections: usize,
 
     /// Most writes waiting for the database writer; beyond it, 503 with Retry-After.
-    #[arg(long, global = true, env = "NEPTUN_WRITE_QUEUE", default_value_t = Settings::default().write_queue)]
+    #[arg(long, env = "NEPTUN_WRITE_QUEUE", default_value_t = Settings::default().write_queue)]
     pub write_queue: usize,
 
     /// Writes allowed per session per minute (429 with Retry-After beyond); 0: no limit.
-    #[arg(
-        long,
-        global = true,
-        env = "NEPTUN_WRITE_RATE_LIMIT",
-        default_value_t = 0
-    )]
+    #[arg(long, env = "NEPTUN_WRITE_RATE_LIMIT", default_value_t = 0)]
     pub write_rate_limit: u32,
 }
 
@@ -119,12 +115,12 @@ pub enum SyncArg {
 #[derive(Debug, Args)]
 pub struct SessionArgs {
     /// Days a session made by sign-up or login lives (the cookie's Max-Age).
-    #[arg(long, global = true, env = "NEPTUN_SESSION_TTL_DAYS", default_value_t = SessionSettings::default().ttl_days, value_parser = ttl_days())]
+    #[arg(long, env = "NEPTUN_SESSION_TTL_DAYS", default_value_t = SessionSettings::default().ttl_days, value_parser = ttl_days())]
     pub session_ttl_days: u32,
 
     /// Mark the session cookie Secure (HTTPS only; browsers also accept it on localhost).
     /// Set to false to serve plain HTTP to other hosts.
-    #[arg(long, global = true, env = "NEPTUN_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "NEPTUN_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
 }
 
@@ -137,7 +133,7 @@ fn ttl_days() -> clap::builder::RangedI64ValueParser<u32> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -246,16 +242,60 @@ pub struct ChatCreateOpts {
 /// `healthcheck`
 #[derive(Debug, Args)]
 pub struct HealthcheckOpts {
-    /// The URL to probe [default: http://ADDR/healthz, ADDR being --bind with 0.0.0.0 read as 127.0.0.1]
+    /// The address the server listens on (the server's --bind; 0.0.0.0 is probed as 127.0.0.1).
+    #[arg(long, env = "NEPTUN_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+    /// The URL to probe [default: http://BIND/healthz]
     #[arg(long)]
     pub url: Option<String>,
 }
 
 impl Cli {
-    /// The server settings these options describe.
-    pub fn settings(&self) -> Settings {
+    /// Parses the process's arguments, or prints the problem (or the help) and exits.
+    pub fn parse_or_exit() -> Cli {
+        Cli::try_parse_checked_from(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// Parses `args` like [`Parser::try_parse_from`], and also refuses a server option
+    /// given before a subcommand (`neptun-chat --bind X serve`): clap would take it for
+    /// the top level, where a subcommand ignores it, so the server would quietly use
+    /// another address.
+    pub fn try_parse_checked_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        if let Some(subcommand) = matches.subcommand_name() {
+            let misplaced = ServeArgs::augment_args(clap::Command::new("serve"))
+                .get_arguments()
+                .find(|arg| {
+                    matches.value_source(arg.get_id().as_str())
+                        == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .map(|arg| arg.get_long().unwrap_or(arg.get_id().as_str()).to_owned());
+            if let Some(option) = misplaced {
+                let advice = if subcommand == "serve" {
+                    format!("put it after the subcommand: neptun-chat serve --{option} ...")
+                } else {
+                    format!("it is an option of 'serve', not of '{subcommand}'")
+                };
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("'--{option}' before the subcommand '{subcommand}': {advice}"),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command))
+    }
+}
+
+impl ServeArgs {
+    /// The server settings these options describe, for the database at `database`.
+    pub fn settings(&self, database: &Path) -> Settings {
         Settings {
-            database: self.database.clone(),
+            database: database.to_path_buf(),
             bind: self.bind.clone(),
             limits: Limits {
                 max_body_bytes: self.limits.max_body_bytes,
@@ -282,13 +322,14 @@ impl Cli {
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        None | Some(Command::Serve) => serve(cli.settings()),
+        None => serve(cli.serve.settings(&cli.database)),
+        Some(Command::Serve(args)) => serve(args.settings(&cli.database)),
         Some(Command::User(UserCommand::Create(opts))) => create_user(&cli, opts),
         Some(Command::Session(SessionCommand::Create(opts))) => create_session(&cli, opts),
         Some(Command::Chat(ChatCommand::Create(opts))) => create_chat(&cli, opts),
         Some(Command::Session(SessionCommand::List(opts))) => list_sessions(&cli, opts),
         Some(Command::Session(SessionCommand::Revoke(opts))) => revoke_sessions(&cli, opts),
-        Some(Command::Healthcheck(opts)) => healthcheck(&cli, opts),
+        Some(Command::Healthcheck(opts)) => healthcheck(opts),
         Some(Command::Backup(opts)) => backup(&cli, opts),
         Some(Command::Check) => check(&cli),
     }
@@ -433,12 +474,12 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
     bail!("the database has {} problem(s)", problems.len())
 }
 
-fn healthcheck(cli: &Cli, opts: &HealthcheckOpts) -> anyhow::Result<()> {
+fn healthcheck(opts: &HealthcheckOpts) -> anyhow::Result<()> {
     let url = match &opts.url {
         Some(url) => url.clone(),
         None => format!(
             "http://{}/healthz",
-            cli.bind.replacen("0.0.0.0", "127.0.0.1", 1)
+            opts.bind.replacen("0.0.0.0", "127.0.0.1", 1)
         ),
     };
     let status = http_get_status(&url).with_context(|| format!("GET {url} failed"))?;
@@ -489,7 +530,6 @@ fn http_get_status(url: &str) -> anyhow::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn verify_cli() {
@@ -498,14 +538,14 @@ mod tests {
 
     #[test]
     fn no_subcommand_means_serve_with_the_defaults() {
-        let cli = Cli::try_parse_from(["neptun-chat"]).unwrap();
+        let cli = Cli::try_parse_checked_from(["neptun-chat"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.settings(), Settings::default());
+        assert_eq!(cli.serve.settings(&cli.database), Settings::default());
     }
 
     #[test]
     fn the_secure_cookie_flag_can_be_turned_off() {
-        let cli = Cli::try_parse_from(["neptun-chat", "--cookie-secure", "false"]).unwrap();
-        assert!(!cli.settings().sessions.cookie_secure);
+        let cli = Cli::try_parse_checked_from(["neptun-chat", "--cookie-secure", "false"]).unwrap();
+        assert!(!cli.serve.settings(&cli.database).sessions.cookie_secure);
     }
 }

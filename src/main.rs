@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use neptun_chat::{cli, telemetry};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_or_exit();
     telemetry::init_logging();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -565,7 +565,7 @@ fn serving_on_an_address_in_use_fails_with_one_clear_line_naming_the_address() {
     let address = taken.local_addr().expect("a local address").to_string();
 
     // Act
-    let outcome = db.cli(&["--bind", &address, "serve"]);
+    let outcome = db.cli(&["serve", "--bind", &address]);
 
     // Assert
     let error = outcome.clear_error();
@@ -585,7 +585,7 @@ fn serving_a_plain_text_file_as_the_database_fails_clearly_and_leaves_it_untouch
     let path = text.to_str().expect("a UTF-8 path");
 
     for args in [
-        &["--bind", "127.0.0.1:0", "serve"][..],
+        &["serve", "--bind", "127.0.0.1:0"][..],
         &["user", "create", "alice"][..],
     ] {
         let outcome = run(neptun()
@@ -621,7 +621,7 @@ fn a_database_under_a_regular_file_fails_with_a_clear_error() {
     let path = database.to_str().expect("a UTF-8 path");
 
     for args in [
-        &["--bind", "127.0.0.1:0", "serve"][..],
+        &["serve", "--bind", "127.0.0.1:0"][..],
         &["user", "create", "alice"][..],
     ] {
         let outcome = run(neptun()
@@ -644,7 +644,7 @@ fn a_database_of_another_application_is_refused_and_left_untouched() {
         .expect("a foreign database");
 
     for args in [
-        &["--bind", "127.0.0.1:0", "serve"][..],
+        &["serve", "--bind", "127.0.0.1:0"][..],
         &["user", "create", "alice"][..],
     ] {
         let outcome = db.cli(args);
@@ -795,6 +795,147 @@ fn help_lists_the_subcommands_and_the_global_options() {
             outcome.stdout.contains(option),
             "--help mentions {option}:\n{}",
             outcome.stdout
+        );
+    }
+}
+
+/// Every server option with its environment variable, as `serve --help` shows them.
+const SERVER_OPTIONS: [(&str, &str); 12] = [
+    ("--bind", "NEPTUN_BIND"),
+    ("--max-body-bytes", "NEPTUN_MAX_BODY_BYTES"),
+    ("--max-batch", "NEPTUN_MAX_BATCH"),
+    ("--max-message-bytes", "NEPTUN_MAX_MESSAGE_BYTES"),
+    ("--body-timeout-secs", "NEPTUN_BODY_TIMEOUT_SECS"),
+    ("--max-connections", "NEPTUN_MAX_CONNECTIONS"),
+    ("--write-queue", "NEPTUN_WRITE_QUEUE"),
+    ("--write-rate-limit", "NEPTUN_WRITE_RATE_LIMIT"),
+    ("--session-ttl-days", "NEPTUN_SESSION_TTL_DAYS"),
+    ("--cookie-secure", "NEPTUN_COOKIE_SECURE"),
+    ("--sync", "NEPTUN_SYNC"),
+    ("--shutdown-grace-secs", "NEPTUN_SHUTDOWN_GRACE_SECS"),
+];
+
+#[test]
+fn serve_help_lists_every_server_option_with_its_environment_variable() {
+    let outcome = run(neptun().args(["serve", "--help"]));
+
+    assert!(outcome.status.success(), "{outcome:#?}");
+    for (option, env) in SERVER_OPTIONS
+        .iter()
+        .chain(&[("--database", "NEPTUN_DATABASE")])
+    {
+        for text in [option, env] {
+            assert!(
+                outcome.stdout.contains(text),
+                "serve --help mentions {text}:\n{}",
+                outcome.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn admin_subcommand_help_shows_the_database_and_its_own_options_but_no_server_option() {
+    let cases: [&[&str]; 10] = [
+        &["user", "create", "--help"],
+        &["user", "--help"],
+        &["session", "create", "--help"],
+        &["session", "list", "--help"],
+        &["session", "revoke", "--help"],
+        &["chat", "create", "--help"],
+        &["backup", "--help"],
+        &["check", "--help"],
+        &["healthcheck", "--help"],
+        &["help", "user", "create"],
+    ];
+
+    for args in cases {
+        let outcome = run(neptun().args(args));
+
+        assert!(outcome.status.success(), "{args:?}: {outcome:#?}");
+        assert!(
+            outcome.stdout.contains("--database"),
+            "{args:?} shows the global --database:\n{}",
+            outcome.stdout
+        );
+        for (option, _) in SERVER_OPTIONS {
+            // healthcheck probes the server's --bind address, so it has a --bind of its own.
+            if option == "--bind" && args[0] == "healthcheck" {
+                continue;
+            }
+            assert!(
+                !outcome.stdout.contains(&format!("{option} ")),
+                "{args:?} does not list the server option {option}:\n{}",
+                outcome.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn a_server_option_before_a_subcommand_is_refused_with_where_it_belongs() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--bind", "127.0.0.1:0", "serve"],
+            "neptun-chat serve --bind",
+        ),
+        (
+            &["--max-batch", "5", "serve"],
+            "neptun-chat serve --max-batch",
+        ),
+        (
+            &["--sync", "normal", "check"],
+            "an option of 'serve', not of 'check'",
+        ),
+    ];
+
+    for (args, advice) in cases {
+        let db = TempDb::new();
+
+        let outcome = db.cli(args);
+
+        assert_eq!(outcome.status.code(), Some(2), "{args:?}: {outcome:#?}");
+        assert!(outcome.stderr.contains(advice), "{args:?}: {outcome:#?}");
+        assert!(!db.path.exists(), "{args:?} did nothing");
+    }
+}
+
+#[tokio::test]
+async fn no_subcommand_and_serve_both_serve_with_the_settings_from_the_environment() {
+    for args in [&[][..], &["serve"][..]] {
+        // Arrange
+        let db = TempDb::new();
+        db.create_user("alice");
+        let token = db.create_session("alice", &[]);
+        let chat = db.create_chat("alice");
+        let port = free_port();
+        let mut command = neptun();
+        command
+            .current_dir(db.dir.path())
+            .env("NEPTUN_DATABASE", &db.path)
+            .env("NEPTUN_BIND", format!("127.0.0.1:{port}"))
+            .env("NEPTUN_MAX_BATCH", "2")
+            .args(args);
+        let server = ServerProcess::start(command, port, db.dir.path());
+        let batch = |n: usize| {
+            json!({"messages": vec![json!({"content": "a", "role": "user"}); n]}).to_string()
+        };
+
+        // Act
+        let two = server.post("alice", chat, &token, batch(2)).await;
+        let three = server.post("alice", chat, &token, batch(3)).await;
+
+        // Assert
+        assert_eq!(two.status().as_u16(), 200, "{args:?}: two are allowed");
+        let three = json_body(three).await;
+        assert_eq!(
+            three["statusCode"], 400,
+            "{args:?}: three are too many: {three}"
+        );
+        assert_eq!(
+            db.count("chat_messages"),
+            2,
+            "{args:?}: the server used the database from NEPTUN_DATABASE"
         );
     }
 }

@@ -1020,7 +1020,7 @@ fn the_server_refuses_files_it_must_not_use_with_one_error_line_leaving_them_byt
         assert_eq!(file_names(folder), ["neptun.db"], "{case}: a lone file");
 
         for args in [
-            &["--bind", "127.0.0.1:0", "serve"][..],
+            &["serve", "--bind", "127.0.0.1:0"][..],
             &["user", "create", "bob"][..],
         ] {
             // Act

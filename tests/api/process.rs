@@ -183,7 +183,7 @@ impl TempDb {
         self.serve_with(&[], env)
     }
 
-    /// Starts `neptun-chat <args...> serve` on this database and waits until it is healthy.
+    /// Starts `neptun-chat serve <args...>` on this database and waits until it is healthy.
     pub fn serve_with_args(&self, args: &[&str]) -> ServerProcess {
         self.serve_with(args, &[])
     }
@@ -195,9 +195,9 @@ impl TempDb {
             .current_dir(self.dir.path())
             .arg("--database")
             .arg(&self.path)
+            .arg("serve")
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .args(args)
-            .arg("serve")
             .envs(env.iter().copied());
         ServerProcess::start(command, port, self.dir.path())
     }
