@@ -16,4 +16,5 @@ mod idempotency;
 mod operations;
 mod process;
 mod read_messages;
+mod readme_check;
 mod sessions;
