@@ -22,25 +22,29 @@
 # Rules for checked blocks, so that a failure cannot go unnoticed:
 #   - every curl has --fail-with-body (a 4xx/5xx then exits non-zero), or ends with
 #     `# expect: NNN`, and then its output must show that status: the JSON envelope's
-#     "statusCode", or the status line of `curl -i` / `curl -I`;
+#     "statusCode", or the status line of `curl -i` / `curl -I`. (Such a command runs
+#     in a subshell, so it cannot set variables for later blocks.)
 #   - no `a && b`: under `set -e` a failing `a` there goes unnoticed. One command a line.
 #
 # The copy holds the checkout's tracked and untracked-but-not-ignored files (so local
-# edits count, and data/ holds no database), with target/ linked to this checkout's
+# edits count, and data/ holds no database: this checkout's data/neptun.db and its
+# backups/ are never touched), with target/ linked to this checkout's
 # target directory: the README's `cargo` commands build there, as they would for a
 # reader, and find the build CI has already done when it is up to date. NEPTUN_*,
 # RUST_LOG, API and CARGO_TARGET_DIR are cleared first, so the blocks see a reader's
-# defaults. Needs bash, git, python3 and curl.
+# defaults; TMPDIR points into the check's own folder, so files the blocks make with
+# mktemp go with it. Needs bash, git, python3, curl and setsid (util-linux).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 readme="$(realpath "${1:-$repo/README.md}")"
 target_dir="$(realpath -m "${CARGO_TARGET_DIR:-$repo/target}")"
-# A release build of a fresh checkout runs inside the first server block.
+# The first server block's `cargo run` builds a fresh checkout (minutes on 2 cores).
 readonly START_DEADLINE_SECS="${README_CHECK_START_DEADLINE_SECS:-1800}"
 
 work="$(mktemp -d)"
-# The checker's own files live beside the copy, never inside it.
-mkdir "$work/checkout" "$work/check"
+# The checker's own files live beside the copy, never inside it; the blocks' temporary
+# files (mktemp) go to tmp/, so they are removed with the rest.
+mkdir "$work/checkout" "$work/check" "$work/tmp"
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
     local pgid
@@ -48,7 +52,7 @@ cleanup() {
     if [[ -n "$pgid" ]] && kill -0 -- "-$pgid" 2>/dev/null; then
         kill -TERM -- "-$pgid" 2>/dev/null || true
     fi
-    [[ -n "${README_CHECK_KEEP:-}" ]] || rm -rf "$work"
+    rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -276,6 +280,6 @@ for var in "${!NEPTUN_@}"; do
     unset "$var"
 done
 cd "$work/checkout"
-README_CHECK_DIR="$work/check" README_CHECK_NAME="$(basename "$readme")" \
+TMPDIR="$work/tmp" README_CHECK_DIR="$work/check" README_CHECK_NAME="$(basename "$readme")" \
     README_CHECK_START_DEADLINE_SECS="$START_DEADLINE_SECS" \
     bash "$work/check/run.sh" </dev/null
