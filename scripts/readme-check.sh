@@ -25,6 +25,8 @@
 #     "statusCode", or the status line of `curl -i` / `curl -I`. (Such a command runs
 #     in a subshell, so it cannot set variables for later blocks.)
 #   - no `a && b`: under `set -e` a failing `a` there goes unnoticed. One command a line.
+#   - the server starts only in a `sh server` block (`cargo run` or `serve` elsewhere
+#     would never return).
 #
 # The copy holds the checkout's tracked and untracked-but-not-ignored files (so local
 # edits count, and data/ holds no database: this checkout's data/neptun.db and its
@@ -76,6 +78,8 @@ lines = readme.read_text(encoding="utf-8").splitlines()
 fence = re.compile(r"^ {0,3}```\s*([A-Za-z0-9_-]*)\s*(.*?)\s*$")
 curl = re.compile(r"(^|[\s;|&(`])curl\s")
 fails = re.compile(r"\s(--fail-with-body|--fail|-[A-Za-z]*f[A-Za-z]*)(\s|$)")
+# `cargo run` without arguments for the binary, or a `serve` subcommand, never returns.
+serves = re.compile(r"^\s*cargo run\b(?!.*\s--\s)|\sserve\s*(#.*)?$")
 expect = re.compile(r"#\s*expect:\s*([1-5][0-9][0-9])\s*$")
 
 blocks, problems = [], []
@@ -137,6 +141,8 @@ for kind, start, body in blocks:
         code = m.group(1) if m else None
         stripped = whole.lstrip()
         if not stripped.startswith("#"):
+            if serves.search(whole):
+                problems.append(f"{name}:{first}: this serves in the foreground and never returns; mark the block 'sh server'")
             if " && " in whole:
                 problems.append(f"{name}:{first}: '&&' hides a failure under set -e; one command a line")
             if curl.search(whole) and not code and not fails.search(whole):

@@ -148,8 +148,9 @@ fn an_expected_error_status_that_does_not_come_fails_the_check() {
 
 #[test]
 fn blocks_that_could_fail_unnoticed_are_refused_before_anything_runs() {
-    // A curl that exits 0 on a 401, an `a && b` whose `a` may fail silently, a no-check
-    // block without a reason, and a mark the check does not know.
+    // A curl that exits 0 on a 401, an `a && b` whose `a` may fail silently, a server
+    // started where the check would wait for it forever, a no-check block without a
+    // reason, and a mark the check does not know.
     // Each with the line the check must name: the fence (0) or the command (1).
     let cases = [
         (
@@ -161,6 +162,11 @@ fn blocks_that_could_fail_unnoticed_are_refused_before_anything_runs() {
             "```sh\ncp backup.db data/neptun.db && rm -f data/neptun.db-wal\n```\n",
             1,
             "'&&' hides a failure",
+        ),
+        (
+            "```sh\ncargo run --release\n```\n",
+            1,
+            "mark the block 'sh server'",
         ),
         ("```sh no-check\ndocker ps\n```\n", 0, "must say why"),
         ("```sh sometimes\ntrue\n```\n", 0, "unknown block mark"),
