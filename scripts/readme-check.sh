@@ -25,6 +25,8 @@
 #     "statusCode", or the status line of `curl -i` / `curl -I`. (Such a command runs
 #     in a subshell, so it cannot set variables for later blocks.)
 #   - no `a && b`: under `set -e` a failing `a` there goes unnoticed. One command a line.
+#   - the server's address is $API, set once as API=${API:-http://localhost:8080};
+#     no other localhost:8080 in a checked block;
 #   - the server starts only in a `sh server` block (`cargo run` or `serve` elsewhere
 #     would never return).
 #
@@ -143,6 +145,10 @@ for kind, start, body in blocks:
         if not stripped.startswith("#"):
             if serves.search(whole):
                 problems.append(f"{name}:{first}: this serves in the foreground and never returns; mark the block 'sh server'")
+            if re.search(r"(^|[\s;])API=(?!\$\{API:-)", whole):
+                problems.append(f"{name}:{first}: set the address as API=${{API:-...}}, so that the check can point it at its server")
+            elif re.search(r"(localhost|127\.0\.0\.1):8080", re.sub(r"\$\{API:-[^}]*\}", "", whole)):
+                problems.append(f"{name}:{first}: a fixed address; use $API, which the check points at its server")
             if " && " in whole:
                 problems.append(f"{name}:{first}: '&&' hides a failure under set -e; one command a line")
             if curl.search(whole) and not code and not fails.search(whole):

@@ -149,8 +149,9 @@ fn an_expected_error_status_that_does_not_come_fails_the_check() {
 #[test]
 fn blocks_that_could_fail_unnoticed_are_refused_before_anything_runs() {
     // A curl that exits 0 on a 401, an `a && b` whose `a` may fail silently, a server
-    // started where the check would wait for it forever, a no-check block without a
-    // reason, and a mark the check does not know.
+    // started where the check would wait for it forever, an address the check cannot
+    // point at its own server, a no-check block without a reason, and a mark the check
+    // does not know.
     // Each with the line the check must name: the fence (0) or the command (1).
     let cases = [
         (
@@ -167,6 +168,16 @@ fn blocks_that_could_fail_unnoticed_are_refused_before_anything_runs() {
             "```sh\ncargo run --release\n```\n",
             1,
             "mark the block 'sh server'",
+        ),
+        (
+            "```sh\nAPI=http://localhost:8080\n```\n",
+            1,
+            "set the address as API=${API:-...}",
+        ),
+        (
+            "```sh\ncurl -sS --fail-with-body http://localhost:8080/healthz\n```\n",
+            1,
+            "a fixed address; use $API",
         ),
         ("```sh no-check\ndocker ps\n```\n", 0, "must say why"),
         ("```sh sometimes\ntrue\n```\n", 0, "unknown block mark"),
