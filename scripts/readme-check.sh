@@ -17,13 +17,14 @@
 #   ```sh stopped          runs with the server stopped: the check sends it SIGINT first,
 #                          as Ctrl-C in its terminal does, and waits for a clean exit 0.
 #   ```sh no-check REASON  not run; REASON is printed (say why: Docker, recursion, ...).
-# Other languages (json, text, ...) are never run.
+# Other languages (json, text, ...) are never run; shell, console and zsh blocks are
+# refused, as a shell block the check skips would be a silent hole.
 #
 # Rules for checked blocks, so that a failure cannot go unnoticed:
-#   - every curl has --fail-with-body (a 4xx/5xx then exits non-zero), or ends with
-#     `# expect: NNN`, and then its output must show that status: the JSON envelope's
-#     "statusCode", or the status line of `curl -i` / `curl -I`. (Such a command runs
-#     in a subshell, so it cannot set variables for later blocks.)
+#   - every curl has --fail-with-body (or --fail; a 4xx/5xx then exits non-zero), or
+#     ends with `# expect: NNN`, and then its output must show that status: the JSON
+#     envelope's "statusCode", or the status line of `curl -i` / `curl -I`. (Such a
+#     command runs in a subshell, so it cannot set variables for later blocks.)
 #   - no `a && b`: under `set -e` a failing `a` there goes unnoticed. One command a line.
 #   - the server's address is $API, set once as API=${API:-http://localhost:8080};
 #     no other localhost:8080 in a checked block;
@@ -79,7 +80,7 @@ name = readme.name
 lines = readme.read_text(encoding="utf-8").splitlines()
 fence = re.compile(r"^ {0,3}```\s*([A-Za-z0-9_-]*)\s*(.*?)\s*$")
 curl = re.compile(r"(^|[\s;|&(`])curl\s")
-fails = re.compile(r"\s(--fail-with-body|--fail|-[A-Za-z]*f[A-Za-z]*)(\s|$)")
+fails = re.compile(r"\s(--fail-with-body|--fail)(\s|$)")
 # `cargo run` without arguments for the binary, or a `serve` subcommand, never returns.
 serves = re.compile(r"^\s*cargo run\b(?!.*\s--\s)|\sserve\s*(#.*)?$")
 expect = re.compile(r"#\s*expect:\s*([1-5][0-9][0-9])\s*$")
@@ -100,6 +101,8 @@ while i < len(lines):
     if i == len(lines):
         problems.append(f"{name}:{start}: unclosed code block")
     i += 1
+    if lang in ("shell", "console", "zsh", "shell-session"):
+        problems.append(f"{name}:{start}: a {lang!r} block would be skipped unnoticed; use 'sh' (or 'sh no-check (why)')")
     if lang not in ("sh", "bash"):
         continue
     words = info.split(None, 1)
@@ -140,9 +143,9 @@ for kind, start, body in blocks:
             continue
         whole = "\n".join(command)
         m = expect.search(text)
-        code = m.group(1) if m else None
-        stripped = whole.lstrip()
-        if not stripped.startswith("#"):
+        code = None
+        if not whole.lstrip().startswith("#"):
+            code = m.group(1) if m else None
             if serves.search(whole):
                 problems.append(f"{name}:{first}: this serves in the foreground and never returns; mark the block 'sh server'")
             if re.search(r"(^|[\s;])API=(?!\$\{API:-)", whole):

@@ -150,8 +150,8 @@ fn an_expected_error_status_that_does_not_come_fails_the_check() {
 fn blocks_that_could_fail_unnoticed_are_refused_before_anything_runs() {
     // A curl that exits 0 on a 401, an `a && b` whose `a` may fail silently, a server
     // started where the check would wait for it forever, an address the check cannot
-    // point at its own server, a no-check block without a reason, and a mark the check
-    // does not know.
+    // point at its own server, a no-check block without a reason, a mark the check does
+    // not know, and a shell block in a language the check would skip.
     // Each with the line the check must name: the fence (0) or the command (1).
     let cases = [
         (
@@ -181,6 +181,11 @@ fn blocks_that_could_fail_unnoticed_are_refused_before_anything_runs() {
         ),
         ("```sh no-check\ndocker ps\n```\n", 0, "must say why"),
         ("```sh sometimes\ntrue\n```\n", 0, "unknown block mark"),
+        (
+            "```console\n$ curl http://localhost:8080/healthz\n```\n",
+            0,
+            "would be skipped unnoticed",
+        ),
     ];
     for (block, offset, problem) in cases {
         let before = format!("{}\n```sh\ntouch ran\n```\n\n", server_block());
