@@ -6,6 +6,9 @@
 #
 #   bash scripts/readme-check.sh [MARKDOWN_FILE]      # default: README.md
 #
+# README_CHECK_START_DEADLINE_SECS (default 1800) bounds how long a server block may take
+# to build and answer /healthz.
+#
 # How blocks are marked (the words after the language are invisible on GitHub):
 #   ```sh                  run in order under `set -euo pipefail`; any non-zero exit fails
 #   ```sh server           starts the server in the foreground (a reader leaves it running
