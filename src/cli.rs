@@ -346,8 +346,11 @@ fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
         None
     };
     match open_admin(cli)?.create_user(id, email.as_deref(), password_hash.as_deref()) {
-        Err(db::Error::Conflict(Entity::User)) => {
-            bail!("a user with id {id:?} or that email already exists")
+        Err(db::Error::Conflict(db::Taken::UserId)) => {
+            bail!("a user with id {id:?} already exists")
+        }
+        Err(db::Error::Conflict(db::Taken::UserEmail)) => {
+            bail!("a user with the email {:?} already exists", email.as_deref().unwrap_or_default())
         }
         other => other?,
     }

@@ -76,9 +76,14 @@ pub enum ApiError {
     /// way, so a 404 never reveals another user's data (404).
     #[error("not found: {0}")]
     NotFound(&'static str),
-    /// A unique value is taken (409).
+    /// A unique value is taken, or the request conflicts with what is stored (409).
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// Storing this would take the user past the operator's storage quota (403): the
+    /// request is understood and well-formed, and the same request will keep being
+    /// refused until the user deletes messages, so it is a client error, not a 5xx.
+    #[error("storage quota exceeded")]
+    QuotaExceeded(db::QuotaExceeded),
     /// No route matches the path (404).
     #[error("route not found")]
     RouteNotFound,
@@ -100,7 +105,8 @@ pub enum ApiError {
     /// Too many writes are waiting; the client should retry shortly (503, `Retry-After`).
     #[error("overloaded")]
     Overloaded,
-    /// The database cannot serve requests right now (503).
+    /// The database cannot serve requests right now: busy beyond the busy timeout, no
+    /// connection to be had, or the writer stopped (503, `Retry-After`).
     #[error("service unavailable")]
     Unavailable(#[source] db::Error),
     /// Anything unexpected (500). The source is logged, never shown.
@@ -189,6 +195,10 @@ impl ApiError {
             ),
             ApiError::NotFound(what) => ("Not Found".into(), (*what).to_owned()),
             ApiError::Conflict(what) => ("Conflict".into(), (*what).to_owned()),
+            ApiError::QuotaExceeded(which) => (
+                "Forbidden. Storage quota exceeded.".into(),
+                format!("Not stored: {which}; delete messages to make room"),
+            ),
             ApiError::RouteNotFound => {
                 ("Not Found".into(), "No route matches this path".to_owned())
             }
@@ -229,12 +239,16 @@ fn summarize(issues: &[Issue]) -> String {
         .join("; ")
 }
 
+/// Seconds a client is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
 /// The one place storage errors become client errors.
 impl From<db::Error> for ApiError {
     fn from(err: db::Error) -> Self {
         match err {
             db::Error::NotFound(db::Entity::Chat) => ApiError::NotFound("Chat not found"),
             db::Error::NotFound(db::Entity::Message) => ApiError::NotFound("No messages in chat"),
+            db::Error::NotFound(db::Entity::User) => ApiError::NotFound("User not found"),
             db::Error::NotFound(db::Entity::Session) => {
                 log::debug!("401: unknown or expired session");
                 ApiError::Unauthorized
@@ -244,11 +258,23 @@ impl From<db::Error> for ApiError {
                 ApiError::Forbidden
             }
             db::Error::KeyReused => ApiError::IdempotencyKeyReused,
+            db::Error::KeyAnswerGone => ApiError::Conflict(
+                "The messages stored with this Idempotency-Key have been deleted since",
+            ),
+            db::Error::QuotaExceeded(which) => ApiError::QuotaExceeded(which),
             db::Error::Overloaded => ApiError::Overloaded,
-            db::Error::Conflict(db::Entity::User) => {
+            db::Error::Conflict(db::Taken::UserId) => {
+                ApiError::Conflict("A user with this id already exists")
+            }
+            db::Error::Conflict(db::Taken::UserEmail) => {
                 ApiError::Conflict("A user with this email already exists")
             }
-            other => ApiError::internal(other),
+            err @ db::Error::Unavailable { .. } => ApiError::Unavailable(err),
+            err @ (db::Error::Failed { .. }
+            | db::Error::Render(_)
+            | db::Error::Incompatible(_)
+            | db::Error::Backup { .. }
+            | db::Error::CreateDir { .. }) => ApiError::internal(err),
         }
     }
 }
@@ -293,7 +319,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -321,8 +347,8 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ApiError::Overloaded => {
-                response.insert_header((header::RETRY_AFTER, "1"));
+            ApiError::Overloaded | ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             _ => {}
         }

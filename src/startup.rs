@@ -147,7 +147,7 @@ async fn purge_periodically(db: Db) {
         match db.purge_expired().await {
             Ok(0) => {}
             Ok(purged) => log::info!("purged {purged} expired sessions and idempotency answers"),
-            Err(crate::db::Error::WriterGone) => return,
+            Err(err) if err.is_writer_gone() => return,
             Err(err) => log::warn!("purging expired sessions failed: {err}"),
         }
     }

@@ -145,7 +145,10 @@ pub async fn create(
     {
         Ok(appended) => appended,
         // Refused before the writer ran the job, so before the claim was checked.
-        Err(err @ (db::Error::Overloaded | db::Error::WriterGone)) => {
+        Err(err @ db::Error::Overloaded) => {
+            return Err(auth::claim_first(&req, claim, err.into()).await);
+        }
+        Err(err) if err.is_writer_gone() => {
             return Err(auth::claim_first(&req, claim, err.into()).await);
         }
         Err(err) => return Err(err.into()),
