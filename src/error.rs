@@ -372,6 +372,447 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// The variant's name. Exhaustive on purpose: a new variant does not compile until
+    /// it is named here, and then the table below fails until it has a case.
+    fn variant(err: &ApiError) -> &'static str {
+        match err {
+            ApiError::InvalidRouteParams => "InvalidRouteParams",
+            ApiError::InvalidBody { .. } => "InvalidBody",
+            ApiError::InvalidQuery { .. } => "InvalidQuery",
+            ApiError::InvalidHeader { .. } => "InvalidHeader",
+            ApiError::IdempotencyKeyReused => "IdempotencyKeyReused",
+            ApiError::UnreadableBody => "UnreadableBody",
+            ApiError::UnsupportedMediaType => "UnsupportedMediaType",
+            ApiError::PayloadTooLarge { .. } => "PayloadTooLarge",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden => "Forbidden",
+            ApiError::InvalidCredentials => "InvalidCredentials",
+            ApiError::NotFound(_) => "NotFound",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::QuotaExceeded(_) => "QuotaExceeded",
+            ApiError::RouteNotFound => "RouteNotFound",
+            ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::BodyTimeout => "BodyTimeout",
+            ApiError::Overloaded => "Overloaded",
+            ApiError::Unavailable(_) => "Unavailable",
+            ApiError::Internal(_) => "Internal",
+        }
+    }
+
+    const VARIANTS: usize = 21;
+
+    fn sqlite_error(code: std::ffi::c_int, message: &str) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message.to_owned()))
+    }
+
+    fn busy() -> db::Error {
+        db::Error::from(sqlite_error(rusqlite::ffi::SQLITE_BUSY, "database is locked"))
+    }
+
+    /// Everything a response says: status, the headers that matter, the envelope.
+    async fn rendered(err: ApiError) -> (u16, Option<String>, Option<String>, serde_json::Value) {
+        let response = err.error_response();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let status = response.status().as_u16();
+        let (retry_after, allow) = (header(header::RETRY_AFTER), header(header::ALLOW));
+        assert_eq!(
+            header(header::CONTENT_TYPE).as_deref(),
+            Some("application/json")
+        );
+        let bytes = to_bytes(response.into_body()).await.unwrap();
+        (
+            status,
+            retry_after,
+            allow,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[actix_web::test]
+    async fn every_api_error_has_its_status_headers_and_envelope() {
+        let issue = Issue::unparsable_query(&"bad");
+        let issue_json = serde_json::to_value(&issue).unwrap();
+        let envelope = |code: u16, status_message: &str, message: &str| {
+            json!({"statusCode": code, "statusMessage": status_message, "message": message})
+        };
+        let with_issues = |mut value: serde_json::Value| {
+            value["data"] = json!({"issues": [issue_json.clone()]});
+            value
+        };
+        let cases: Vec<(ApiError, u16, Option<&str>, Option<&str>, serde_json::Value)> = vec![
+            (
+                ApiError::InvalidRouteParams,
+                400,
+                None,
+                None,
+                envelope(
+                    400,
+                    "Bad Request. Invalid routeParams(user_id, chat_id).",
+                    "chat_id must be a positive integer",
+                ),
+            ),
+            (
+                ApiError::InvalidBody {
+                    fields: Some("message | messages"),
+                    issues: vec![issue.clone()],
+                },
+                400,
+                None,
+                None,
+                with_issues(envelope(
+                    400,
+                    "Bad Request. Invalid body(message | messages).",
+                    "Invalid query string: bad",
+                )),
+            ),
+            (
+                ApiError::InvalidQuery {
+                    fields: "limit, after",
+                    issues: vec![issue.clone()],
+                },
+                400,
+                None,
+                None,
+                with_issues(envelope(
+                    400,
+                    "Bad Request. Invalid query(limit, after).",
+                    "Invalid query string: bad",
+                )),
+            ),
+            (
+                ApiError::InvalidHeader {
+                    name: "Idempotency-Key",
+                    message: "too long",
+                },
+                400,
+                None,
+                None,
+                envelope(400, "Bad Request. Invalid header(Idempotency-Key).", "too long"),
+            ),
+            (
+                ApiError::IdempotencyKeyReused,
+                422,
+                None,
+                None,
+                envelope(
+                    422,
+                    "Unprocessable Entity",
+                    "This Idempotency-Key was already used with a different request",
+                ),
+            ),
+            (
+                ApiError::UnreadableBody,
+                400,
+                None,
+                None,
+                envelope(400, "Bad Request", "The request body could not be read"),
+            ),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                None,
+                None,
+                envelope(
+                    415,
+                    "Unsupported Media Type",
+                    "Content-Type must be application/json",
+                ),
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 10 },
+                413,
+                None,
+                None,
+                envelope(
+                    413,
+                    "Payload Too Large",
+                    "The request body is larger than 10 bytes",
+                ),
+            ),
+            (
+                ApiError::Unauthorized,
+                401,
+                None,
+                None,
+                envelope(
+                    401,
+                    "Unauthorized",
+                    "A valid neptun-session cookie is required",
+                ),
+            ),
+            (
+                ApiError::Forbidden,
+                403,
+                None,
+                None,
+                envelope(
+                    403,
+                    "Forbidden",
+                    "The session does not belong to this user",
+                ),
+            ),
+            (
+                ApiError::InvalidCredentials,
+                401,
+                None,
+                None,
+                envelope(401, "Unauthorized", "Invalid email or password"),
+            ),
+            (
+                ApiError::NotFound("Chat not found"),
+                404,
+                None,
+                None,
+                envelope(404, "Not Found", "Chat not found"),
+            ),
+            (
+                ApiError::Conflict("A user with this id already exists"),
+                409,
+                None,
+                None,
+                envelope(409, "Conflict", "A user with this id already exists"),
+            ),
+            (
+                ApiError::QuotaExceeded(db::QuotaExceeded::Messages(5)),
+                403,
+                None,
+                None,
+                envelope(
+                    403,
+                    "Forbidden. Storage quota exceeded.",
+                    "Not stored: a user may keep at most 5 messages; delete messages to make room",
+                ),
+            ),
+            (
+                ApiError::RouteNotFound,
+                404,
+                None,
+                None,
+                envelope(404, "Not Found", "No route matches this path"),
+            ),
+            (
+                ApiError::MethodNotAllowed { allow: "GET" },
+                405,
+                None,
+                Some("GET"),
+                envelope(405, "Method Not Allowed", "This route accepts GET"),
+            ),
+            (
+                ApiError::TooManyRequests {
+                    retry_after_secs: 7,
+                },
+                429,
+                Some("7"),
+                None,
+                envelope(
+                    429,
+                    "Too Many Requests",
+                    "Write rate limit reached; retry in 7 s",
+                ),
+            ),
+            (
+                ApiError::BodyTimeout,
+                408,
+                None,
+                None,
+                envelope(
+                    408,
+                    "Request Timeout",
+                    "The request body did not arrive in time",
+                ),
+            ),
+            (
+                ApiError::Overloaded,
+                503,
+                Some("1"),
+                None,
+                envelope(
+                    503,
+                    "Service Unavailable",
+                    "Too many writes are waiting; retry shortly",
+                ),
+            ),
+            (
+                ApiError::Unavailable(busy()),
+                503,
+                Some("1"),
+                None,
+                envelope(
+                    503,
+                    "Service Unavailable",
+                    "The database is not available",
+                ),
+            ),
+            (
+                ApiError::internal("disk I/O error"),
+                500,
+                None,
+                None,
+                envelope(
+                    500,
+                    "Internal Server Error",
+                    "Something went wrong on our side",
+                ),
+            ),
+        ];
+        let named: std::collections::BTreeSet<_> =
+            cases.iter().map(|(err, ..)| variant(err)).collect();
+        assert_eq!(named.len(), VARIANTS, "a variant has no case: {named:?}");
+
+        for (err, status, retry_after, allow, body) in cases {
+            let name = variant(&err);
+            assert_eq!(err.status_code().as_u16(), status, "{name}");
+            let rendered = rendered(err).await;
+            assert_eq!(
+                rendered,
+                (
+                    status,
+                    retry_after.map(str::to_owned),
+                    allow.map(str::to_owned),
+                    body
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn every_kind_of_storage_error_becomes_its_api_error() {
+        let io = || std::io::Error::other("no space");
+        let failed = db::Error::from(sqlite_error(
+            rusqlite::ffi::SQLITE_CONSTRAINT_CHECK,
+            "CHECK constraint failed: actor",
+        ));
+        let pool = {
+            // A pool whose connections cannot open: its `get` fails as a real one does.
+            let manager = r2d2_sqlite::SqliteConnectionManager::file("/nonexistent/dir/x.db");
+            let pool = r2d2::Pool::builder()
+                .connection_timeout(std::time::Duration::from_millis(50))
+                .build_unchecked(manager);
+            db::Error::from(pool.get().map(drop).unwrap_err())
+        };
+        let cases: Vec<(db::Error, u16, &str)> = vec![
+            (db::Error::NotFound(db::Entity::Chat), 404, "Chat not found"),
+            (
+                db::Error::NotFound(db::Entity::Message),
+                404,
+                "No messages in chat",
+            ),
+            (db::Error::NotFound(db::Entity::User), 404, "User not found"),
+            (
+                db::Error::NotFound(db::Entity::Session),
+                401,
+                "A valid neptun-session cookie is required",
+            ),
+            (
+                db::Error::WrongUser,
+                403,
+                "The session does not belong to this user",
+            ),
+            (
+                db::Error::Conflict(db::Taken::UserId),
+                409,
+                "A user with this id already exists",
+            ),
+            (
+                db::Error::Conflict(db::Taken::UserEmail),
+                409,
+                "A user with this email already exists",
+            ),
+            (
+                db::Error::KeyReused,
+                422,
+                "This Idempotency-Key was already used with a different request",
+            ),
+            (
+                db::Error::KeyAnswerGone,
+                409,
+                "The messages stored with this Idempotency-Key have been deleted since",
+            ),
+            (
+                db::Error::QuotaExceeded(db::QuotaExceeded::Bytes(100)),
+                403,
+                "Not stored: a user may keep at most 100 bytes of message text; delete messages to make room",
+            ),
+            (
+                db::Error::Overloaded,
+                503,
+                "Too many writes are waiting; retry shortly",
+            ),
+            (busy(), 503, "The database is not available"),
+            (pool, 503, "The database is not available"),
+            (
+                db::Error::writer_gone(),
+                503,
+                "The database is not available",
+            ),
+            (failed, 500, "Something went wrong on our side"),
+            (
+                db::Error::Render("bad".into()),
+                500,
+                "Something went wrong on our side",
+            ),
+            (
+                db::Error::Incompatible("newer".to_owned()),
+                500,
+                "Something went wrong on our side",
+            ),
+            (
+                db::Error::Backup {
+                    path: "/b".into(),
+                    source: io(),
+                },
+                500,
+                "Something went wrong on our side",
+            ),
+            (
+                db::Error::CreateDir {
+                    path: "/d".into(),
+                    source: io(),
+                },
+                500,
+                "Something went wrong on our side",
+            ),
+        ];
+        for (err, status, message) in cases {
+            let described = format!("{err:?}");
+            let api = ApiError::from(err);
+            assert_eq!(api.status_code().as_u16(), status, "{described}");
+            let body = body_of(api).await;
+            assert_eq!(body["message"], message, "{described}");
+        }
+    }
+
+    #[test]
+    fn only_the_busy_timeout_running_out_is_busy_and_the_sqlite_error_stays_the_source() {
+        let cases = [
+            (rusqlite::ffi::SQLITE_BUSY, true),
+            (rusqlite::ffi::SQLITE_BUSY_SNAPSHOT, true),
+            (rusqlite::ffi::SQLITE_FULL, false),
+            (rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, false),
+            (rusqlite::ffi::SQLITE_READONLY, false),
+        ];
+        for (code, is_busy) in cases {
+            let err = db::Error::from(sqlite_error(code, "the message"));
+            let unavailable = matches!(
+                err,
+                db::Error::Unavailable {
+                    reason: db::Unavailable::Busy,
+                    ..
+                }
+            );
+            assert_eq!(unavailable, is_busy, "{code}: {err:?}");
+            let api = ApiError::from(err);
+            assert!(format!("{api:?}").contains("the message"), "{api:?}");
+        }
+    }
+
     #[actix_web::test]
     async fn a_500_hides_its_cause() {
         let err = ApiError::internal("disk I/O error at /secret/path.db");

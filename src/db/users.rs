@@ -45,6 +45,27 @@ fn taken(err: &rusqlite::Error) -> Option<Taken> {
     }
 }
 
+/// Adds `messages` stored messages holding `bytes` bytes of text to `id`'s storage
+/// counts. Every insert of messages calls this once per batch; deletes are counted by
+/// the `chat_messages_uncount` trigger (see `schema.sql`).
+pub fn add_stored(conn: &Connection, id: &str, messages: i64, bytes: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET stored_messages = stored_messages + ?2, \
+         stored_bytes = stored_bytes + ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, messages, bytes])?;
+    Ok(())
+}
+
+/// How many messages `id` keeps, and how many bytes of text they hold.
+pub fn find_stored(conn: &Connection, id: &str) -> Result<(i64, i64)> {
+    Ok(conn
+        .prepare_cached("SELECT stored_messages, stored_bytes FROM users WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?
+        .unwrap_or_default())
+}
+
 /// Whether a user with this id exists.
 pub fn user_exists(conn: &Connection, id: &str) -> Result<bool> {
     Ok(conn

@@ -294,6 +294,9 @@ impl Checkpointer {
 /// uses the WAL any more, so that the next write starts it over (see the module docs).
 fn restart_wal(conn: &Connection, pages: c_int) {
     log::debug!("the WAL holds {pages} pages; restarting it");
+    let busy_timeout = conn
+        .pragma_query_value(None, "busy_timeout", |row| row.get::<_, u32>(0))
+        .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
     let restarted = conn
         .busy_timeout(RESTART_WAIT)
         .and_then(|()| {
@@ -307,7 +310,7 @@ fn restart_wal(conn: &Connection, pages: c_int) {
         Ok(false) => log::debug!("reads kept the WAL from starting over; trying again later"),
         Err(err) => log::warn!("checkpoint failed: {err}"),
     }
-    if let Err(err) = conn.busy_timeout(super::BUSY_TIMEOUT) {
+    if let Err(err) = busy_timeout.and_then(|timeout| conn.busy_timeout(timeout)) {
         log::error!("cannot restore the writer's busy timeout: {err}");
     }
 }

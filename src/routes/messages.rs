@@ -134,13 +134,8 @@ pub async fn create(
         CreateMessages::Single(message) => (vec![message], true),
         CreateMessages::Batch(messages) => (messages, false),
     };
-    let render = move |stored: Vec<ChatMessage>| -> Result<String, BoxError> {
-        Ok(serde_json::to_string(&CreatedMessages::new(
-            stored, single,
-        ))?)
-    };
     let appended = match db
-        .append_messages(claim.clone(), chat_id, messages, idempotency, render)
+        .append_messages(claim.clone(), chat_id, messages, idempotency)
         .await
     {
         Ok(appended) => appended,
@@ -153,14 +148,16 @@ pub async fn create(
         }
         Err(err) => return Err(err.into()),
     };
-    let (response, stored) = match appended {
+    // A replay renders the messages the key stored: the same bytes as the first answer.
+    let (messages, stored) = match appended {
         Appended::Stored(messages) => {
             let count = messages.len();
-            (render(messages).map_err(ApiError::Internal)?, count)
+            (messages, count)
         }
-        Appended::Kept { response, count } => (response, count),
-        Appended::Replayed(response) => (response, 0),
+        Appended::Replayed(messages) => (messages, 0),
     };
+    let response =
+        serde_json::to_string(&CreatedMessages::new(messages, single)).map_err(ApiError::internal)?;
     if stored > 0 {
         counter!(MESSAGES_STORED).increment(stored as u64);
         if !single {
