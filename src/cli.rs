@@ -373,7 +373,10 @@ fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
             bail!("a user with id {id:?} already exists")
         }
         Err(db::Error::Conflict(db::Taken::UserEmail)) => {
-            bail!("a user with the email {:?} already exists", email.as_deref().unwrap_or_default())
+            bail!(
+                "a user with the email {:?} already exists",
+                email.as_deref().unwrap_or_default()
+            )
         }
         other => other?,
     }

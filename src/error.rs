@@ -407,7 +407,10 @@ mod tests {
     }
 
     fn busy() -> db::Error {
-        db::Error::from(sqlite_error(rusqlite::ffi::SQLITE_BUSY, "database is locked"))
+        db::Error::from(sqlite_error(
+            rusqlite::ffi::SQLITE_BUSY,
+            "database is locked",
+        ))
     }
 
     /// Everything a response says: status, the headers that matter, the envelope.
@@ -438,9 +441,7 @@ mod tests {
     async fn every_api_error_has_its_status_headers_and_envelope() {
         let issue = Issue::unparsable_query(&"bad");
         let issue_json = serde_json::to_value(&issue).unwrap();
-        let envelope = |code: u16, status_message: &str, message: &str| {
-            json!({"statusCode": code, "statusMessage": status_message, "message": message})
-        };
+        let envelope = |code: u16, status_message: &str, message: &str| json!({"statusCode": code, "statusMessage": status_message, "message": message});
         let with_issues = |mut value: serde_json::Value| {
             value["data"] = json!({"issues": [issue_json.clone()]});
             value
@@ -493,7 +494,11 @@ mod tests {
                 400,
                 None,
                 None,
-                envelope(400, "Bad Request. Invalid header(Idempotency-Key).", "too long"),
+                envelope(
+                    400,
+                    "Bad Request. Invalid header(Idempotency-Key).",
+                    "too long",
+                ),
             ),
             (
                 ApiError::IdempotencyKeyReused,
@@ -551,11 +556,7 @@ mod tests {
                 403,
                 None,
                 None,
-                envelope(
-                    403,
-                    "Forbidden",
-                    "The session does not belong to this user",
-                ),
+                envelope(403, "Forbidden", "The session does not belong to this user"),
             ),
             (
                 ApiError::InvalidCredentials,
@@ -643,11 +644,7 @@ mod tests {
                 503,
                 Some("1"),
                 None,
-                envelope(
-                    503,
-                    "Service Unavailable",
-                    "The database is not available",
-                ),
+                envelope(503, "Service Unavailable", "The database is not available"),
             ),
             (
                 ApiError::internal("disk I/O error"),

@@ -44,7 +44,7 @@ impl Application {
             quota: settings.quota,
         };
         let db = Db::open_with(&settings.database, options)
-        .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
+            .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
         telemetry::metrics();
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);

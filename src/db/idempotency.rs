@@ -95,9 +95,6 @@ mod tests {
         let found = find_key(&conn, "ada", "k", &Timestamp::from_stored(String::new()));
 
         let err = found.unwrap_err();
-        assert!(
-            matches!(err, crate::db::Error::Failed { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, crate::db::Error::Failed { .. }), "{err:?}");
     }
 }

@@ -121,7 +121,14 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::db::schema::migrate(&mut conn).unwrap();
         conn.pragma_update(None, "foreign_keys", true).unwrap();
-        insert_user(&conn, "ada", Some("ada@example.org"), None, &Timestamp::now()).unwrap();
+        insert_user(
+            &conn,
+            "ada",
+            Some("ada@example.org"),
+            None,
+            &Timestamp::now(),
+        )
+        .unwrap();
         conn
     }
 
@@ -160,7 +167,10 @@ mod tests {
         }
         // The users table itself: created_at is NOT NULL.
         let err = conn
-            .execute("INSERT INTO users (id, created_at) VALUES ('eve', NULL)", [])
+            .execute(
+                "INSERT INTO users (id, created_at) VALUES ('eve', NULL)",
+                [],
+            )
             .unwrap_err();
         assert_eq!(taken(&err), None, "{err}");
     }

@@ -651,7 +651,11 @@ mod tests {
             ),
             "{refused:?}"
         );
-        assert!(chain(&refused).contains("database is locked"), "{}", chain(&refused));
+        assert!(
+            chain(&refused).contains("database is locked"),
+            "{}",
+            chain(&refused)
+        );
         other.execute_batch("ROLLBACK").unwrap();
         writer
             .call(|conn| {

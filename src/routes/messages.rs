@@ -156,8 +156,8 @@ pub async fn create(
         }
         Appended::Replayed(messages) => (messages, 0),
     };
-    let response =
-        serde_json::to_string(&CreatedMessages::new(messages, single)).map_err(ApiError::internal)?;
+    let response = serde_json::to_string(&CreatedMessages::new(messages, single))
+        .map_err(ApiError::internal)?;
     if stored > 0 {
         counter!(MESSAGES_STORED).increment(stored as u64);
         if !single {
