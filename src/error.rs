@@ -446,7 +446,15 @@ mod tests {
             value["data"] = json!({"issues": [issue_json.clone()]});
             value
         };
-        let cases: Vec<(ApiError, u16, Option<&str>, Option<&str>, serde_json::Value)> = vec![
+        // (error, status, Retry-After, Allow, envelope)
+        type Case = (
+            ApiError,
+            u16,
+            Option<&'static str>,
+            Option<&'static str>,
+            serde_json::Value,
+        );
+        let cases: Vec<Case> = vec![
             (
                 ApiError::InvalidRouteParams,
                 400,

@@ -12,7 +12,10 @@
 //! `SAVEPOINT` inside one IMMEDIATE transaction — a job that fails rolls back to its
 //! savepoint and affects no other — commits once, and only then answers each job. A
 //! job's writes stay together and in order; nothing is acknowledged before the commit
-//! that holds it. If the commit itself fails, every job of the group gets the error.
+//! that holds it. If the group's transaction cannot begin (another connection held the
+//! lock past the busy timeout), a savepoint fails, SQLite rolls the transaction back or
+//! the commit fails, every job of the group gets that error, with SQLite's as its
+//! source, and the writer goes on with the next group. A job that panics fails alone.
 //!
 //! **Back-pressure.** The queue holds at most `capacity` jobs. When it is full, `call`
 //! fails at once with [`Error::Overloaded`] (the API answers 503 with `Retry-After`)
@@ -115,10 +118,10 @@ where
         // gets a failure, and the rest of the group goes on.
         let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
             log::error!("a database write panicked; it was rolled back");
-            Err(Error::Failed {
-                step: Step::Write,
-                source: Arc::new(super::Described("the write panicked".to_owned())),
-            })
+            Err(Error::described(
+                Step::Write,
+                "the write panicked".to_owned(),
+            ))
         });
         let own_error = result.as_ref().err().map(Error::shared);
         let deliver: Reply = Box::new(move |failed| {
@@ -428,12 +431,7 @@ fn run_in_savepoint(conn: &Connection, job: Job) -> Result<Reply> {
     let (own_error, reply) = job.run(conn);
     if conn.is_autocommit() {
         let why = own_error.map_or_else(
-            || Error::Failed {
-                step: Step::Group,
-                source: Arc::new(super::Described(
-                    "SQLite rolled the transaction back".to_owned(),
-                )),
-            },
+            || Error::described(Step::Group, "SQLite rolled the transaction back".to_owned()),
             |own| match own {
                 Error::Failed { source, .. } => Error::Failed {
                     step: Step::Group,
@@ -625,9 +623,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_transaction_that_cannot_begin_tells_each_write_the_real_reason() {
-        // Arrange: another connection holds the write lock; the writer's connection has
-        // no busy timeout, so BEGIN IMMEDIATE fails at once.
+        // Arrange: another connection holds the write lock past the writer's (short)
+        // busy timeout.
         let (dir, writer) = writer_on_a_fresh_table(16);
+        writer
+            .call(|conn| Ok(conn.busy_timeout(Duration::from_millis(20))?))
+            .await
+            .unwrap();
         let other = Connection::open(dir.path().join("t.db")).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
 

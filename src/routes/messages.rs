@@ -107,8 +107,11 @@ const FIELDS: &str = "message | messages";
         (status = 200, description = "Stored: `chatMessage` for the single form, `chatMessages` (in array order) for a batch", body = CreatedMessages),
         (status = 400, description = "Invalid chat id or body", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
+        (status = 409, description = "The messages this Idempotency-Key stored were deleted since", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
         SessionErrors,
+        // After SessionErrors, whose 403 this one replaces.
+        (status = 403, description = "The session is another user's, or the user's storage quota is used up", body = ErrorBody),
         JsonBodyErrors,
         RateLimited,
         Overloaded,

@@ -213,3 +213,15 @@ fn the_quota_options_reach_the_settings_and_zero_is_refused() {
         assert!(err.contains(zero), "{zero}: {err}");
     }
 }
+
+#[tokio::test]
+async fn the_api_document_says_a_create_may_be_refused_for_the_quota() {
+    let app = spawn_app_with_settings(Settings::default()).await;
+
+    let document = json_body(app.get("/openapi.json", None).await).await;
+
+    let create = &document["paths"]["/api/users/{user_id}/chats/{chat_id}/messages"]["post"];
+    let forbidden = create["responses"]["403"]["description"].as_str().unwrap();
+    assert!(forbidden.contains("storage quota"), "{forbidden}");
+    assert!(forbidden.contains("another user"), "{forbidden}");
+}
