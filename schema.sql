@@ -1,4 +1,4 @@
--- neptun-chat schema, version 3.
+-- neptun-chat schema, version 4.
 -- Compiled into the binary and applied at start-up inside one transaction when the
 -- database is new (PRAGMA user_version = 0). Later changes are migrations keyed on
 -- PRAGMA user_version; this file always describes the newest version as a whole.
@@ -9,7 +9,12 @@ CREATE TABLE IF NOT EXISTS users (
     primary_email TEXT UNIQUE,
     -- Argon2id PHC string; NULL for users who cannot log in with a password.
     password_hash TEXT,
-    created_at    TEXT NOT NULL
+    created_at    TEXT NOT NULL,
+    -- How many messages the user keeps, and their text's UTF-8 bytes, for the storage
+    -- quota (schema version 4): added to once per stored batch by the program,
+    -- taken from by the trigger chat_messages_uncount, whatever deletes the rows.
+    stored_messages INTEGER NOT NULL DEFAULT 0,
+    stored_bytes    INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
 -- Only the SHA-256 of a session token is stored, never the token.
@@ -55,16 +60,32 @@ CREATE INDEX IF NOT EXISTS chat_messages_by_chat
 -- Lets deleting a user cascade to their messages without a full scan.
 CREATE INDEX IF NOT EXISTS chat_messages_by_user ON chat_messages (neptun_user_id);
 
--- Idempotency-Key support (schema version 2): the answer given to a create-messages
--- request, kept for 24 hours so a retry with the same key gets it again instead of
--- storing the messages twice. Scoped per user.
+-- Inserts are counted once per batch by the program rather than here: a trigger per
+-- inserted row doubled the CPU time of an insert. Deletes come from several places
+-- (a turn, a chat, cascades), so they are counted where they happen, here.
+CREATE TRIGGER IF NOT EXISTS chat_messages_uncount AFTER DELETE ON chat_messages
+BEGIN
+    UPDATE users SET
+        stored_messages = stored_messages - 1,
+        stored_bytes = stored_bytes - length(CAST(OLD.message AS BLOB))
+    WHERE id = OLD.neptun_user_id;
+END;
+
+-- Idempotency-Key support (schema version 2): what a create-messages request stored,
+-- kept for 24 hours so a retry with the same key gets the same answer instead of
+-- storing the messages twice. Scoped per user. Since version 4 only the ids of the
+-- stored messages are kept, not the answer: the answer is rendered from them again.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
-    user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    key          TEXT NOT NULL,
-    -- SHA-256 of the request (chat id and messages); the same key with another request is refused.
-    request_hash BLOB NOT NULL,
-    response     TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
+    user_id          TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key              TEXT NOT NULL,
+    -- SHA-256 of the request (chat id, form and messages); the same key with another
+    -- request is refused.
+    request_hash     BLOB NOT NULL,
+    -- The stored messages: ids first to last (one batch, stored in one transaction).
+    first_message_id INTEGER NOT NULL,
+    last_message_id  INTEGER NOT NULL,
+    message_count    INTEGER NOT NULL,
+    created_at       TEXT NOT NULL,
     PRIMARY KEY (user_id, key)
 ) STRICT, WITHOUT ROWID;
 

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{SessionToken, hash_token};
-use crate::config::{Durability, Limits, SessionSettings, Settings};
+use crate::config::{Durability, Limits, Quota, SessionSettings, Settings};
 use crate::db::{self, Admin, Entity};
 use crate::domain::Timestamp;
 use crate::startup::Application;
@@ -56,6 +56,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub sessions: SessionArgs,
+
+    #[command(flatten)]
+    pub quota: QuotaArgs,
 
     /// What an acknowledged write survives: `full` (power loss) or `normal` (a crash of
     /// the process; faster, but the last writes before a power loss may be lost).
@@ -100,6 +103,21 @@ pub struct LimitArgs {
     /// Writes allowed per session per minute (429 with Retry-After beyond); 0: no limit.
     #[arg(long, env = "NEPTUN_WRITE_RATE_LIMIT", default_value_t = 0)]
     pub write_rate_limit: u32,
+}
+
+/// Per-user storage quota: off unless set.
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// Most messages one user may keep; a write past it gets 403. Off when not given.
+    #[arg(long, global = true, env = "NEPTUN_MAX_USER_MESSAGES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_user_messages: Option<u64>,
+
+    /// Most bytes of message text (UTF-8) one user may keep; a write past it gets 403.
+    /// Off when not given.
+    #[arg(long, global = true, env = "NEPTUN_MAX_USER_BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_user_bytes: Option<u64>,
 }
 
 /// `--sync`: SQLite's `synchronous` level.
@@ -315,6 +333,11 @@ impl ServeArgs {
             max_connections: self.limits.max_connections,
             write_queue: self.limits.write_queue.max(1),
             write_rate_limit: Some(self.limits.write_rate_limit).filter(|n| *n > 0),
+            quota: Quota {
+                max_messages: self.quota.max_user_messages,
+                max_bytes: self.quota.max_user_bytes,
+            },
+            ..Settings::default()
         }
     }
 }
@@ -387,8 +410,14 @@ fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
         None
     };
     match open_admin(cli)?.create_user(id, email.as_deref(), password_hash.as_deref()) {
-        Err(db::Error::Conflict(Entity::User)) => {
-            bail!("a user with id {id:?} or that email already exists")
+        Err(db::Error::Conflict(db::Taken::UserId)) => {
+            bail!("a user with id {id:?} already exists")
+        }
+        Err(db::Error::Conflict(db::Taken::UserEmail)) => {
+            bail!(
+                "a user with the email {:?} already exists",
+                email.as_deref().unwrap_or_default()
+            )
         }
         other => other?,
     }

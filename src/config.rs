@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::db::Durability;
+pub use crate::db::{Durability, Quota};
 
 use crate::validation::MessageLimits;
 
@@ -82,6 +82,11 @@ pub struct Settings {
     /// Writes (non-GET requests under `/api/users`) allowed per session per minute;
     /// `None`: no limit.
     pub write_rate_limit: Option<u32>,
+    /// How long a database statement waits for a lock held by another connection (an
+    /// admin command, a backup) before the request gets 503 with `Retry-After`.
+    pub busy_timeout: Duration,
+    /// Per-user storage limits; off by default.
+    pub quota: Quota,
 }
 
 impl Default for Settings {
@@ -96,6 +101,8 @@ impl Default for Settings {
             max_connections: 4096,
             write_queue: crate::db::DEFAULT_WRITE_QUEUE,
             write_rate_limit: None,
+            busy_timeout: crate::db::Options::default().busy_timeout,
+            quota: Quota::default(),
         }
     }
 }

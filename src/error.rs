@@ -76,9 +76,14 @@ pub enum ApiError {
     /// way, so a 404 never reveals another user's data (404).
     #[error("not found: {0}")]
     NotFound(&'static str),
-    /// A unique value is taken (409).
+    /// A unique value is taken, or the request conflicts with what is stored (409).
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// Storing this would take the user past the operator's storage quota (403): the
+    /// request is understood and well-formed, and the same request will keep being
+    /// refused until the user deletes messages, so it is a client error, not a 5xx.
+    #[error("storage quota exceeded")]
+    QuotaExceeded(db::QuotaExceeded),
     /// No route matches the path (404).
     #[error("route not found")]
     RouteNotFound,
@@ -100,7 +105,8 @@ pub enum ApiError {
     /// Too many writes are waiting; the client should retry shortly (503, `Retry-After`).
     #[error("overloaded")]
     Overloaded,
-    /// The database cannot serve requests right now (503).
+    /// The database cannot serve requests right now: busy beyond the busy timeout, no
+    /// connection to be had, or the writer stopped (503, `Retry-After`).
     #[error("service unavailable")]
     Unavailable(#[source] db::Error),
     /// Anything unexpected (500). The source is logged, never shown.
@@ -189,6 +195,10 @@ impl ApiError {
             ),
             ApiError::NotFound(what) => ("Not Found".into(), (*what).to_owned()),
             ApiError::Conflict(what) => ("Conflict".into(), (*what).to_owned()),
+            ApiError::QuotaExceeded(which) => (
+                "Forbidden. Storage quota exceeded.".into(),
+                format!("Not stored: {which}; delete messages to make room"),
+            ),
             ApiError::RouteNotFound => {
                 ("Not Found".into(), "No route matches this path".to_owned())
             }
@@ -229,12 +239,16 @@ fn summarize(issues: &[Issue]) -> String {
         .join("; ")
 }
 
+/// Seconds a client is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
 /// The one place storage errors become client errors.
 impl From<db::Error> for ApiError {
     fn from(err: db::Error) -> Self {
         match err {
             db::Error::NotFound(db::Entity::Chat) => ApiError::NotFound("Chat not found"),
             db::Error::NotFound(db::Entity::Message) => ApiError::NotFound("No messages in chat"),
+            db::Error::NotFound(db::Entity::User) => ApiError::NotFound("User not found"),
             db::Error::NotFound(db::Entity::Session) => {
                 log::debug!("401: unknown or expired session");
                 ApiError::Unauthorized
@@ -244,11 +258,23 @@ impl From<db::Error> for ApiError {
                 ApiError::Forbidden
             }
             db::Error::KeyReused => ApiError::IdempotencyKeyReused,
+            db::Error::KeyAnswerGone => ApiError::Conflict(
+                "The messages stored with this Idempotency-Key have been deleted since",
+            ),
+            db::Error::QuotaExceeded(which) => ApiError::QuotaExceeded(which),
             db::Error::Overloaded => ApiError::Overloaded,
-            db::Error::Conflict(db::Entity::User) => {
+            db::Error::Conflict(db::Taken::UserId) => {
+                ApiError::Conflict("A user with this id already exists")
+            }
+            db::Error::Conflict(db::Taken::UserEmail) => {
                 ApiError::Conflict("A user with this email already exists")
             }
-            other => ApiError::internal(other),
+            err @ db::Error::Unavailable { .. } => ApiError::Unavailable(err),
+            err @ (db::Error::Failed { .. }
+            | db::Error::Render(_)
+            | db::Error::Incompatible(_)
+            | db::Error::Backup { .. }
+            | db::Error::CreateDir { .. }) => ApiError::internal(err),
         }
     }
 }
@@ -293,7 +319,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -321,8 +347,8 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ApiError::Overloaded => {
-                response.insert_header((header::RETRY_AFTER, "1"));
+            ApiError::Overloaded | ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             _ => {}
         }
@@ -344,6 +370,452 @@ mod tests {
     async fn body_of(err: ApiError) -> serde_json::Value {
         let bytes = to_bytes(err.error_response().into_body()).await.unwrap();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The variant's name. Exhaustive on purpose: a new variant does not compile until
+    /// it is named here, and then the table below fails until it has a case.
+    fn variant(err: &ApiError) -> &'static str {
+        match err {
+            ApiError::InvalidRouteParams => "InvalidRouteParams",
+            ApiError::InvalidBody { .. } => "InvalidBody",
+            ApiError::InvalidQuery { .. } => "InvalidQuery",
+            ApiError::InvalidHeader { .. } => "InvalidHeader",
+            ApiError::IdempotencyKeyReused => "IdempotencyKeyReused",
+            ApiError::UnreadableBody => "UnreadableBody",
+            ApiError::UnsupportedMediaType => "UnsupportedMediaType",
+            ApiError::PayloadTooLarge { .. } => "PayloadTooLarge",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden => "Forbidden",
+            ApiError::InvalidCredentials => "InvalidCredentials",
+            ApiError::NotFound(_) => "NotFound",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::QuotaExceeded(_) => "QuotaExceeded",
+            ApiError::RouteNotFound => "RouteNotFound",
+            ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::BodyTimeout => "BodyTimeout",
+            ApiError::Overloaded => "Overloaded",
+            ApiError::Unavailable(_) => "Unavailable",
+            ApiError::Internal(_) => "Internal",
+        }
+    }
+
+    const VARIANTS: usize = 21;
+
+    fn sqlite_error(code: std::ffi::c_int, message: &str) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message.to_owned()))
+    }
+
+    fn busy() -> db::Error {
+        db::Error::from(sqlite_error(
+            rusqlite::ffi::SQLITE_BUSY,
+            "database is locked",
+        ))
+    }
+
+    /// Everything a response says: status, the headers that matter, the envelope.
+    async fn rendered(err: ApiError) -> (u16, Option<String>, Option<String>, serde_json::Value) {
+        let response = err.error_response();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let status = response.status().as_u16();
+        let (retry_after, allow) = (header(header::RETRY_AFTER), header(header::ALLOW));
+        assert_eq!(
+            header(header::CONTENT_TYPE).as_deref(),
+            Some("application/json")
+        );
+        let bytes = to_bytes(response.into_body()).await.unwrap();
+        (
+            status,
+            retry_after,
+            allow,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[actix_web::test]
+    async fn every_api_error_has_its_status_headers_and_envelope() {
+        let issue = Issue::unparsable_query(&"bad");
+        let issue_json = serde_json::to_value(&issue).unwrap();
+        let envelope = |code: u16, status_message: &str, message: &str| json!({"statusCode": code, "statusMessage": status_message, "message": message});
+        let with_issues = |mut value: serde_json::Value| {
+            value["data"] = json!({"issues": [issue_json.clone()]});
+            value
+        };
+        // (error, status, Retry-After, Allow, envelope)
+        type Case = (
+            ApiError,
+            u16,
+            Option<&'static str>,
+            Option<&'static str>,
+            serde_json::Value,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                ApiError::InvalidRouteParams,
+                400,
+                None,
+                None,
+                envelope(
+                    400,
+                    "Bad Request. Invalid routeParams(user_id, chat_id).",
+                    "chat_id must be a positive integer",
+                ),
+            ),
+            (
+                ApiError::InvalidBody {
+                    fields: Some("message | messages"),
+                    issues: vec![issue.clone()],
+                },
+                400,
+                None,
+                None,
+                with_issues(envelope(
+                    400,
+                    "Bad Request. Invalid body(message | messages).",
+                    "Invalid query string: bad",
+                )),
+            ),
+            (
+                ApiError::InvalidQuery {
+                    fields: "limit, after",
+                    issues: vec![issue.clone()],
+                },
+                400,
+                None,
+                None,
+                with_issues(envelope(
+                    400,
+                    "Bad Request. Invalid query(limit, after).",
+                    "Invalid query string: bad",
+                )),
+            ),
+            (
+                ApiError::InvalidHeader {
+                    name: "Idempotency-Key",
+                    message: "too long",
+                },
+                400,
+                None,
+                None,
+                envelope(
+                    400,
+                    "Bad Request. Invalid header(Idempotency-Key).",
+                    "too long",
+                ),
+            ),
+            (
+                ApiError::IdempotencyKeyReused,
+                422,
+                None,
+                None,
+                envelope(
+                    422,
+                    "Unprocessable Entity",
+                    "This Idempotency-Key was already used with a different request",
+                ),
+            ),
+            (
+                ApiError::UnreadableBody,
+                400,
+                None,
+                None,
+                envelope(400, "Bad Request", "The request body could not be read"),
+            ),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                None,
+                None,
+                envelope(
+                    415,
+                    "Unsupported Media Type",
+                    "Content-Type must be application/json",
+                ),
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 10 },
+                413,
+                None,
+                None,
+                envelope(
+                    413,
+                    "Payload Too Large",
+                    "The request body is larger than 10 bytes",
+                ),
+            ),
+            (
+                ApiError::Unauthorized,
+                401,
+                None,
+                None,
+                envelope(
+                    401,
+                    "Unauthorized",
+                    "A valid neptun-session cookie is required",
+                ),
+            ),
+            (
+                ApiError::Forbidden,
+                403,
+                None,
+                None,
+                envelope(403, "Forbidden", "The session does not belong to this user"),
+            ),
+            (
+                ApiError::InvalidCredentials,
+                401,
+                None,
+                None,
+                envelope(401, "Unauthorized", "Invalid email or password"),
+            ),
+            (
+                ApiError::NotFound("Chat not found"),
+                404,
+                None,
+                None,
+                envelope(404, "Not Found", "Chat not found"),
+            ),
+            (
+                ApiError::Conflict("A user with this id already exists"),
+                409,
+                None,
+                None,
+                envelope(409, "Conflict", "A user with this id already exists"),
+            ),
+            (
+                ApiError::QuotaExceeded(db::QuotaExceeded::Messages(5)),
+                403,
+                None,
+                None,
+                envelope(
+                    403,
+                    "Forbidden. Storage quota exceeded.",
+                    "Not stored: a user may keep at most 5 messages; delete messages to make room",
+                ),
+            ),
+            (
+                ApiError::RouteNotFound,
+                404,
+                None,
+                None,
+                envelope(404, "Not Found", "No route matches this path"),
+            ),
+            (
+                ApiError::MethodNotAllowed { allow: "GET" },
+                405,
+                None,
+                Some("GET"),
+                envelope(405, "Method Not Allowed", "This route accepts GET"),
+            ),
+            (
+                ApiError::TooManyRequests {
+                    retry_after_secs: 7,
+                },
+                429,
+                Some("7"),
+                None,
+                envelope(
+                    429,
+                    "Too Many Requests",
+                    "Write rate limit reached; retry in 7 s",
+                ),
+            ),
+            (
+                ApiError::BodyTimeout,
+                408,
+                None,
+                None,
+                envelope(
+                    408,
+                    "Request Timeout",
+                    "The request body did not arrive in time",
+                ),
+            ),
+            (
+                ApiError::Overloaded,
+                503,
+                Some("1"),
+                None,
+                envelope(
+                    503,
+                    "Service Unavailable",
+                    "Too many writes are waiting; retry shortly",
+                ),
+            ),
+            (
+                ApiError::Unavailable(busy()),
+                503,
+                Some("1"),
+                None,
+                envelope(503, "Service Unavailable", "The database is not available"),
+            ),
+            (
+                ApiError::internal("disk I/O error"),
+                500,
+                None,
+                None,
+                envelope(
+                    500,
+                    "Internal Server Error",
+                    "Something went wrong on our side",
+                ),
+            ),
+        ];
+        let named: std::collections::BTreeSet<_> =
+            cases.iter().map(|(err, ..)| variant(err)).collect();
+        assert_eq!(named.len(), VARIANTS, "a variant has no case: {named:?}");
+
+        for (err, status, retry_after, allow, body) in cases {
+            let name = variant(&err);
+            assert_eq!(err.status_code().as_u16(), status, "{name}");
+            let rendered = rendered(err).await;
+            assert_eq!(
+                rendered,
+                (
+                    status,
+                    retry_after.map(str::to_owned),
+                    allow.map(str::to_owned),
+                    body
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn every_kind_of_storage_error_becomes_its_api_error() {
+        let io = || std::io::Error::other("no space");
+        let failed = db::Error::from(sqlite_error(
+            rusqlite::ffi::SQLITE_CONSTRAINT_CHECK,
+            "CHECK constraint failed: actor",
+        ));
+        let pool = {
+            // A pool whose connections cannot open: its `get` fails as a real one does.
+            let manager = r2d2_sqlite::SqliteConnectionManager::file("/nonexistent/dir/x.db");
+            let pool = r2d2::Pool::builder()
+                .connection_timeout(std::time::Duration::from_millis(50))
+                .build_unchecked(manager);
+            db::Error::from(pool.get().map(drop).unwrap_err())
+        };
+        let cases: Vec<(db::Error, u16, &str)> = vec![
+            (db::Error::NotFound(db::Entity::Chat), 404, "Chat not found"),
+            (
+                db::Error::NotFound(db::Entity::Message),
+                404,
+                "No messages in chat",
+            ),
+            (db::Error::NotFound(db::Entity::User), 404, "User not found"),
+            (
+                db::Error::NotFound(db::Entity::Session),
+                401,
+                "A valid neptun-session cookie is required",
+            ),
+            (
+                db::Error::WrongUser,
+                403,
+                "The session does not belong to this user",
+            ),
+            (
+                db::Error::Conflict(db::Taken::UserId),
+                409,
+                "A user with this id already exists",
+            ),
+            (
+                db::Error::Conflict(db::Taken::UserEmail),
+                409,
+                "A user with this email already exists",
+            ),
+            (
+                db::Error::KeyReused,
+                422,
+                "This Idempotency-Key was already used with a different request",
+            ),
+            (
+                db::Error::KeyAnswerGone,
+                409,
+                "The messages stored with this Idempotency-Key have been deleted since",
+            ),
+            (
+                db::Error::QuotaExceeded(db::QuotaExceeded::Bytes(100)),
+                403,
+                "Not stored: a user may keep at most 100 bytes of message text; delete messages to make room",
+            ),
+            (
+                db::Error::Overloaded,
+                503,
+                "Too many writes are waiting; retry shortly",
+            ),
+            (busy(), 503, "The database is not available"),
+            (pool, 503, "The database is not available"),
+            (
+                db::Error::writer_gone(),
+                503,
+                "The database is not available",
+            ),
+            (failed, 500, "Something went wrong on our side"),
+            (
+                db::Error::Render("bad".into()),
+                500,
+                "Something went wrong on our side",
+            ),
+            (
+                db::Error::Incompatible("newer".to_owned()),
+                500,
+                "Something went wrong on our side",
+            ),
+            (
+                db::Error::Backup {
+                    path: "/b".into(),
+                    source: io(),
+                },
+                500,
+                "Something went wrong on our side",
+            ),
+            (
+                db::Error::CreateDir {
+                    path: "/d".into(),
+                    source: io(),
+                },
+                500,
+                "Something went wrong on our side",
+            ),
+        ];
+        for (err, status, message) in cases {
+            let described = format!("{err:?}");
+            let api = ApiError::from(err);
+            assert_eq!(api.status_code().as_u16(), status, "{described}");
+            let body = body_of(api).await;
+            assert_eq!(body["message"], message, "{described}");
+        }
+    }
+
+    #[test]
+    fn only_the_busy_timeout_running_out_is_busy_and_the_sqlite_error_stays_the_source() {
+        let cases = [
+            (rusqlite::ffi::SQLITE_BUSY, true),
+            (rusqlite::ffi::SQLITE_BUSY_SNAPSHOT, true),
+            (rusqlite::ffi::SQLITE_FULL, false),
+            (rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, false),
+            (rusqlite::ffi::SQLITE_READONLY, false),
+        ];
+        for (code, is_busy) in cases {
+            let err = db::Error::from(sqlite_error(code, "the message"));
+            let unavailable = matches!(
+                err,
+                db::Error::Unavailable {
+                    reason: db::Unavailable::Busy,
+                    ..
+                }
+            );
+            assert_eq!(unavailable, is_busy, "{code}: {err:?}");
+            let api = ApiError::from(err);
+            assert!(format!("{api:?}").contains("the message"), "{api:?}");
+        }
     }
 
     #[actix_web::test]

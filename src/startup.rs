@@ -12,7 +12,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 use crate::validation::Issue;
@@ -36,13 +36,15 @@ impl Application {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         // One read connection per blocking thread, so a read never waits for one.
         let read_connections = u32::try_from(workers * BLOCKING_THREADS_PER_WORKER).unwrap_or(64);
-        let db = Db::open_with(
-            &settings.database,
-            settings.durability,
-            settings.write_queue,
+        let options = db::Options {
+            durability: settings.durability,
+            write_queue: settings.write_queue,
             read_connections,
-        )
-        .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
+            busy_timeout: settings.busy_timeout,
+            quota: settings.quota,
+        };
+        let db = Db::open_with(&settings.database, options)
+            .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
         telemetry::metrics();
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);
@@ -147,7 +149,7 @@ async fn purge_periodically(db: Db) {
         match db.purge_expired().await {
             Ok(0) => {}
             Ok(purged) => log::info!("purged {purged} expired sessions and idempotency answers"),
-            Err(crate::db::Error::WriterGone) => return,
+            Err(err) if err.is_writer_gone() => return,
             Err(err) => log::warn!("purging expired sessions failed: {err}"),
         }
     }

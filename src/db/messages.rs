@@ -3,7 +3,7 @@
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BoxError, Entity, Error, Result, chats};
+use super::{BoxError, Entity, Error, Result, chats, users};
 use crate::domain::{ChatMessage, MessageRef, MessageWindow, NewMessage, Role, Timestamp};
 
 /// Messages of chat ?1 with ids between ?2 and ?3 (both excluded), oldest first, at
@@ -21,10 +21,12 @@ const PAGE_START: &str = "SELECT id FROM chat_messages \
 const LAST_TURN: &str =
     "SELECT id, actor FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id DESC";
 
-/// Appends `messages` to `owner`'s chat `chat_id`, in order, and returns them as stored.
+/// Appends `messages` to `owner`'s chat `chat_id`, in order, and returns them as stored;
+/// adds them to the owner's storage counts (see [`users::add_stored`]).
 ///
-/// Run it inside a transaction: the ids then increase strictly in array order, and a
-/// failure part-way leaves nothing behind once the caller rolls back.
+/// Run it inside a transaction: the ids then increase strictly in array order (one
+/// after the other: nothing else inserts meanwhile), and a failure part-way leaves
+/// nothing behind once the caller rolls back.
 pub fn insert_messages(
     conn: &Connection,
     owner: &str,
@@ -56,7 +58,36 @@ pub fn insert_messages(
         });
     }
     chats::touch_chat(conn, chat_id, now)?;
+    let bytes: usize = stored.iter().map(|m| m.message.len()).sum();
+    users::add_stored(conn, owner, to_sql_count(stored.len()), to_sql_count(bytes))?;
     Ok(stored)
+}
+
+/// The messages of chat `chat_id` with ids `first_id` to `last_id`, oldest first: the
+/// batch an idempotency key stored, read again to answer its retry.
+pub fn find_message_range(
+    conn: &Connection,
+    chat_id: i64,
+    first_id: i64,
+    last_id: i64,
+) -> Result<Vec<ChatMessage>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, neptun_user_id, message, actor, created_at FROM chat_messages \
+         WHERE id BETWEEN ?1 AND ?2 AND chat_conversation_id = ?3 ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![first_id, last_id, chat_id], |row| {
+        Ok(ChatMessage {
+            id: row.get(0)?,
+            chat_conversation_id: chat_id,
+            neptun_user_id: row.get(1)?,
+            message: row.get(2)?,
+            actor: Role::parse(text(row, 3)?).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(3, Type::Text, "unknown actor".into())
+            })?,
+            created_at: Timestamp::from_stored(row.get(4)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Reads a window of chat `chat_id`, oldest first, walking the

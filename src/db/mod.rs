@@ -11,6 +11,7 @@
 
 mod admin;
 mod chats;
+mod error;
 mod idempotency;
 mod messages;
 mod schema;
@@ -18,13 +19,14 @@ mod sessions;
 mod users;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;
 
 pub use admin::{Admin, SessionInfo};
+pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
 pub use schema::SCHEMA_VERSION;
 
 use crate::domain::{
@@ -33,67 +35,7 @@ use crate::domain::{
 };
 use writer::Writer;
 
-/// The database layer's error. It knows nothing about HTTP: `ApiError` decides what a
-/// client sees.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The thing asked for does not exist (or is not visible to the asking user).
-    #[error("{0} not found")]
-    NotFound(Entity),
-    /// A unique value is already taken.
-    #[error("{0} already exists")]
-    Conflict(Entity),
-    /// The caller's rendering of a response failed.
-    #[error("rendering the response failed")]
-    Render(#[source] BoxError),
-    /// The session of a [`SessionClaim`] belongs to another user than the one claimed.
-    #[error("the session belongs to another user")]
-    WrongUser,
-    /// An idempotency key was used before with a different request.
-    #[error("the idempotency key was used for a different request")]
-    KeyReused,
-    /// The file is not a database this program may use (see the message).
-    #[error("{0}")]
-    Incompatible(String),
-    /// SQLite itself failed.
-    #[error("sqlite error")]
-    Sqlite(#[from] rusqlite::Error),
-    /// No pooled connection could be had.
-    #[error("connection pool error")]
-    Pool(#[from] r2d2::Error),
-    /// The write queue is full: the service is overloaded; try again shortly.
-    #[error("the write queue is full")]
-    Overloaded,
-    /// The commit holding this write failed, so it was not stored.
-    #[error("the commit failed: {0}")]
-    CommitFailed(String),
-    /// The writer thread has stopped, so no write can be made.
-    #[error("the database writer is not running")]
-    WriterGone,
-    /// A blocking read task was cancelled or panicked.
-    #[error("blocking database task failed")]
-    Blocking(#[from] tokio::task::JoinError),
-    /// A backup could not be written.
-    #[error("cannot write the backup {path}")]
-    Backup {
-        /// The destination.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The database folder could not be created.
-    #[error("cannot create the database folder {path}")]
-    CreateDir {
-        /// The folder.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// What a [`Error::NotFound`] or [`Error::Conflict`] is about.
+/// What a [`Error::NotFound`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {
     /// A user.
@@ -153,11 +95,74 @@ pub const DEFAULT_WRITE_QUEUE: usize = 512;
 /// How many read connections [`Db::open`] keeps.
 pub const DEFAULT_READ_CONNECTIONS: u32 = 8;
 
+/// Per-user storage limits. They are checked inside the write transaction that would
+/// pass them, on the one writer, so racing writes cannot together go past them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quota {
+    /// Most messages a user may keep; `None`: no limit.
+    pub max_messages: Option<u64>,
+    /// Most bytes of message text (UTF-8) a user may keep; `None`: no limit.
+    pub max_bytes: Option<u64>,
+}
+
+impl Quota {
+    /// Whether any limit is set.
+    fn is_set(&self) -> bool {
+        self.max_messages.is_some() || self.max_bytes.is_some()
+    }
+
+    /// Whether a user who keeps `stored` (messages, bytes) may add `adding`.
+    fn admits(&self, stored: (i64, i64), adding: (usize, usize)) -> Result<()> {
+        let over = |limit: Option<u64>, have: i64, more: usize| {
+            let total = u64::try_from(have)
+                .unwrap_or(0)
+                .saturating_add(u64::try_from(more).unwrap_or(u64::MAX));
+            limit.filter(|&limit| total > limit)
+        };
+        if let Some(limit) = over(self.max_messages, stored.0, adding.0) {
+            return Err(Error::QuotaExceeded(QuotaExceeded::Messages(limit)));
+        }
+        if let Some(limit) = over(self.max_bytes, stored.1, adding.1) {
+            return Err(Error::QuotaExceeded(QuotaExceeded::Bytes(limit)));
+        }
+        Ok(())
+    }
+}
+
+/// How [`Db::open_with`] sets the database up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// What an acknowledged write survives.
+    pub durability: Durability,
+    /// Most writes waiting for the writer; more fail at once with [`Error::Overloaded`].
+    pub write_queue: usize,
+    /// Pooled read connections.
+    pub read_connections: u32,
+    /// How long a statement waits for a lock another connection (an admin command, a
+    /// backup) holds before failing with [`Unavailable::Busy`].
+    pub busy_timeout: std::time::Duration,
+    /// Per-user storage limits.
+    pub quota: Quota,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::default(),
+            write_queue: DEFAULT_WRITE_QUEUE,
+            read_connections: DEFAULT_READ_CONNECTIONS,
+            busy_timeout: BUSY_TIMEOUT,
+            quota: Quota::default(),
+        }
+    }
+}
+
 /// The server's handle on the database: a read pool and the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     writer: Writer,
+    quota: Quota,
 }
 
 impl Db {
@@ -166,23 +171,27 @@ impl Db {
     pub fn open(path: &Path, durability: Durability) -> Result<Db> {
         Db::open_with(
             path,
-            durability,
-            DEFAULT_WRITE_QUEUE,
-            DEFAULT_READ_CONNECTIONS,
+            Options {
+                durability,
+                ..Options::default()
+            },
         )
     }
 
-    /// [`Db::open`], with at most `write_queue` writes waiting for the writer (more fail
-    /// at once with [`Error::Overloaded`]) and `read_connections` pooled readers.
-    pub fn open_with(
-        path: &Path,
-        durability: Durability,
-        write_queue: usize,
-        read_connections: u32,
-    ) -> Result<Db> {
+    /// [`Db::open`] with all of its [`Options`].
+    pub fn open_with(path: &Path, options: Options) -> Result<Db> {
+        let Options {
+            durability,
+            write_queue,
+            read_connections,
+            busy_timeout,
+            quota,
+        } = options;
         let conn = open_for_writing(path, durability)?;
+        conn.busy_timeout(busy_timeout)?;
         let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
             configure_connection(conn, durability)?;
+            conn.busy_timeout(busy_timeout)?;
             // Keep the plans of cached statements across new bindings: without this,
             // binding a new LIMIT re-prepares the page query on every request.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
@@ -196,9 +205,14 @@ impl Db {
             .build(manager)?;
         let mut checkpoints = Connection::open(path)?;
         configure_connection(&mut checkpoints, durability)?;
+        checkpoints.busy_timeout(busy_timeout)?;
         let writer =
-            Writer::spawn(conn, checkpoints, write_queue).map_err(|_| Error::WriterGone)?;
-        Ok(Db { pool, writer })
+            Writer::spawn(conn, checkpoints, write_queue).map_err(|_| Error::writer_gone())?;
+        Ok(Db {
+            pool,
+            writer,
+            quota,
+        })
     }
 
     /// Runs `f` with a pooled read connection on a blocking thread.
@@ -252,7 +266,7 @@ impl Db {
 
     /// Lets the writes already queued finish, checkpoints the WAL into the database
     /// file and closes the write connection. Writes sent after this fail with
-    /// [`Error::WriterGone`].
+    /// [`Unavailable::WriterGone`].
     pub async fn close(&self) -> Result<()> {
         self.writer.close().await
     }
@@ -291,50 +305,65 @@ impl Db {
     }
 
     /// Appends `messages` to the claimed user's chat `chat_id` in one transaction, in
-    /// order, after checking `claim` in that same transaction (see [`Db::check_claim`]).
+    /// order, after checking `claim` in that same transaction (see [`Db::check_claim`])
+    /// and, then, that the user's storage quota leaves room for them
+    /// ([`Error::QuotaExceeded`] otherwise).
     ///
-    /// With an idempotency key, the same transaction first looks for an answer kept for
-    /// that key in the last 24 hours: the same request gets that answer again and
-    /// stores nothing; a different request fails with [`Error::KeyReused`]. Otherwise
-    /// the messages are stored and the answer `render` makes of them is kept with them,
-    /// in the same transaction. All writes go through the one writer, so two racing
-    /// retries are answered one after the other, never both stored. Without a key,
-    /// `render` is not called: the caller renders off the writer thread.
+    /// With an idempotency key, the same transaction first looks for what that key
+    /// stored in the last 24 hours: the same request gets those messages again and
+    /// stores nothing ([`Appended::Replayed`]; [`Error::KeyAnswerGone`] if some were
+    /// deleted since); a different request fails with [`Error::KeyReused`]. Otherwise
+    /// the messages are stored and the key is kept with their ids, in the same
+    /// transaction. All writes go through the one writer, so two racing retries are
+    /// answered one after the other, never both stored.
     /// [`Error::NotFound`] if the chat does not exist or belongs to someone else.
-    pub async fn append_messages<R>(
+    pub async fn append_messages(
         &self,
         claim: SessionClaim,
         chat_id: i64,
         messages: Vec<NewMessage>,
         idempotency: Option<IdempotencyKey>,
-        render: R,
-    ) -> Result<Appended>
-    where
-        R: FnOnce(Vec<ChatMessage>) -> Result<String, BoxError> + Send + 'static,
-    {
+    ) -> Result<Appended> {
+        let quota = self.quota;
         self.write(move |tx| {
             let now = Timestamp::now();
             sessions::check_claim(tx, &claim, &now)?;
             let owner = claim.user_id;
-            let Some(key) = idempotency else {
-                let stored = messages::insert_messages(tx, &owner, chat_id, messages, &now)?;
-                return Ok(Appended::Stored(stored));
-            };
             let not_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
-            if let Some((hash, response)) =
-                idempotency::find_key(tx, &owner, &key.key, &not_before)?
-            {
-                return if hash == key.request_hash {
-                    Ok(Appended::Replayed(response))
-                } else {
-                    Err(Error::KeyReused)
-                };
+            if let Some(key) = &idempotency {
+                if let Some(kept) = idempotency::find_key(tx, &owner, &key.key, &not_before)? {
+                    if kept.request_hash != key.request_hash {
+                        return Err(Error::KeyReused);
+                    }
+                    let again = messages::find_message_range(
+                        tx,
+                        chat_id,
+                        kept.first_message_id,
+                        kept.last_message_id,
+                    )?;
+                    if i64::try_from(again.len()) != Ok(kept.message_count) {
+                        return Err(Error::KeyAnswerGone);
+                    }
+                    return Ok(Appended::Replayed(again));
+                }
+            }
+            if quota.is_set() {
+                let bytes = messages.iter().map(|m| m.content.len()).sum();
+                quota.admits(users::find_stored(tx, &owner)?, (messages.len(), bytes))?;
             }
             let stored = messages::insert_messages(tx, &owner, chat_id, messages, &now)?;
-            let count = stored.len();
-            let response = render(stored).map_err(Error::Render)?;
-            idempotency::store_key(tx, &owner, &key.key, &key.request_hash, &response, &now)?;
-            Ok(Appended::Kept { response, count })
+            if let (Some(key), Some(first), Some(last)) =
+                (&idempotency, stored.first(), stored.last())
+            {
+                let kept = idempotency::KeptKey {
+                    request_hash: key.request_hash,
+                    first_message_id: first.id,
+                    last_message_id: last.id,
+                    message_count: i64::try_from(stored.len()).unwrap_or(i64::MAX),
+                };
+                idempotency::store_key(tx, &owner, &key.key, &kept, &now)?;
+            }
+            Ok(Appended::Stored(stored))
         })
         .await
     }
@@ -343,18 +372,11 @@ impl Db {
 /// What [`Db::append_messages`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored these messages (no idempotency key).
+    /// Stored these messages.
     Stored(Vec<ChatMessage>),
-    /// Stored `count` messages and kept `response`, the rendered answer, for retries.
-    Kept {
-        /// The response body.
-        response: String,
-        /// How many messages were stored.
-        count: usize,
-    },
     /// Stored nothing: the request repeats an earlier one with the same idempotency
-    /// key; this is the answer given then.
-    Replayed(String),
+    /// key, which stored these messages.
+    Replayed(Vec<ChatMessage>),
 }
 
 impl Db {
@@ -488,10 +510,12 @@ fn in_read_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> R
 
 /// Counts SQLITE_BUSY failures (the busy timeout ran out) for the metrics.
 fn count_busy<T>(result: Result<T>) -> Result<T> {
-    if let Err(Error::Sqlite(err)) = &result {
-        if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
-            metrics::counter!(crate::telemetry::DB_BUSY).increment(1);
-        }
+    if let Err(Error::Unavailable {
+        reason: Unavailable::Busy,
+        ..
+    }) = &result
+    {
+        metrics::counter!(crate::telemetry::DB_BUSY).increment(1);
     }
     result
 }

@@ -13,6 +13,7 @@ const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_idempotency_keys.sql"),
     include_str!("migrations/003_actor_check.sql"),
+    include_str!("migrations/004_storage_counts_and_slim_keys.sql"),
 ];
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
@@ -263,6 +264,100 @@ mod tests {
                 .unwrap();
             assert_eq!(check, "ok");
         }
+    }
+
+    /// A database as schema version 3 left it: version 1 and the first two migrations.
+    fn version_3_database() -> Connection {
+        let conn = version_1_database(V1_SCHEMA);
+        for migration in &MIGRATIONS[..2] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_version_3_database_gets_storage_counts_and_keys_that_keep_only_ids() {
+        // Arrange: two users' messages, and two kept answers in the old form (a copy of
+        // the response), one single, one a batch; and a third the old code could not
+        // have written, which cannot be kept.
+        let mut old = version_3_database();
+        old.execute_batch(
+            "INSERT INTO users (id, created_at) VALUES ('ada', 'now'), ('bob', 'now'), ('cy', 'now');
+             INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at)
+                 VALUES ('ada', 'c', 'm', 'now', 'now'), ('bob', 'c', 'm', 'now', 'now');
+             INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, created_at)
+                 VALUES (1, 'ada', 'héllo', 'user', 'now'), (1, 'ada', 'hi', 'assistant', 'now'),
+                        (1, 'ada', 'more', 'user', 'now'), (2, 'bob', 'x', 'user', 'now');
+             INSERT INTO idempotency_keys VALUES
+                 ('ada', 'one', zeroblob(32), '{\"chatMessage\":{\"id\":1,\"message\":\"héllo\"}}', 'now'),
+                 ('ada', 'batch', zeroblob(32), '{\"chatMessages\":[{\"id\":2},{\"id\":3}]}', 'now'),
+                 ('bob', 'odd', zeroblob(32), 'not json', 'now');",
+        )
+        .unwrap();
+
+        // Act
+        migrate(&mut old).unwrap();
+
+        // Assert: counts as stored, keys as ids, and deletes keep the counts.
+        let counts = |conn: &Connection| -> Vec<(String, i64, i64)> {
+            conn.prepare("SELECT id, stored_messages, stored_bytes FROM users ORDER BY id")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(
+            counts(&old),
+            [
+                ("ada".to_owned(), 3, 6 + 2 + 4),
+                ("bob".to_owned(), 1, 1),
+                ("cy".to_owned(), 0, 0)
+            ]
+        );
+        let keys: Vec<(String, i64, i64, i64)> = old
+            .prepare(
+                "SELECT key, first_message_id, last_message_id, message_count \
+                 FROM idempotency_keys ORDER BY key",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            keys,
+            [("batch".to_owned(), 2, 3, 2), ("one".to_owned(), 1, 1, 1)]
+        );
+        old.execute("DELETE FROM chat_messages WHERE id = 1", [])
+            .unwrap();
+        old.execute("DELETE FROM chat_conversations WHERE id = 2", [])
+            .unwrap();
+        assert_eq!(
+            counts(&old),
+            [
+                ("ada".to_owned(), 2, 2 + 4),
+                ("bob".to_owned(), 0, 0),
+                ("cy".to_owned(), 0, 0)
+            ]
+        );
+        let mut new = fresh();
+        migrate(&mut new).unwrap();
+        assert_eq!(shape(&old), shape(&new));
+        let triggers = |conn: &Connection| -> Vec<String> {
+            conn.prepare("SELECT sql FROM sqlite_schema WHERE type = 'trigger' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(triggers(&old).len(), 1);
+        assert_eq!(
+            triggers(&old)[0].replace(" IF NOT EXISTS", ""),
+            triggers(&new)[0].replace(" IF NOT EXISTS", "")
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The `users` table.
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result};
+use super::{Entity, Error, Result, Taken};
 use crate::domain::{Timestamp, User};
 
-/// Inserts a user. [`Error::Conflict`] if the id or the email is taken.
+/// Inserts a user. [`Error::Conflict`] naming the value taken if the id or the email
+/// is; any other constraint the row breaks is a failure, not a conflict.
 pub fn insert_user(
     conn: &Connection,
     id: &str,
@@ -17,11 +18,52 @@ pub fn insert_user(
         "INSERT INTO users (id, primary_email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![id, email, password_hash, now.as_str()])
-    .map_err(|err| match err.sqlite_error_code() {
-        Some(ErrorCode::ConstraintViolation) => Error::Conflict(Entity::User),
-        _ => Error::Sqlite(err),
+    .map_err(|err| match taken(&err) {
+        Some(taken) => Error::Conflict(taken),
+        None => Error::from(err),
     })?;
     Ok(())
+}
+
+/// Which unique column of `users` a failed insert found taken, if that is why it failed.
+/// SQLite names the column only in the message ("UNIQUE constraint failed:
+/// users.primary_email"); the extended code tells a uniqueness failure from a CHECK,
+/// NOT NULL or foreign-key one.
+fn taken(err: &rusqlite::Error) -> Option<Taken> {
+    let rusqlite::Error::SqliteFailure(failure, Some(message)) = err else {
+        return None;
+    };
+    let unique = [
+        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE,
+        rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY,
+    ]
+    .contains(&failure.extended_code);
+    match message.rsplit(": ").next() {
+        Some("users.id") if unique => Some(Taken::UserId),
+        Some("users.primary_email") if unique => Some(Taken::UserEmail),
+        _ => None,
+    }
+}
+
+/// Adds `messages` stored messages holding `bytes` bytes of text to `id`'s storage
+/// counts. Every insert of messages calls this once per batch; deletes are counted by
+/// the `chat_messages_uncount` trigger (see `schema.sql`).
+pub fn add_stored(conn: &Connection, id: &str, messages: i64, bytes: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET stored_messages = stored_messages + ?2, \
+         stored_bytes = stored_bytes + ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, messages, bytes])?;
+    Ok(())
+}
+
+/// How many messages `id` keeps, and how many bytes of text they hold.
+pub fn find_stored(conn: &Connection, id: &str) -> Result<(i64, i64)> {
+    Ok(conn
+        .prepare_cached("SELECT stored_messages, stored_bytes FROM users WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?
+        .unwrap_or_default())
 }
 
 /// Whether a user with this id exists.
@@ -69,4 +111,67 @@ pub fn find_user_by_email(
         )?
         .query_row([email], |row| Ok((user_from_row(row)?, row.get(3)?)))
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::db::schema::migrate(&mut conn).unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        insert_user(
+            &conn,
+            "ada",
+            Some("ada@example.org"),
+            None,
+            &Timestamp::now(),
+        )
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_taken_id_or_email_is_a_conflict_that_names_it() {
+        let conn = database();
+        let now = Timestamp::now();
+        let cases = [
+            ("ada", Some("other@example.org"), Taken::UserId),
+            ("bob", Some("ada@example.org"), Taken::UserEmail),
+        ];
+        for (id, email, expected) in cases {
+            let err = insert_user(&conn, id, email, None, &now).unwrap_err();
+            assert!(
+                matches!(err, Error::Conflict(taken) if taken == expected),
+                "{id} {email:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_constraint_failures_are_failures_not_conflicts() {
+        let conn = database();
+        conn.execute_batch(
+            "CREATE TABLE probe (v TEXT NOT NULL CHECK (v <> 'no'), \
+                                 u TEXT REFERENCES users (id));",
+        )
+        .unwrap();
+        for sql in [
+            "INSERT INTO probe (v) VALUES ('no')",
+            "INSERT INTO probe (v) VALUES (NULL)",
+            "INSERT INTO probe (v, u) VALUES ('yes', 'nobody')",
+        ] {
+            let err = conn.execute(sql, []).unwrap_err();
+            assert_eq!(taken(&err), None, "{sql}: {err}");
+        }
+        // The users table itself: created_at is NOT NULL.
+        let err = conn
+            .execute(
+                "INSERT INTO users (id, created_at) VALUES ('eve', NULL)",
+                [],
+            )
+            .unwrap_err();
+        assert_eq!(taken(&err), None, "{err}");
+    }
 }

@@ -12,7 +12,10 @@
 //! `SAVEPOINT` inside one IMMEDIATE transaction — a job that fails rolls back to its
 //! savepoint and affects no other — commits once, and only then answers each job. A
 //! job's writes stay together and in order; nothing is acknowledged before the commit
-//! that holds it. If the commit itself fails, every job of the group gets the error.
+//! that holds it. If the group's transaction cannot begin (another connection held the
+//! lock past the busy timeout), a savepoint fails, SQLite rolls the transaction back or
+//! the commit fails, every job of the group gets that error, with SQLite's as its
+//! source, and the writer goes on with the next group. A job that panics fails alone.
 //!
 //! **Back-pressure.** The queue holds at most `capacity` jobs. When it is full, `call`
 //! fails at once with [`Error::Overloaded`] (the API answers 503 with `Retry-After`)
@@ -52,7 +55,7 @@ use rusqlite::Connection;
 use rusqlite::hooks::Wal;
 use tokio::sync::oneshot;
 
-use super::{Error, Result};
+use super::{Error, Result, Step};
 use crate::telemetry::WRITE_QUEUE_DEPTH;
 
 /// Most jobs committed together. Bounds the time the first job of a group waits for
@@ -83,11 +86,64 @@ fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Delivers a job's result once its group's commit is known (`Err` if it failed).
-type Reply = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
+/// Delivers a job's result once its group's fate is known: `None` once it is committed,
+/// else why the group failed.
+type Reply = Box<dyn FnOnce(Option<&Error>) + Send>;
 
-/// Runs inside its savepoint; says whether it succeeded, and how to answer its caller.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// A write waiting for its turn.
+trait Work: Send {
+    /// Runs the write (its savepoint is already open). Returns its own error, if it
+    /// failed, for the rest of its group in case SQLite rolled the whole transaction
+    /// back because of it, and how to answer its caller.
+    fn run(self: Box<Self>, conn: &Connection) -> (Option<Error>, Reply);
+
+    /// Tells the caller that the write could not be run, and why.
+    fn refuse(self: Box<Self>, why: Error);
+}
+
+/// The one kind of [`Work`]: a closure and the channel its caller waits on.
+struct Call<F, T> {
+    f: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> Work for Call<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> (Option<Error>, Reply) {
+        let Call { f, reply } = *self;
+        // A panicking write is a bug in that write, not a stopped writer: its caller
+        // gets a failure, and the rest of the group goes on.
+        let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+            log::error!("a database write panicked; it was rolled back");
+            Err(Error::described(
+                Step::Write,
+                "the write panicked".to_owned(),
+            ))
+        });
+        let own_error = result.as_ref().err().map(Error::shared);
+        let deliver: Reply = Box::new(move |failed| {
+            let outcome = match (failed, result) {
+                (None, result) => result,
+                // Its own error says more than the group's.
+                (Some(_), Err(own)) => Err(own),
+                (Some(why), Ok(_)) => Err(why.shared()),
+            };
+            // The caller may have gone away (client disconnected); the write stands.
+            let _ = reply.send(outcome);
+        });
+        (own_error, deliver)
+    }
+
+    fn refuse(self: Box<Self>, why: Error) {
+        let _ = self.reply.send(Err(why));
+    }
+}
+
+/// A queued write.
+type Job = Box<dyn Work>;
 
 /// What the writer thread is asked to do.
 enum Message {
@@ -152,30 +208,19 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let succeeded = result.is_ok();
-            let deliver: Reply = Box::new(move |commit| {
-                let outcome = match commit {
-                    Ok(()) => result,
-                    Err(why) => Err(Error::CommitFailed(why.to_owned())),
-                };
-                // The caller may have gone away (client disconnected); the write stands.
-                let _ = reply.send(outcome);
-            });
-            (succeeded, deliver)
-        });
+        let job: Job = Box::new(Call { f, reply });
         // Counted before sending, so the writer never takes more than was counted.
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(refused) = self.jobs.try_send(Message::Run(job)) {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(match refused {
                 TrySendError::Full(_) => Error::Overloaded,
-                TrySendError::Disconnected(_) => Error::WriterGone,
+                TrySendError::Disconnected(_) => Error::writer_gone(),
             });
         }
         gauge!(WRITE_QUEUE_DEPTH).set(self.queued() as f64);
-        answer.await.map_err(|_| Error::WriterGone)?
+        // Every job is answered, run or refused; only a writer thread that died drops one.
+        answer.await.map_err(|_| Error::writer_gone())?
     }
 
     /// How many writes are waiting in the queue.
@@ -200,8 +245,8 @@ impl Writer {
         // Blocking here is fine: close runs once, at shutdown, after the server stopped.
         self.jobs
             .send(Message::Close(reply))
-            .map_err(|_| Error::WriterGone)?;
-        answer.await.map_err(|_| Error::WriterGone)?
+            .map_err(|_| Error::writer_gone())?;
+        answer.await.map_err(|_| Error::writer_gone())?
     }
 }
 
@@ -252,6 +297,9 @@ impl Checkpointer {
 /// uses the WAL any more, so that the next write starts it over (see the module docs).
 fn restart_wal(conn: &Connection, pages: c_int) {
     log::debug!("the WAL holds {pages} pages; restarting it");
+    let busy_timeout = conn
+        .pragma_query_value(None, "busy_timeout", |row| row.get::<_, u32>(0))
+        .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
     let restarted = conn
         .busy_timeout(RESTART_WAIT)
         .and_then(|()| {
@@ -265,7 +313,7 @@ fn restart_wal(conn: &Connection, pages: c_int) {
         Ok(false) => log::debug!("reads kept the WAL from starting over; trying again later"),
         Err(err) => log::warn!("checkpoint failed: {err}"),
     }
-    if let Err(err) = conn.busy_timeout(super::BUSY_TIMEOUT) {
+    if let Err(err) = busy_timeout.and_then(|timeout| conn.busy_timeout(timeout)) {
         log::error!("cannot restore the writer's busy timeout: {err}");
     }
 }
@@ -320,63 +368,96 @@ fn run(
 }
 
 /// Runs `jobs` in one transaction, each in its own savepoint, commits, and answers them.
-fn commit_group(conn: &Connection, jobs: impl Iterator<Item = Job>, commits: &AtomicU64) {
+/// When the transaction cannot begin, or fails part-way, every job gets the error that
+/// stopped it: those that ran are rolled back, the rest are not run.
+fn commit_group(conn: &Connection, mut jobs: impl Iterator<Item = Job>, commits: &AtomicU64) {
     if let Err(err) = run_statement(conn, "BEGIN IMMEDIATE") {
-        // Dropping the jobs drops their reply channels: their callers see the failure.
-        log::error!("cannot begin a write transaction: {err}");
+        let why = Error::backend(Step::Begin, err);
+        log::error!("cannot begin a write transaction: {why:?}");
+        for job in jobs {
+            job.refuse(why.shared());
+        }
         return;
     }
     let mut replies: Vec<Reply> = Vec::new();
-    for job in jobs {
+    let mut failed = None;
+    for job in jobs.by_ref() {
         match run_in_savepoint(conn, job) {
             Ok(reply) => replies.push(reply),
-            Err(err) => log::error!("a database write could not run: {err}"),
-        }
-        if conn.is_autocommit() {
-            // SQLite rolled the whole transaction back (disk full, I/O error, ...):
-            // every write of the group so far is gone, and the rest is not run.
-            log::error!("the group's transaction was rolled back by SQLite");
-            for reply in replies {
-                reply(Err("the transaction was rolled back"));
+            Err(why) => {
+                failed = Some(why);
+                break;
             }
-            return;
         }
     }
-    let committed = run_statement(conn, "COMMIT");
-    let outcome = match &committed {
-        Ok(()) => {
-            commits.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }
-        Err(err) => {
-            log::error!("group commit of {} writes failed: {err}", replies.len());
-            let _ = run_statement(conn, "ROLLBACK");
-            Err("the commit failed")
-        }
+    let why = match failed {
+        None => match run_statement(conn, "COMMIT") {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                for reply in replies {
+                    reply(None);
+                }
+                return;
+            }
+            Err(err) => Error::backend(Step::Commit, err),
+        },
+        Some(why) => why,
     };
+    log::error!("a group of {} writes failed: {why:?}", replies.len());
+    if !conn.is_autocommit() {
+        if let Err(err) = run_statement(conn, "ROLLBACK") {
+            log::error!("cannot roll the failed group back: {err}");
+        }
+    }
     for reply in replies {
-        reply(outcome);
+        reply(Some(&why));
+    }
+    for job in jobs {
+        job.refuse(why.shared());
     }
 }
 
 /// Runs one job between `SAVEPOINT` and `RELEASE`, rolling back to the savepoint if it
-/// fails or panics, so the rest of the group is unaffected.
-fn run_in_savepoint(conn: &Connection, job: Job) -> rusqlite::Result<Reply> {
-    run_statement(conn, "SAVEPOINT job")?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| job(conn)));
-    let (succeeded, reply) = match outcome {
-        Ok(done) => done,
-        Err(_) => {
-            log::error!("a database write panicked; it was rolled back");
-            let nobody: Reply = Box::new(|_: std::result::Result<(), &str>| {});
-            (false, nobody)
-        }
-    };
-    if !succeeded {
-        run_statement(conn, "ROLLBACK TO job")?;
+/// fails, so the rest of the group is unaffected. `Err` when the group's transaction
+/// cannot go on: the savepoint itself failed (the job is answered with that error), or
+/// SQLite rolled the whole transaction back (disk full, I/O error, ...), so that every
+/// write of the group so far is gone.
+fn run_in_savepoint(conn: &Connection, job: Job) -> Result<Reply> {
+    if let Err(err) = run_statement(conn, "SAVEPOINT job") {
+        let why = Error::backend(Step::Savepoint, err);
+        job.refuse(why.shared());
+        return Err(why);
     }
-    run_statement(conn, "RELEASE job")?;
-    Ok(reply)
+    let (own_error, reply) = job.run(conn);
+    if conn.is_autocommit() {
+        let why = own_error.map_or_else(
+            || Error::described(Step::Group, "SQLite rolled the transaction back".to_owned()),
+            |own| match own {
+                Error::Failed { source, .. } => Error::Failed {
+                    step: Step::Group,
+                    source,
+                },
+                other => other,
+            },
+        );
+        reply(Some(&why));
+        return Err(why);
+    }
+    let ended = if own_error.is_some() {
+        run_statement(conn, "ROLLBACK TO job").and_then(|()| run_statement(conn, "RELEASE job"))
+    } else {
+        run_statement(conn, "RELEASE job")
+    };
+    match ended {
+        Ok(()) => Ok(reply),
+        Err(err) => {
+            // A write that may not have been rolled back must not be committed with the
+            // others: the whole group fails.
+            let why = Error::backend(Step::Savepoint, err);
+            reply(Some(&why));
+            Err(why)
+        }
+    }
 }
 
 /// Runs one of the writer's own statements from the statement cache: they run for every
@@ -389,7 +470,7 @@ fn run_statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// file alone is a complete copy; then closes the connection.
 fn checkpoint_and_close(conn: Connection) -> Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    conn.close().map_err(|(_, err)| Error::Sqlite(err))
+    conn.close().map_err(|(_, err)| Error::from(err))
 }
 
 #[cfg(test)]
@@ -527,6 +608,157 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, [1, 3]);
+    }
+
+    /// The error and its whole cause chain, as the log shows it.
+    fn chain(err: &Error) -> String {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            text.push_str(&format!(" <- {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_that_cannot_begin_tells_each_write_the_real_reason() {
+        // Arrange: another connection holds the write lock past the writer's (short)
+        // busy timeout.
+        let (dir, writer) = writer_on_a_fresh_table(16);
+        writer
+            .call(|conn| Ok(conn.busy_timeout(Duration::from_millis(20))?))
+            .await
+            .unwrap();
+        let other = Connection::open(dir.path().join("t.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        // Act
+        let refused = writer
+            .call(|conn| {
+                conn.execute("INSERT INTO t (v) VALUES (1)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+
+        // Assert: busy, not "the writer is not running", and the writer goes on.
+        assert!(
+            matches!(
+                refused,
+                Error::Unavailable {
+                    reason: super::super::Unavailable::Busy,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(
+            chain(&refused).contains("database is locked"),
+            "{}",
+            chain(&refused)
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        writer
+            .call(|conn| {
+                conn.execute("INSERT INTO t (v) VALUES (2)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_fails_every_write_of_its_group_with_sqlites_reason() {
+        // Arrange: a deferred foreign key (the bundled SQLite enforces foreign keys by
+        // default) fails only at COMMIT; one write breaks it, two others are grouped
+        // with it behind a busy writer.
+        let (_dir, writer) = writer_on_a_fresh_table(16);
+        writer
+            .call(|conn| {
+                conn.execute_batch(
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                     CREATE TABLE child (p INTEGER REFERENCES parent (id)
+                                         DEFERRABLE INITIALLY DEFERRED);",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (release, holder) = hold_the_writer(&writer).await;
+        let write = |sql: &'static str| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .call(move |conn| {
+                        conn.execute(sql, [])?;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let writes = [
+            write("INSERT INTO t (v) VALUES (1)"),
+            write("INSERT INTO child (p) VALUES (42)"),
+            write("INSERT INTO t (v) VALUES (3)"),
+        ];
+        until_queued(&writer, 3).await;
+        release.send(()).unwrap();
+        holder.await.unwrap();
+
+        // Act + Assert: each write is told the commit failed, and why.
+        for write in writes {
+            let err = write.await.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Failed {
+                        step: Step::Commit,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(
+                chain(&err).contains("FOREIGN KEY constraint failed"),
+                "{}",
+                chain(&err)
+            );
+        }
+        let stored: i64 = writer
+            .call(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(stored, 0, "the failed group was rolled back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_write_fails_alone_and_the_writer_keeps_running() {
+        let (_dir, writer) = writer_on_a_fresh_table(16);
+
+        let panicked = writer
+            .call(|conn| -> Result<()> {
+                conn.execute("INSERT INTO t (v) VALUES (1)", [])?;
+                panic!("a bug in a write");
+            })
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(
+                panicked,
+                Error::Failed {
+                    step: Step::Write,
+                    ..
+                }
+            ),
+            "{panicked:?}"
+        );
+        let stored: i64 = writer
+            .call(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(stored, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,14 +131,15 @@ pub enum RateLimited {
     RateLimited(ErrorBody),
 }
 
-/// The answer of a route that writes, when too many writes are waiting.
+/// The answer of a route that writes, when too many writes are waiting or the database
+/// cannot serve right now.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum Overloaded {
-    /// Too many writes are waiting for the database.
+    /// Too many writes are waiting, or the database is busy or unavailable.
     #[response(
         status = 503,
-        description = "Too many writes are waiting; retry shortly",
+        description = "Too many writes are waiting, or the database is busy; retry shortly",
         headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
     )]
     Overloaded(ErrorBody),

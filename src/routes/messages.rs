@@ -107,8 +107,11 @@ const FIELDS: &str = "message | messages";
         (status = 200, description = "Stored: `chatMessage` for the single form, `chatMessages` (in array order) for a batch", body = CreatedMessages),
         (status = 400, description = "Invalid chat id or body", body = ErrorBody),
         (status = 404, description = "No such chat of this user", body = ErrorBody),
+        (status = 409, description = "The messages this Idempotency-Key stored were deleted since", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
         SessionErrors,
+        // After SessionErrors, whose 403 this one replaces.
+        (status = 403, description = "The session is another user's, or the user's storage quota is used up", body = ErrorBody),
         JsonBodyErrors,
         RateLimited,
         Overloaded,
@@ -134,30 +137,30 @@ pub async fn create(
         CreateMessages::Single(message) => (vec![message], true),
         CreateMessages::Batch(messages) => (messages, false),
     };
-    let render = move |stored: Vec<ChatMessage>| -> Result<String, BoxError> {
-        Ok(serde_json::to_string(&CreatedMessages::new(
-            stored, single,
-        ))?)
-    };
     let appended = match db
-        .append_messages(claim.clone(), chat_id, messages, idempotency, render)
+        .append_messages(claim.clone(), chat_id, messages, idempotency)
         .await
     {
         Ok(appended) => appended,
         // Refused before the writer ran the job, so before the claim was checked.
-        Err(err @ (db::Error::Overloaded | db::Error::WriterGone)) => {
+        Err(err @ db::Error::Overloaded) => {
+            return Err(auth::claim_first(&req, claim, err.into()).await);
+        }
+        Err(err) if err.is_writer_gone() => {
             return Err(auth::claim_first(&req, claim, err.into()).await);
         }
         Err(err) => return Err(err.into()),
     };
-    let (response, stored) = match appended {
+    // A replay renders the messages the key stored: the same bytes as the first answer.
+    let (messages, stored) = match appended {
         Appended::Stored(messages) => {
             let count = messages.len();
-            (render(messages).map_err(ApiError::Internal)?, count)
+            (messages, count)
         }
-        Appended::Kept { response, count } => (response, count),
-        Appended::Replayed(response) => (response, 0),
+        Appended::Replayed(messages) => (messages, 0),
     };
+    let response = serde_json::to_string(&CreatedMessages::new(messages, single))
+        .map_err(ApiError::internal)?;
     if stored > 0 {
         counter!(MESSAGES_STORED).increment(stored as u64);
         if !single {

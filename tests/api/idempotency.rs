@@ -678,3 +678,85 @@ async fn purge_expired_deletes_keys_older_than_24_hours_and_keeps_fresh_ones() {
     assert_eq!(retry.body, fresh.body, "the fresh key still replays");
     db.close().await.expect("the second handle closes");
 }
+
+#[tokio::test]
+async fn a_damaged_stored_request_hash_is_a_500_not_a_different_request() {
+    // Arrange: a kept key whose stored hash was cut short (a damaged row).
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let body = json!({"message": "once", "actor": "user"});
+    assert_eq!(post_keyed(&app, &alice, "k", &body).await.status(), 200);
+    rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .execute("UPDATE idempotency_keys SET request_hash = x'0102'", [])
+        .unwrap();
+
+    // Act
+    let retry = post_keyed(&app, &alice, "k", &body).await;
+
+    // Assert: neither a 422 (the request is the same) nor a second copy.
+    assert_error(retry, 500, "Internal Server Error").await;
+    assert_eq!(app.stored_messages(alice.chat_id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_key_keeps_a_few_bytes_however_large_its_answer_and_still_replays_it_exactly() {
+    // Arrange: a batch of 1 MiB of text.
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let big = "x".repeat(256 * 1024);
+    let body = batch_of(&[big.as_str(), big.as_str(), big.as_str(), big.as_str()]);
+    let first = Answer::of(post_keyed(&app, &alice, "big", &body).await).await;
+    assert_eq!(first.status, 200, "{first:?}");
+
+    // Act
+    let retry = Answer::of(post_keyed(&app, &alice, "big", &body).await).await;
+
+    // Assert: the same answer, rendered from the messages; the key holds their ids.
+    assert_eq!(retry.body, first.body, "byte-identical replay");
+    assert_eq!(app.stored_messages(alice.chat_id).len(), 4);
+    let kept: i64 = rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .query_row(
+            "SELECT length(CAST(user_id AS BLOB)) + length(CAST(key AS BLOB)) \
+             + length(request_hash) + length(CAST(created_at AS BLOB)) + 3 * 8 \
+             FROM idempotency_keys",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(kept < 100, "a key keeps {kept} bytes");
+    let ids = first.ids();
+    let columns: Vec<(i64, i64, i64)> = rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .prepare("SELECT first_message_id, last_message_id, message_count FROM idempotency_keys")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(columns, [(ids[0], ids[3], 4)]);
+}
+
+#[tokio::test]
+async fn a_retry_after_its_messages_were_deleted_is_a_409_and_stores_nothing() {
+    // Arrange: the keyed messages are the last turn, which is then deleted.
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let body = batch_of(&["one", "two"]);
+    assert_eq!(post_keyed(&app, &alice, "gone", &body).await.status(), 200);
+    let last = format!("/api/users/alice/chats/{}/messages/last", alice.chat_id);
+    let deleted = app.delete(&last, Some(&alice.token), None).await;
+    assert_eq!(deleted.status(), 200);
+
+    // Act
+    let retry = post_keyed(&app, &alice, "gone", &body).await;
+
+    // Assert
+    let envelope = assert_error(retry, 409, "Conflict").await;
+    assert_eq!(
+        envelope["message"],
+        "The messages stored with this Idempotency-Key have been deleted since"
+    );
+    assert_eq!(app.stored_messages(alice.chat_id), []);
+}
