@@ -7,6 +7,7 @@ use clap::Parser;
 use neptun_chat::cli::Cli;
 use neptun_chat::config::{Quota, Settings};
 use serde_json::{Value, json};
+use std::path::Path;
 
 use crate::helpers::{TestApp, TestUser, assert_error, json_body, spawn_app_with_settings};
 
@@ -194,10 +195,11 @@ async fn without_a_quota_a_user_may_store_as_much_as_they_like() {
 fn the_quota_options_reach_the_settings_and_zero_is_refused() {
     let parse = |args: &[&str]| Cli::try_parse_from([&["neptun-chat"], args].concat());
 
-    let none = parse(&[]).unwrap().settings().quota;
+    let none = parse(&[]).unwrap().serve.settings(Path::new("x.db")).quota;
     let both = parse(&["--max-user-messages", "100", "--max-user-bytes", "4096"])
         .unwrap()
-        .settings()
+        .serve
+        .settings(Path::new("x.db"))
         .quota;
 
     assert_eq!(none, Quota::default(), "off by default");
