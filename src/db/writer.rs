@@ -53,7 +53,7 @@ use rusqlite::hooks::Wal;
 use tokio::sync::oneshot;
 
 use super::{Error, Result};
-use crate::telemetry::WRITE_QUEUE_DEPTH;
+use crate::metric_names::WRITE_QUEUE_DEPTH;
 
 /// Most jobs committed together. Bounds the time the first job of a group waits for
 /// the others, and the size of one transaction.
