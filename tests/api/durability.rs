@@ -1419,8 +1419,13 @@ async fn session_revoke_takes_a_token_that_starts_with_a_dash() {
 // ---- 8. start-up on a large database ---------------------------------------------------
 
 #[test]
-fn the_server_answers_healthz_within_2_seconds_on_a_database_of_200k_messages() {
-    // Arrange
+fn the_server_answers_healthz_on_a_database_of_200k_messages_about_as_soon_as_on_an_empty_one() {
+    // Arrange: the baseline is the same start-up, on this machine, now, on an empty
+    // database (a loaded machine slows both).
+    let empty = TempDb::new();
+    let spawned = Instant::now();
+    drop(empty.serve_with_args(&[]));
+    let baseline = spawned.elapsed();
     let (db, _, chat) = seeded_db();
     bulk_insert_messages(&db.path, chat, 200_000);
     assert_eq!(db.count("chat_messages"), 200_000);
@@ -1430,10 +1435,11 @@ fn the_server_answers_healthz_within_2_seconds_on_a_database_of_200k_messages() 
     let server = db.serve_with_args(&[]);
     let took = spawned.elapsed();
 
-    // Assert
+    // Assert: nothing at start-up reads the messages (a full integrity check, a count).
+    let bound = baseline * 4 + Duration::from_secs(1);
     assert!(
-        took < Duration::from_secs(2),
-        "healthy {took:?} after the spawn:\n{}",
+        took < bound,
+        "healthy {took:?} after the spawn, {baseline:?} on an empty database:\n{}",
         server.log()
     );
 }
