@@ -1,7 +1,9 @@
-//! Observability: `env_logger` set up from `RUST_LOG` (default `info`); one log line per
-//! request with its method, route template, status, latency and request id; and the
-//! Prometheus metrics served at `/metrics` (requests, latency, messages and batches
-//! stored, write-queue depth, busy database, open connections, process memory).
+//! Observability: `env_logger` set up from `RUST_LOG` (default `info`, without
+//! actix-server's own start-up and shutdown lines); one log line per request with its
+//! method, route template, status, latency and request id; and the Prometheus metrics
+//! served at `/metrics` (requests, latency, messages and batches stored, write-queue
+//! depth, busy database, open connections, process memory). Every series without
+//! labels is exported from start-up, at 0.
 //!
 //! Never log tokens, cookies, passwords or message texts: this module logs route
 //! templates (not raw paths) and error chains, which are built to leave those out.
@@ -30,7 +32,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 
 /// What is logged when `RUST_LOG` is not set: `info`, except that actix-server's own
 /// start-up and shutdown lines ("starting N workers", "SIGTERM received", ...) are left
-/// out, since [`startup`](crate::startup) logs one line for each of those events itself.
+/// out, since the server logs one line of its own for each of those events.
 const DEFAULT_LOG_FILTER: &str = "info,actix_server=warn";
 
 /// Starts logging to stderr; the filter comes from `RUST_LOG`, [`DEFAULT_LOG_FILTER`]
