@@ -222,9 +222,10 @@ impl StopSignals {
     }
 }
 
-/// A database error at start-up, naming the file once: an [`Unusable`](crate::db::Error::Unusable)
-/// error already names it and says why.
-fn database_error(err: crate::db::Error, path: &std::path::Path) -> anyhow::Error {
+/// A database error on opening `path` (for the server or an admin command), naming the
+/// file once: an [`Unusable`](crate::db::Error::Unusable) error already names it and
+/// says why; any other gets "cannot use the database PATH" as its context.
+pub fn database_error(err: crate::db::Error, path: &std::path::Path) -> anyhow::Error {
     if matches!(err, crate::db::Error::Unusable { .. }) {
         return err.into();
     }
