@@ -35,8 +35,8 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// out, since the server logs one line of its own for each of those events.
 const DEFAULT_LOG_FILTER: &str = "info,actix_server=warn";
 
-/// Starts logging to stderr; the filter comes from `RUST_LOG`, [`DEFAULT_LOG_FILTER`]
-/// when it is not set.
+/// Starts logging to stderr; the filter comes from `RUST_LOG`, or is `info` without
+/// actix-server's own lines (`info,actix_server=warn`) when it is not set.
 pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
         .format_target(false)
