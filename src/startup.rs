@@ -20,7 +20,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
@@ -139,16 +139,11 @@ impl Application {
         self.run(Some(signals)).await
     }
 
-    /// Serves, leaving the process's signals alone, until the server is stopped through
-    /// [`Application::handle`] or the runtime ends: for servers inside another program,
-    /// such as the tests, whose Ctrl-C must keep working.
+    /// Serves, leaving the process's signals alone, until the runtime that drives it
+    /// ends: for servers inside another program, such as the tests, whose Ctrl-C must
+    /// keep working (a signal handler, once installed, stays for the process's life).
     pub async fn run_ignoring_signals(self) -> anyhow::Result<()> {
         self.run(None).await
-    }
-
-    /// A handle that stops the server ([`ServerHandle::stop`]).
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
     }
 
     async fn run(self, signals: Option<StopSignals>) -> anyhow::Result<()> {
