@@ -1004,14 +1004,23 @@ async fn a_fresh_server_exports_every_metric_the_readme_lists_before_any_write()
             .collect();
         assert_eq!(values, [0.0], "{name}:\n{text}");
     }
+    // Resident memory agrees with the kernel's own count in bytes (VmRSS, in KiB),
+    // whatever the page size; the two are read moments apart, so within a factor 1.5.
     let rss = samples
         .iter()
         .find(|s| s.name == "process_resident_memory_bytes")
         .map(|s| s.value)
         .unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let vm_rss_kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("VmRSS in {status}"));
+    let kernel = vm_rss_kib * 1024.0;
     assert!(
-        rss > 1024.0 * 1024.0 && rss < 1024.0 * 1024.0 * 1024.0,
-        "resident memory {rss}"
+        rss > kernel / 1.5 && rss < kernel * 1.5,
+        "resident memory {rss} bytes, the kernel says {kernel}"
     );
 }
 
