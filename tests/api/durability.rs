@@ -1602,4 +1602,7 @@ fn start_up_errors_about_the_database_file_say_the_reason_once_in_words() {
         }
     }
     assert!(!new_in_locked.exists() && !below_locked.parent().unwrap().exists());
+    // Without root, the temporary folder could not be removed otherwise.
+    set_mode(&read_only_folder, 0o700);
+    set_mode(&locked, 0o700);
 }
