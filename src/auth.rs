@@ -19,14 +19,13 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::config::SessionSettings;
 use crate::db::Db;
 use crate::domain::SessionClaim;
 use crate::error::ApiError;
+use crate::random::random_url_safe;
 use crate::rate_limit::RateLimiter;
 
 /// The name of the session cookie.
@@ -59,13 +58,6 @@ impl fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionToken(<redacted>)")
     }
-}
-
-/// `N` bytes from the OS random source as URL-safe base64 without padding.
-pub fn random_url_safe<const N: usize>() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes)?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// SHA-256 of a token as presented by a client.

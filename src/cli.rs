@@ -366,8 +366,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn open_admin(cli: &Cli) -> anyhow::Result<Admin> {
-    Admin::open(&cli.database)
-        .with_context(|| format!("cannot use the database {}", cli.database.display()))
+    Admin::open(&cli.database).map_err(|err| crate::startup::database_error(err, &cli.database))
 }
 
 /// Prints `value` as the command's one line of output.

@@ -274,7 +274,7 @@ impl From<db::Error> for ApiError {
             | db::Error::Render(_)
             | db::Error::Incompatible(_)
             | db::Error::Backup { .. }
-            | db::Error::CreateDir { .. }) => ApiError::internal(err),
+            | db::Error::Unusable { .. }) => ApiError::internal(err),
         }
     }
 }
@@ -777,9 +777,9 @@ mod tests {
                 "Something went wrong on our side",
             ),
             (
-                db::Error::CreateDir {
-                    path: "/d".into(),
-                    source: io(),
+                db::Error::Unusable {
+                    what: "create the database /d/neptun.db".into(),
+                    reason: "the folder is not writable".into(),
                 },
                 500,
                 "Something went wrong on our side",

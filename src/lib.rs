@@ -19,8 +19,12 @@ pub mod domain;
 pub mod error;
 /// Request extractors that turn framework failures into `ApiError`s.
 pub mod extract;
+/// The names of the exported Prometheus series (a leaf module).
+pub mod metric_names;
 /// Argon2id password hashing, off the async workers.
 pub mod password;
+/// Random values from the OS: tokens, ids, request-id prefixes (a leaf module).
+pub mod random;
 /// The optional per-session limit on write requests.
 pub mod rate_limit;
 /// HTTP routes, one file per resource.

@@ -1,6 +1,21 @@
 //! [`Application`](crate::startup::Application): binds the listener, opens the database and builds the HTTP server.
 //! Production and the tests take this same path; binding port 0 picks a free port,
-//! which [`Application::port`](crate::startup::Application::port) reads back.
+//! which [`Application::port`](crate::startup::Application::port) reads back and the start-up log line names.
+//!
+//! # Signals
+//! actix-server's own signal handling treats SIGINT (Ctrl-C) as a *forced* stop that
+//! drops requests in flight, so it is turned off and this module listens itself: the
+//! first SIGINT or SIGTERM stops gracefully (no new connections, requests in flight
+//! finish within the grace period), a second one stops at once.
+//!
+//! # Errors actix-http answers itself
+//! A request head that cannot be parsed (a malformed request line or header: 400), one
+//! larger than the head buffer (431) or one that does not arrive in time (408) is
+//! answered by actix-http's HTTP/1 dispatcher with a fixed, empty-bodied response
+//! before any service runs: no middleware, `default_service` or error handler sees
+//! it, and `HttpServer` offers no hook for it (actix-http 3: `h1::Dispatcher`, which
+//! queues `Response::bad_request()` / `Response::with_body(431, ())`). Those answers
+//! therefore carry no JSON envelope; a reverse proxy in front can rewrite them.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -12,7 +27,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::db::{self, Db};
+use crate::db::{self, Db, Durability};
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 use crate::validation::Issue;
@@ -23,6 +38,7 @@ pub struct Application {
     port: u16,
     server: Server,
     db: Db,
+    grace: Duration,
 }
 
 impl Application {
@@ -44,7 +60,7 @@ impl Application {
             quota: settings.quota,
         };
         let db = Db::open_with(&settings.database, options)
-            .with_context(|| format!("cannot use the database {}", settings.database.display()))?;
+            .map_err(|err| database_error(err, &settings.database))?;
         telemetry::metrics();
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);
@@ -92,14 +108,22 @@ impl Application {
             extensions.insert(telemetry::ConnectionGuard::open());
         })
         .shutdown_timeout(settings.shutdown_grace.as_secs())
+        .disable_signals()
         .listen(listener)?
         .run();
         tokio::spawn(purge_periodically(db.clone()));
+        // The one start-up line: tests and operators read the bound port from it.
         log::info!(
-            "neptun-chat listening on {address} (database {})",
-            settings.database.display()
+            "neptun-chat listening on {address} with the database {} (durability {}, {workers} workers)",
+            settings.database.display(),
+            durability_name(settings.durability),
         );
-        Ok(Application { port, server, db })
+        Ok(Application {
+            port,
+            server,
+            db,
+            grace: settings.shutdown_grace,
+        })
     }
 
     /// The port the server listens on.
@@ -107,17 +131,109 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is told to stop (SIGINT/SIGTERM): then stops accepting
-    /// connections, lets requests in flight finish (up to the grace period), checkpoints
-    /// the WAL and closes the database.
+    /// Serves until the process is told to stop by SIGINT or SIGTERM: then stops
+    /// accepting connections, lets requests in flight finish (up to the grace period),
+    /// checkpoints the WAL and closes the database. A second signal during the grace
+    /// period stops at once, dropping the requests still in flight (their writes are
+    /// whole or absent, as after a crash).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await.context("the server failed");
-        self.db
-            .close()
-            .await
-            .context("closing the database failed")?;
+        let signals = StopSignals::listen().context("cannot listen for SIGINT and SIGTERM")?;
+        self.run(Some(signals)).await
+    }
+
+    /// Serves, leaving the process's signals alone, until the runtime that drives it
+    /// ends: for servers inside another program, such as the tests, whose Ctrl-C must
+    /// keep working (a signal handler, once installed, stays for the process's life).
+    pub async fn run_ignoring_signals(self) -> anyhow::Result<()> {
+        self.run(None).await
+    }
+
+    async fn run(self, signals: Option<StopSignals>) -> anyhow::Result<()> {
+        let Application {
+            server, db, grace, ..
+        } = self;
+        let served = match signals {
+            None => server.await,
+            Some(signals) => serve_until_signalled(server, signals, grace).await,
+        };
+        let served = served.context("the server failed");
+        db.close().await.context("closing the database failed")?;
         log::info!("stopped; the database is checkpointed and closed");
         served
+    }
+}
+
+/// Drives `server` until it ends, stopping it gracefully on the first signal and at
+/// once on a second.
+async fn serve_until_signalled(
+    mut server: Server,
+    mut signals: StopSignals,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let handle = server.handle();
+    tokio::select! {
+        served = &mut server => return served,
+        signal = signals.next() => {
+            // The stop command is sent by this call; the server future ends once the
+            // workers have finished their requests or the grace period is over.
+            drop(handle.stop(true));
+            log::info!(
+                "{signal} received: finishing the requests in flight (at most {} s); \
+                 send it again to stop at once",
+                grace.as_secs()
+            );
+        }
+    }
+    let forced = tokio::select! {
+        served = &mut server => return served,
+        signal = signals.next() => signal,
+    };
+    log::warn!("{forced} received again: stopping now, requests still in flight get no answer");
+    // Dropping a running server stops its workers at once, even during a graceful
+    // stop (actix-server's documented drop behaviour).
+    drop(server);
+    Ok(())
+}
+
+/// The two signals that stop the server.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// A database error on opening `path` (for the server or an admin command), naming the
+/// file once: an [`Unusable`](crate::db::Error::Unusable) error already names it and
+/// says why; any other gets "cannot use the database PATH" as its context.
+pub fn database_error(err: crate::db::Error, path: &std::path::Path) -> anyhow::Error {
+    if matches!(err, crate::db::Error::Unusable { .. }) {
+        return err.into();
+    }
+    anyhow::Error::new(err).context(format!("cannot use the database {}", path.display()))
+}
+
+/// How the start-up line names a durability: as `--sync` spells it.
+fn durability_name(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Full => "full",
+        Durability::Normal => "normal",
     }
 }
 

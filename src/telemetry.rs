@@ -1,7 +1,9 @@
-//! Observability: `env_logger` set up from `RUST_LOG` (default `info`); one log line per
-//! request with its method, route template, status, latency and request id; and the
-//! Prometheus metrics served at `/metrics` (requests, latency, messages and batches
-//! stored, write-queue depth, busy database, open connections, process memory).
+//! Observability: `env_logger` set up from `RUST_LOG` (default `info`, without
+//! actix-server's own start-up and shutdown lines); one log line per request with its
+//! method, route template, status, latency and request id; and the Prometheus metrics
+//! served at `/metrics` (requests, latency, messages and batches stored, write-queue
+//! depth, busy database, open connections, process memory). Every series without
+//! labels is exported from start-up, at 0.
 //!
 //! Never log tokens, cookies, passwords or message texts: this module logs route
 //! templates (not raw paths) and error chains, which are built to leave those out.
@@ -19,14 +21,24 @@ use actix_web::{HttpMessage, HttpResponse};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::random_url_safe;
+use crate::metric_names::{
+    BATCHES_STORED, DB_BUSY, LATENCY, MESSAGES_STORED, OPEN_CONNECTIONS, REQUESTS, RESIDENT_MEMORY,
+    WRITE_QUEUE_DEPTH,
+};
+use crate::random::random_url_safe;
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Starts logging to stderr; the level comes from `RUST_LOG`, `info` by default.
+/// What is logged when `RUST_LOG` is not set: `info`, except that actix-server's own
+/// start-up and shutdown lines ("starting N workers", "SIGTERM received", ...) are left
+/// out, since the server logs one line of its own for each of those events.
+const DEFAULT_LOG_FILTER: &str = "info,actix_server=warn";
+
+/// Starts logging to stderr; the filter comes from `RUST_LOG`, or is `info` without
+/// actix-server's own lines (`info,actix_server=warn`) when it is not set.
 pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
         .format_target(false)
         .init();
 }
@@ -137,19 +149,6 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-const REQUESTS: &str = "neptun_http_requests_total";
-const LATENCY: &str = "neptun_http_request_duration_seconds";
-/// Messages stored (counted by the create-messages route).
-pub const MESSAGES_STORED: &str = "neptun_messages_stored_total";
-/// Create-messages requests of the batch form that were stored.
-pub const BATCHES_STORED: &str = "neptun_batches_stored_total";
-/// Writes waiting for or running on the writer thread.
-pub const WRITE_QUEUE_DEPTH: &str = "neptun_db_write_queue_depth";
-/// SQLite answers of SQLITE_BUSY (the busy timeout ran out).
-pub const DB_BUSY: &str = "neptun_db_busy_total";
-const OPEN_CONNECTIONS: &str = "neptun_http_open_connections";
-const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
-
 /// The Prometheus recorder, installed once per process: the `metrics` macros anywhere
 /// in the program write to it. `None` if another recorder was installed first.
 pub fn metrics() -> Option<&'static PrometheusHandle> {
@@ -166,6 +165,7 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
             match handle {
                 Ok(handle) => {
                     describe_metrics();
+                    register_unlabelled_series();
                     Some(handle)
                 }
                 Err(err) => {
@@ -205,6 +205,22 @@ fn describe_metrics() {
     );
 }
 
+/// Creates every series without labels at 0, so that a scrape of a fresh server shows
+/// each of them (a counter that first appears at 1 hides its first increase from
+/// `rate()`, and an alert on a missing series cannot tell "0" from "not exported").
+/// The labelled request series appear with the first request, labelled by it.
+fn register_unlabelled_series() {
+    for name in [MESSAGES_STORED, BATCHES_STORED, DB_BUSY] {
+        counter!(name).increment(0);
+    }
+    for name in [WRITE_QUEUE_DEPTH, OPEN_CONNECTIONS] {
+        gauge!(name).increment(0.0);
+    }
+    if let Some(rss) = resident_memory_bytes() {
+        gauge!(RESIDENT_MEMORY).set(rss as f64);
+    }
+}
+
 /// `GET /metrics`: the Prometheus text format.
 pub async fn serve_metrics() -> HttpResponse {
     let Some(handle) = metrics() else {
@@ -219,11 +235,13 @@ pub async fn serve_metrics() -> HttpResponse {
         .body(handle.render())
 }
 
-/// The process's resident memory, from `/proc/self/statm` (Linux only).
+/// The process's resident memory: the pages `/proc/self/statm` counts (Linux only),
+/// times the page size the system reports, which is 16 KiB or 64 KiB on some arm64
+/// and POWER kernels rather than 4 KiB.
 fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    pages.checked_mul(u64::try_from(rustix::param::page_size()).ok()?)
 }
 
 /// Lives in a connection's extensions: counts the connection open until it is dropped.

@@ -2,6 +2,8 @@
 //! It writes to the same file as a running server; IMMEDIATE transactions and the busy
 //! timeout make the two take turns.
 
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -177,11 +179,24 @@ impl Admin {
             )));
         }
         if let Some(dir) = dest.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            // A backup holds everything the database does: only its owner may read it.
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         if tmp.exists() {
             std::fs::remove_file(&tmp).map_err(io)?;
         }
+        // SQLite would create the copy 0644; `VACUUM INTO` fills an empty file as it
+        // finds it, so the copy starts out 0600 (and the rename keeps that).
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
         let written = self
             .conn
             .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])

@@ -71,14 +71,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The database folder could not be created.
-    #[error("cannot create the database folder {path}")]
-    CreateDir {
-        /// The folder.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+    /// The database file or its folder cannot be used, for the reason given in words
+    /// (start-up only): "cannot create the database /x/neptun.db: the folder is not
+    /// writable".
+    #[error("cannot {what}: {reason}")]
+    Unusable {
+        /// What could not be done, naming the database ("create the database /x/neptun.db").
+        what: String,
+        /// Why, in words.
+        reason: String,
     },
 }
 

@@ -515,7 +515,7 @@ fn count_busy<T>(result: Result<T>) -> Result<T> {
         ..
     }) = &result
     {
-        metrics::counter!(crate::telemetry::DB_BUSY).increment(1);
+        metrics::counter!(crate::metric_names::DB_BUSY).increment(1);
     }
     result
 }
@@ -523,20 +523,139 @@ fn count_busy<T>(result: Result<T>) -> Result<T> {
 /// Opens a read-write connection to `path` (creating the file and its folder), switches
 /// the file to WAL and brings its schema up to date. Used by the writer and by [`Admin`].
 fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
+    prepare_database_file(path)?;
     let mut conn = Connection::open(path)?;
     configure_connection(&mut conn, durability)?;
+    // SQLite falls back to read-only when it cannot open the file for writing; the
+    // checks above catch the usual reasons in words, this one any other.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(unusable(
+            "write the database",
+            path,
+            "SQLite could only open it read-only".to_owned(),
+        ));
+    }
     // Refuse a foreign file before changing anything about it, journal mode included.
     schema::migrate(&mut conn)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
         row.get::<_, String>(0)
     })?;
     Ok(conn)
+}
+
+/// Makes sure the database at `path` can be written before SQLite opens it: creates
+/// its folder (0700) and the file (0600) when they are missing, so that only the
+/// account running the server can read the password hashes and chats (SQLite gives the
+/// `-wal` and `-shm` files the main file's permissions), and checks that an existing
+/// file and its folder are writable.
+///
+/// A server on a database it cannot write would start, answer every write with a 500
+/// and still look healthy; refusing to start puts the reason in front of whoever
+/// started it, once and in words, instead of in every failed request. The check asks
+/// the kernel (`open` for writing, `access(W_OK)`), so it holds for root too: a
+/// read-only mount or an immutable file is refused even though root ignores file modes.
+fn prepare_database_file(path: &Path) -> Result<()> {
+    use std::fs::{DirBuilder, OpenOptions};
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|err| {
+                let reason = match err.kind() {
+                    ErrorKind::PermissionDenied => "a folder above it is not writable".to_owned(),
+                    ErrorKind::AlreadyExists | ErrorKind::NotADirectory => {
+                        "a part of the path is a file, not a folder".to_owned()
+                    }
+                    _ => in_words(&err),
+                };
+                Error::Unusable {
+                    what: format!(
+                        "create the folder {} for the database {}",
+                        dir.display(),
+                        path.display()
+                    ),
+                    reason,
+                }
+            })?;
+    }
+    let created = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|err| {
+                    let reason = match err.kind() {
+                        ErrorKind::PermissionDenied => {
+                            "the file is read-only (for this user)".to_owned()
+                        }
+                        ErrorKind::IsADirectory => "it is a folder".to_owned(),
+                        _ => in_words(&err),
+                    };
+                    unusable("write the database", path, reason)
+                })?;
+        }
+        Err(err) => {
+            let reason = match err.kind() {
+                ErrorKind::PermissionDenied => "the folder is not writable".to_owned(),
+                _ => in_words(&err),
+            };
+            return Err(unusable("create the database", path, reason));
+        }
+    }
+    // SQLite creates the -wal and -shm files beside the database when it opens it.
+    rustix::fs::access(
+        dir,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    )
+    .map_err(|errno| {
+        let err = std::io::Error::from(errno);
+        let reason = match err.kind() {
+            ErrorKind::PermissionDenied => "the folder is not writable".to_owned(),
+            _ => in_words(&err),
+        };
+        unusable(
+            "write the database",
+            path,
+            format!("{reason}, and SQLite keeps its -wal and -shm files in it"),
+        )
+    })?;
+    Ok(())
+}
+
+fn unusable(action: &str, path: &Path, reason: String) -> Error {
+    Error::Unusable {
+        what: format!("{action} {}", path.display()),
+        reason,
+    }
+}
+
+/// The reason of a file-system error as a phrase, without the `(os error N)` suffix.
+fn in_words(err: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match err.kind() {
+        ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        ErrorKind::ReadOnlyFilesystem => "the file system is mounted read-only".to_owned(),
+        ErrorKind::NotFound => "a folder on the path does not exist".to_owned(),
+        ErrorKind::NotADirectory => "a part of the path is a file, not a folder".to_owned(),
+        ErrorKind::StorageFull => "the disk is full".to_owned(),
+        _ => err.to_string(),
+    }
 }
 
 /// How long a connection waits for a lock another connection holds (the writer for the

@@ -56,7 +56,7 @@ use rusqlite::hooks::Wal;
 use tokio::sync::oneshot;
 
 use super::{Error, Result, Step};
-use crate::telemetry::WRITE_QUEUE_DEPTH;
+use crate::metric_names::WRITE_QUEUE_DEPTH;
 
 /// Most jobs committed together. Bounds the time the first job of a group waits for
 /// the others, and the size of one transaction.
@@ -785,8 +785,28 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_wal_is_checkpointed_by_the_checkpointer_while_the_writer_is_busy() {
-        let (dir, writer) = writer_on_a_fresh_table(16);
+        // The checkpointer's connection counts the checkpoints prepared on it, so a
+        // checkpoint made anywhere else (SQLite's automatic one, inside the writer's
+        // commit) does not pass for the checkpointer's.
+        let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.db");
+        let conn = Connection::open(&file).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL)")
+            .unwrap();
+        let checkpoints = Connection::open(&file).unwrap();
+        let prepared = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&prepared);
+        checkpoints
+            .authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
+                if let rusqlite::hooks::AuthAction::Pragma { pragma_name, .. } = ctx.action {
+                    if pragma_name.eq_ignore_ascii_case("wal_checkpoint") {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                rusqlite::hooks::Authorization::Allow
+            }))
+            .unwrap();
+        let writer = Writer::spawn(conn, checkpoints, 16).unwrap();
         let before = std::fs::metadata(&file).unwrap().len();
         // Each write adds a 4 KiB value: past the threshold after about 1000 writes.
         for _ in 0..(CHECKPOINT_PAGES + 100) {
@@ -811,11 +831,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
 
+        let checkpointed_by_the_checkpointer = prepared.load(Ordering::SeqCst);
+
         release.send(()).unwrap();
         holder.await.unwrap();
         assert!(
             grown > before + 1000 * 4096,
             "database file {before} -> {grown} bytes"
+        );
+        assert!(
+            checkpointed_by_the_checkpointer >= 1,
+            "the checkpointer's connection ran no checkpoint"
         );
     }
 

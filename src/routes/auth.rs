@@ -6,14 +6,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{
-    SESSION_COOKIE, Session, SessionToken, cleared_session_cookie, hash_token, random_url_safe,
-    session_cookie,
+    SESSION_COOKIE, Session, SessionToken, cleared_session_cookie, hash_token, session_cookie,
 };
 use crate::config::SessionSettings;
 use crate::db::Db;
 use crate::domain::{Timestamp, User};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::random::random_url_safe;
 use crate::routes::docs::{CredentialsBody, ErrorBody, JsonBodyErrors, Overloaded};
 use crate::validation::Credentials;
 use crate::{password, validation};

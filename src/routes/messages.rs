@@ -22,12 +22,12 @@ use crate::db::{self, Appended, BoxError, Db};
 use crate::domain::{ChatMessage, IdempotencyKey, MessageRef, MessageWindow, NewMessage};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::metric_names::{BATCHES_STORED, MESSAGES_STORED};
 use crate::routes::chats::ChatPath;
 use crate::routes::docs::{
     ChatPathParams, CreateMessagesBody, ErrorBody, JsonBodyErrors, Overloaded, RateLimited,
     SessionErrors,
 };
-use crate::telemetry::{BATCHES_STORED, MESSAGES_STORED};
 use crate::validation::{self, CreateMessages, Issue};
 
 /// `{"chatMessages": [...], "next": id | null}`. Pages are written straight from the

@@ -4,6 +4,7 @@
 mod auth;
 mod chats;
 pub mod docs;
+mod favicon;
 mod health;
 mod messages;
 
@@ -20,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/openapi.json", GET).route(get().to(docs::openapi)))
         .service(resource("/docs", GET).route(get().to(docs::page)))
         .service(resource("/docs/{asset}", GET).route(get().to(docs::asset)))
+        .service(resource("/favicon.ico", GET).route(get().to(favicon::favicon)))
         .service(
             web::scope("/api/auth")
                 .service(resource("/sign-up", "POST").route(web::post().to(auth::sign_up)))

@@ -503,16 +503,16 @@ fn running_without_arguments_serves_the_default_database_on_the_bind_address_fro
 {
     // Arrange
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
     let mut command = neptun();
-    command.current_dir(dir.path()).env("NEPTUN_BIND", &bind);
+    command
+        .current_dir(dir.path())
+        .env("NEPTUN_BIND", "127.0.0.1:0");
 
-    // Act
-    let server = ServerProcess::start(command, port, dir.path());
+    // Act: the healthcheck finds the port the server reported through NEPTUN_BIND.
+    let server = ServerProcess::start(command, dir.path());
     let check = run(neptun()
         .current_dir(dir.path())
-        .env("NEPTUN_BIND", &bind)
+        .env("NEPTUN_BIND", format!("127.0.0.1:{}", server.port()))
         .arg("healthcheck"));
 
     // Assert
@@ -908,15 +908,14 @@ async fn no_subcommand_and_serve_both_serve_with_the_settings_from_the_environme
         db.create_user("alice");
         let token = db.create_session("alice", &[]);
         let chat = db.create_chat("alice");
-        let port = free_port();
         let mut command = neptun();
         command
             .current_dir(db.dir.path())
             .env("NEPTUN_DATABASE", &db.path)
-            .env("NEPTUN_BIND", format!("127.0.0.1:{port}"))
+            .env("NEPTUN_BIND", "127.0.0.1:0")
             .env("NEPTUN_MAX_BATCH", "2")
             .args(args);
-        let server = ServerProcess::start(command, port, db.dir.path());
+        let server = ServerProcess::start(command, db.dir.path());
         let batch = |n: usize| {
             json!({"messages": vec![json!({"content": "a", "role": "user"}); n]}).to_string()
         };

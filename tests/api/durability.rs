@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::process::{ServerProcess, TempDb, neptun, run};
+use crate::process::{ServerProcess, TempDb, neptun, run, unprivileged};
 
 /// How many clients write at once.
 const CLIENTS: usize = 8;
@@ -508,7 +508,7 @@ async fn sigterm_under_load_finishes_the_requests_in_flight_checkpoints_and_exit
     // Act: SIGTERM while they wait, then let them through.
     let signalled = Instant::now();
     server.signal("TERM");
-    wait_for_log(&server, "graceful worker shutdown");
+    wait_for_log(&server, "SIGTERM received");
     blocker
         .execute_batch("ROLLBACK")
         .expect("the lock is released");
@@ -613,7 +613,8 @@ async fn sigint_stops_an_idle_server_at_once_with_exit_0_and_its_writes_checkpoi
 {
     // Arrange: one acknowledged write, still only in the WAL.
     let (db, token, chat) = seeded_db();
-    let mut server = db.serve_with_args(&[]);
+    let grace = Duration::from_secs(30);
+    let mut server = db.serve_with_args(&["--shutdown-grace-secs", "30"]);
     let response = server
         .post(
             "alice",
@@ -632,21 +633,142 @@ async fn sigint_stops_an_idle_server_at_once_with_exit_0_and_its_writes_checkpoi
     // Act
     let signalled = Instant::now();
     server.signal("INT");
-    let status = server.wait_for_exit(Duration::from_secs(5));
+    let status = server.wait_for_exit(grace);
     let took = signalled.elapsed();
 
-    // Assert: no waiting for the default 10 s grace when nothing is in flight.
+    // Assert: no waiting for the grace period when nothing is in flight (a third of
+    // it is generous for a loaded machine).
     assert_eq!(status.code(), Some(0), "exit status:\n{}", server.log());
-    assert!(
-        took < Duration::from_secs(3),
-        "exited {took:?} after SIGINT"
-    );
+    assert!(took < grace / 3, "exited {took:?} after SIGINT");
     assert_eq!(fs::metadata(&wal).map_or(0, |meta| meta.len()), 0);
     let stored: Vec<String> = read_chat(&db.path, chat)
         .into_iter()
         .map(|(_, text, _)| text)
         .collect();
     assert_eq!(stored, ["kept"]);
+}
+
+/// A connection that sent the head and the first half of a one-message create request.
+struct HalfSentRequest {
+    stream: std::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl HalfSentRequest {
+    /// Connects, sends half the request and waits until the server counts the
+    /// connection as open (so the server, not only the kernel's backlog, has it).
+    async fn send(server: &ServerProcess, chat: i64, token: &str, text: &str) -> HalfSentRequest {
+        use std::io::Write;
+        let body = json!({"message": text, "actor": "user"})
+            .to_string()
+            .into_bytes();
+        let (first, rest) = body.split_at(body.len() / 2);
+        let head = format!(
+            "POST /api/users/alice/chats/{chat}/messages HTTP/1.1\r\nHost: neptun\r\n\
+             Cookie: {SESSION_COOKIE}={token}\r\nContent-Type: application/json\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut stream =
+            std::net::TcpStream::connect(server.address().trim_start_matches("http://"))
+                .expect("a connection");
+        stream.write_all(head.as_bytes()).expect("the head is sent");
+        stream.write_all(first).expect("half the body is sent");
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .expect("a read timeout");
+        // The metrics scrape counts its own connection too.
+        wait_for_metric(server, "neptun_http_open_connections", 2.0).await;
+        HalfSentRequest {
+            stream,
+            rest: rest.to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body and reads the answer until the server closes the
+    /// connection: the status code and the body, or `None` if no answer came.
+    fn finish(mut self) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        self.stream.write_all(&self.rest).ok()?;
+        let mut answer = Vec::new();
+        let _ = self.stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    }
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_both_let_a_half_sent_request_finish_with_a_200_and_store_it() {
+    for signal in ["TERM", "INT"] {
+        // Arrange: a request in flight, half its body sent.
+        let (db, token, chat) = seeded_db();
+        let mut server = db.serve_with_args(&["--shutdown-grace-secs", "10"]);
+        let text = format!("sent across SIG{signal}");
+        let request = HalfSentRequest::send(&server, chat, &token, &text).await;
+
+        // Act: signal, wait until the server has begun to stop, then finish the request.
+        server.signal(signal);
+        wait_for_log(&server, &format!("SIG{signal} received"));
+        let answer = request.finish();
+        let status = server.wait_for_exit(Duration::from_secs(10));
+
+        // Assert
+        let (code, body) = answer
+            .unwrap_or_else(|| panic!("SIG{signal}: the request got no answer:\n{}", server.log()));
+        assert_eq!(code, 200, "SIG{signal}: {body}\n{}", server.log());
+        let stored: Value = serde_json::from_str(&body).expect("a JSON answer");
+        assert_eq!(
+            stored["chatMessage"]["message"],
+            text.as_str(),
+            "SIG{signal}: {body}"
+        );
+        assert_eq!(status.code(), Some(0), "SIG{signal}:\n{}", server.log());
+        let texts: Vec<String> = read_chat(&db.path, chat)
+            .into_iter()
+            .map(|(_, text, _)| text)
+            .collect();
+        assert_eq!(texts, [text], "SIG{signal}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_signal_stops_at_once_without_waiting_for_the_request_in_flight() {
+    for (first, second) in [("INT", "INT"), ("TERM", "INT"), ("INT", "TERM")] {
+        // Arrange: a request in flight and a long grace period.
+        let case = format!("SIG{first} then SIG{second}");
+        let grace = Duration::from_secs(30);
+        let (db, token, chat) = seeded_db();
+        let mut server = db.serve_with_args(&["--shutdown-grace-secs", "30"]);
+        let request = HalfSentRequest::send(&server, chat, &token, "never finished").await;
+        server.signal(first);
+        wait_for_log(&server, &format!("SIG{first} received"));
+
+        // Act
+        let signalled = Instant::now();
+        server.signal(second);
+        let status = server.wait_for_exit(grace);
+        let took = signalled.elapsed();
+
+        // Assert: it did not wait for the grace period, the request got no answer, and
+        // the database was still closed cleanly.
+        assert_eq!(status.code(), Some(0), "{case}:\n{}", server.log());
+        assert!(
+            took < grace / 3,
+            "{case}: exited {took:?} after the second signal"
+        );
+        assert!(
+            server
+                .log()
+                .contains(&format!("SIG{second} received again: stopping now")),
+            "{case}:\n{}",
+            server.log()
+        );
+        assert_eq!(request.finish(), None, "{case}: no answer");
+        assert_eq!(db.count("chat_messages"), 0, "{case}");
+        assert_eq!(db.cli(&["check"]).single_line(), "ok", "{case}");
+    }
 }
 
 #[tokio::test]
@@ -1296,8 +1418,13 @@ async fn session_revoke_takes_a_token_that_starts_with_a_dash() {
 // ---- 8. start-up on a large database ---------------------------------------------------
 
 #[test]
-fn the_server_answers_healthz_within_2_seconds_on_a_database_of_200k_messages() {
-    // Arrange
+fn the_server_answers_healthz_on_a_database_of_200k_messages_about_as_soon_as_on_an_empty_one() {
+    // Arrange: the baseline is the same start-up, on this machine, now, on an empty
+    // database (a loaded machine slows both).
+    let empty = TempDb::new();
+    let spawned = Instant::now();
+    drop(empty.serve_with_args(&[]));
+    let baseline = spawned.elapsed();
     let (db, _, chat) = seeded_db();
     bulk_insert_messages(&db.path, chat, 200_000);
     assert_eq!(db.count("chat_messages"), 200_000);
@@ -1307,10 +1434,175 @@ fn the_server_answers_healthz_within_2_seconds_on_a_database_of_200k_messages() 
     let server = db.serve_with_args(&[]);
     let took = spawned.elapsed();
 
-    // Assert
+    // Assert: nothing at start-up reads the messages (a full integrity check, a count).
+    let bound = baseline * 4 + Duration::from_secs(1);
     assert!(
-        took < Duration::from_secs(2),
-        "healthy {took:?} after the spawn:\n{}",
+        took < bound,
+        "healthy {took:?} after the spawn, {baseline:?} on an empty database:\n{}",
         server.log()
     );
+}
+
+// ---- 9. files of the database ------------------------------------------------------------
+
+/// The permission bits of a file or folder.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[tokio::test]
+async fn the_database_its_wal_and_shm_and_backups_are_readable_by_their_owner_only() {
+    // Arrange: a server that creates its folder and database.
+    let db = TempDb::new();
+    let server = db.serve(&[]);
+
+    // Act
+    let backup = db
+        .dir
+        .path()
+        .join("backups")
+        .join("daily")
+        .join("neptun.db");
+    let printed = db
+        .cli(&["backup", backup.to_str().expect("a UTF-8 path")])
+        .single_line()
+        .to_owned();
+
+    // Assert
+    assert_eq!(printed, backup.display().to_string());
+    let folder = db.path.parent().expect("the data folder");
+    let mut modes = vec![(folder.to_path_buf(), mode(folder))];
+    for file in [
+        db.path.clone(),
+        beside(&db.path, "-wal"),
+        beside(&db.path, "-shm"),
+    ] {
+        modes.push((file.clone(), mode(&file)));
+    }
+    for folder in [
+        backup.parent().unwrap(),
+        backup.parent().unwrap().parent().unwrap(),
+    ] {
+        modes.push((folder.to_path_buf(), mode(folder)));
+    }
+    modes.push((backup.clone(), mode(&backup)));
+    let expected: Vec<(PathBuf, u32)> = modes
+        .iter()
+        .map(|(path, _)| (path.clone(), if path.is_dir() { 0o700 } else { 0o600 }))
+        .collect();
+    assert_eq!(modes, expected, "{}", server.log());
+}
+
+#[test]
+fn a_database_the_server_cannot_write_is_refused_at_start_up_and_left_unchanged() {
+    // Arrange: a database made read-only after it was made. (As root, the server runs
+    // as nobody: root writes a 0444 file all the same.)
+    let (db, _, _) = seeded_db();
+    set_mode(&db.path, 0o444);
+    let before = fs::read(&db.path).expect("the database");
+
+    // Act
+    let outcome = run(unprivileged(&mut neptun(), db.dir.path())
+        .arg("--database")
+        .arg(&db.path)
+        .args(["serve", "--bind", "127.0.0.1:0"]));
+
+    // Assert: an error at once, rather than a server whose writes all fail.
+    assert_eq!(
+        outcome.clear_error(),
+        format!(
+            "error: cannot write the database {}: the file is read-only (for this user)",
+            db.path.display()
+        )
+    );
+    assert_eq!(fs::read(&db.path).expect("the database"), before);
+    assert_eq!(file_names(db.path.parent().unwrap()), ["neptun.db"]);
+}
+
+#[test]
+fn start_up_errors_about_the_database_file_say_the_reason_once_in_words() {
+    let db = TempDb::new();
+    let root = db.dir.path();
+    let locked = root.join("locked");
+    fs::create_dir(&locked).expect("a folder");
+    let read_only_folder = root.join("read-only-folder");
+    let kept_in_read_only_folder = read_only_folder.join("neptun.db");
+    let outcome = run(neptun()
+        .arg("--database")
+        .arg(&kept_in_read_only_folder)
+        .args(["user", "create", "alice"]));
+    assert!(outcome.status.success(), "{outcome:#?}");
+    set_mode(&read_only_folder, 0o555);
+    set_mode(&locked, 0o555);
+    let plain = root.join("plain");
+    fs::write(&plain, "x").expect("a file");
+    let new_in_locked = locked.join("neptun.db");
+    let below_locked = locked.join("sub").join("neptun.db");
+    let below_a_file = plain.join("sub").join("neptun.db");
+    let cases = [
+        (
+            &new_in_locked,
+            format!(
+                "cannot create the database {}: the folder is not writable",
+                new_in_locked.display()
+            ),
+        ),
+        (
+            &below_locked,
+            format!(
+                "cannot create the folder {} for the database {}: a folder above it is not writable",
+                below_locked.parent().unwrap().display(),
+                below_locked.display()
+            ),
+        ),
+        (
+            &kept_in_read_only_folder,
+            format!(
+                "cannot write the database {}: the folder is not writable, and SQLite keeps its -wal and -shm files in it",
+                kept_in_read_only_folder.display()
+            ),
+        ),
+        (
+            &below_a_file,
+            format!(
+                "cannot create the folder {} for the database {}: a part of the path is a file, not a folder",
+                below_a_file.parent().unwrap().display(),
+                below_a_file.display()
+            ),
+        ),
+    ];
+
+    for (database, expected) in cases {
+        for command in [
+            &["serve", "--bind", "127.0.0.1:0"][..],
+            &["user", "create", "bob"],
+        ] {
+            // Act
+            let outcome = run(unprivileged(&mut neptun(), root)
+                .arg("--database")
+                .arg(database)
+                .args(command));
+
+            // Assert
+            assert_eq!(
+                outcome.clear_error(),
+                format!("error: {expected}"),
+                "{command:?}"
+            );
+        }
+    }
+    assert!(!new_in_locked.exists() && !below_locked.parent().unwrap().exists());
+    // Without root, the temporary folder could not be removed otherwise.
+    set_mode(&read_only_folder, 0o700);
+    set_mode(&locked, 0o700);
 }

@@ -275,7 +275,7 @@ pub async fn spawn_app_with_settings(settings: Settings) -> TestApp {
     let app = Application::build(settings).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     // The listener is already bound, so requests queue until the server polls it.
-    tokio::spawn(app.run_until_stopped());
+    tokio::spawn(app.run_ignoring_signals());
     TestApp {
         address,
         db_path,

@@ -6,9 +6,6 @@
 //! binary, so metric assertions compare before and after (at least, never exactly).
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +18,10 @@ use serde_json::{Value, json};
 use crate::helpers::{
     TestApp, assert_error, json_body, session_cookie, spawn_app, spawn_app_with_settings,
 };
+use crate::process::TempDb;
 
 /// The longest any wait in this module may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// How often a start-up or shutdown is polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The create-messages route as the metrics and the log name it.
 const MESSAGES_ROUTE: &str = "/api/users/{user_id}/chats/{chat_id}/messages";
@@ -766,101 +761,16 @@ async fn a_body_that_stops_arriving_gets_a_408_envelope_after_the_body_timeout()
 
 // ---- logs ----------------------------------------------------------------------------
 
-/// Runs `neptun-chat` with `args` on `database` and a clean environment, to completion
-/// within [`DEADLINE`]; returns stdout, asserting success.
-fn cli(database: &Path, args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_neptun-chat"))
-        .env_remove("RUST_LOG")
-        .env_remove("NEPTUN_DATABASE")
-        .env_remove("NEPTUN_BIND")
-        .arg("--database")
-        .arg(database)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let status = wait_with_deadline(&mut child);
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(status.success(), "{args:?} failed: {stderr}");
-    stdout.trim_end().to_owned()
-}
-
-fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("the child can be polled") {
-            return status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the process did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
-/// A server process, killed and reaped when dropped so a failing test leaves none behind.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_log_names_routes_and_request_ids_but_never_tokens_passwords_or_texts() {
     // Arrange: a server logging at debug level to a file, with a user seeded by the CLI.
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("neptun.db");
-    cli(&database, &["user", "create", "log-user-3f8a"]);
-    let token = cli(&database, &["session", "create", "log-user-3f8a"]);
-    let chat_id = cli(&database, &["chat", "create", "log-user-3f8a"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log_path = dir.path().join("server.log");
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_neptun-chat"))
-            .env("RUST_LOG", "debug")
-            .env_remove("NEPTUN_DATABASE")
-            .arg("--database")
-            .arg(&database)
-            .arg("serve")
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .expect("the server starts"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let db = TempDb::new();
+    db.create_user("log-user-3f8a");
+    let token = db.create_session("log-user-3f8a", &[]);
+    let chat_id = db.create_chat("log-user-3f8a");
+    let mut server = db.serve(&[("RUST_LOG", "debug")]);
+    let base = server.address();
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < DEADLINE, "the server did not start");
-        assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
     let cookie = format!("{SESSION_COOKIE}={token}");
     let messages = format!("{base}/api/users/log-user-3f8a/chats/{chat_id}/messages");
     let text = "secret-message-text-a91f";
@@ -951,13 +861,9 @@ async fn the_log_names_routes_and_request_ids_but_never_tokens_passwords_or_text
             .status()
             .as_u16(),
     );
-    let stopped = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(stopped.success());
-    let exit = wait_with_deadline(&mut server.0);
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    server.signal("TERM");
+    let exit = server.wait_for_exit(DEADLINE);
+    let log = server.log();
 
     // Assert
     assert_eq!(statuses, [200, 400, 400, 401, 200, 200, 401, 200], "{log}");
@@ -988,4 +894,216 @@ async fn the_log_names_routes_and_request_ids_but_never_tokens_passwords_or_text
         !log.contains("/api/users/log-user-3f8a"),
         "raw paths are not logged:\n{log}"
     );
+}
+
+#[test]
+fn the_server_logs_one_start_up_line_naming_address_database_and_durability_and_no_actix_lines() {
+    // Arrange: the default log filter (no RUST_LOG), as an operator starts it.
+    let db = TempDb::new();
+    let mut server = db.serve_with_args(&["--sync", "normal"]);
+
+    // Act
+    server.signal("TERM");
+    let exit = server.wait_for_exit(DEADLINE);
+    let log = server.log();
+
+    // Assert: start-up, the stop and its end, plus one line per request (the health
+    // checks of the start-up).
+    assert!(exit.success(), "{exit}\n{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| !line.contains("request_id="))
+        .collect();
+    assert_eq!(lines.len(), 3, "only these lines besides requests:\n{log}");
+    let listening = format!(
+        "neptun-chat listening on 127.0.0.1:{} with the database {} (durability normal",
+        server.port(),
+        db.path.display()
+    );
+    assert!(lines[0].contains(&listening), "{listening:?} in:\n{log}");
+    assert!(
+        lines[1].contains("SIGTERM received: finishing the requests in flight"),
+        "{log}"
+    );
+    assert!(
+        lines[2].contains("stopped; the database is checkpointed and closed"),
+        "{log}"
+    );
+    for actix_line in [
+        "Actix runtime",
+        "starting",
+        "worker shutdown",
+        "shutting down",
+    ] {
+        assert!(
+            !log.contains(actix_line),
+            "{actix_line:?} is logged:\n{log}"
+        );
+    }
+}
+
+/// The metric names the README lists: every backticked `neptun_*` or `process_*` name.
+fn metrics_the_readme_lists() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("the README");
+    let mut names: Vec<String> = readme
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| {
+            (quoted.starts_with("neptun_") || quoted.starts_with("process_"))
+                && quoted
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[tokio::test]
+async fn a_fresh_server_exports_every_metric_the_readme_lists_before_any_write() {
+    // Arrange: a process of its own, since this binary's recorder is shared and has
+    // seen other tests' writes; it has answered only its start-up health checks.
+    let documented = metrics_the_readme_lists();
+    assert!(
+        documented.len() >= 8,
+        "the README's metrics list was found: {documented:?}"
+    );
+    let db = TempDb::new();
+    let server = db.serve(&[]);
+
+    // Act
+    let text = reqwest::get(format!("{}/metrics", server.address()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Assert: each is a sample (a histogram by its `_count`), and the write counters are 0.
+    let samples = parse_metrics(&text);
+    for name in &documented {
+        let count = format!("{name}_count");
+        assert!(
+            samples.iter().any(|s| s.name == *name || s.name == count),
+            "{name} is listed in the README but not exported:\n{text}"
+        );
+    }
+    for name in [
+        "neptun_messages_stored_total",
+        "neptun_batches_stored_total",
+        "neptun_db_busy_total",
+    ] {
+        let values: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(values, [0.0], "{name}:\n{text}");
+    }
+    // Resident memory agrees with the kernel's own count in bytes (VmRSS, in KiB),
+    // whatever the page size; the two are read moments apart, so within a factor 1.5.
+    let rss = samples
+        .iter()
+        .find(|s| s.name == "process_resident_memory_bytes")
+        .map(|s| s.value)
+        .unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let vm_rss_kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("VmRSS in {status}"));
+    let kernel = vm_rss_kib * 1024.0;
+    assert!(
+        rss > kernel / 1.5 && rss < kernel * 1.5,
+        "resident memory {rss} bytes, the kernel says {kernel}"
+    );
+}
+
+#[tokio::test]
+async fn the_favicon_is_an_empty_204_that_browsers_may_cache() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let response = app.get("/favicon.ico", None).await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(response.headers()[CACHE_CONTROL], "public, max-age=86400");
+    assert_eq!(response.bytes().await.unwrap().len(), 0);
+}
+
+/// Sends `request` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection");
+    // Closing with some of the request unread makes the kernel reset the connection
+    // after the answer; what was read before the reset is the answer.
+    match read {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(err) => panic!("the connection is readable: {err}"),
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// actix-http answers a request head it cannot parse, or one too large for its buffer,
+/// itself, before any service (and so before any middleware or error handler of ours)
+/// runs: the envelope cannot be added in this program (see `startup`'s module docs).
+/// This pins what a client gets instead, so a change on either side is noticed.
+#[tokio::test]
+async fn a_malformed_or_oversized_request_head_gets_actix_https_own_empty_400_or_431() {
+    // Arrange
+    let app = spawn_app().await;
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(128 * 1024)
+    );
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "a malformed request line",
+            b"GET /healthz HTTP/9.x\r\n\r\n",
+            "400",
+        ),
+        (
+            "a header without a colon",
+            b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n",
+            "400",
+        ),
+        ("a head of 128 KiB", huge_header.as_bytes(), "431"),
+    ];
+
+    for (case, request, status) in cases {
+        // Act
+        let answer = raw_exchange(&app, request).await;
+
+        // Assert
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{case}: a response in {answer:?}"));
+        let status_line = head.lines().next().unwrap_or_default();
+        assert!(
+            status_line.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{case}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 0"),
+            "{case}: {head}"
+        );
+        assert_eq!(body, "", "{case}");
+        // The app never saw it: well-formed requests are still answered.
+        assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    }
 }

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,19 +24,16 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// How often a start-up or an exit is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// The binary, with a clean environment so the caller's `NEPTUN_*` settings cannot leak in.
+/// The binary, with a clean environment: every `NEPTUN_*` variable of the test's own
+/// environment and `RUST_LOG` removed, so the caller's settings cannot leak in.
 pub fn neptun() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_neptun-chat"));
-    for var in [
-        "NEPTUN_DATABASE",
-        "NEPTUN_BIND",
-        "NEPTUN_MAX_BODY_BYTES",
-        "NEPTUN_MAX_BATCH",
-        "NEPTUN_MAX_MESSAGE_BYTES",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("NEPTUN_") {
+            command.env_remove(name);
+        }
     }
+    command.env_remove("RUST_LOG");
     command.stdin(Stdio::null());
     command
 }
@@ -189,17 +187,16 @@ impl TempDb {
     }
 
     fn serve_with(&self, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
-        let port = free_port();
         let mut command = neptun();
         command
             .current_dir(self.dir.path())
             .arg("--database")
             .arg(&self.path)
             .arg("serve")
-            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--bind", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied());
-        ServerProcess::start(command, port, self.dir.path())
+        ServerProcess::start(command, self.dir.path())
     }
 }
 
@@ -212,19 +209,53 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Spawns `command` (which must serve on `127.0.0.1:port`), logging to a file in
-    /// `dir`, and polls `healthcheck` until it answers or [`DEADLINE`] passes.
-    pub fn start(mut command: Command, port: u16, dir: &Path) -> ServerProcess {
-        let log = dir.join(format!("server-{port}.log"));
+    /// Spawns `command` (a server on some `127.0.0.1` port, 0 for any), logging to a file
+    /// in `dir`; reads the port it bound from its start-up line and polls `healthcheck`
+    /// until it answers, each within [`DEADLINE`].
+    pub fn start(mut command: Command, dir: &Path) -> ServerProcess {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!(
+            "server-{}.log",
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         let log_file = fs::File::create(&log).expect("the log file");
         let child = command
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("the server starts");
-        let mut server = ServerProcess { child, port, log };
+        let mut server = ServerProcess {
+            child,
+            port: 0,
+            log,
+        };
+        server.port = server.wait_for_bound_port();
         server.wait_until_healthy();
         server
+    }
+
+    /// The port in the server's start-up line, `listening on 127.0.0.1:PORT`.
+    fn wait_for_bound_port(&mut self) -> u16 {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            let port = log.lines().find_map(|line| {
+                let rest = line.split_once("listening on 127.0.0.1:")?.1;
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            });
+            if let Some(port) = port {
+                return port;
+            }
+            if let Some(status) = self.child.try_wait().expect("the server can be polled") {
+                panic!("the server exited with {status} during start-up:\n{log}");
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the server logged no `listening on` line within {DEADLINE:?}:\n{log}"
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
     }
 
     fn wait_until_healthy(&mut self) {
@@ -247,6 +278,16 @@ impl ServerProcess {
             );
             thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// The port the server reported it bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn address(&self) -> String {
@@ -325,5 +366,32 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The account [`unprivileged`] runs commands as when the tests run as root: `nobody`.
+const NOBODY: u32 = 65534;
+
+/// Makes `command` run without root's power to ignore file modes, so that a read-only
+/// file or a folder it may not write is as unusable to it as to a service account: as
+/// `nobody` (with `dir`, its working folder, handed to `nobody`) when the tests run as
+/// root; unchanged otherwise.
+pub fn unprivileged<'c>(command: &'c mut Command, dir: &Path) -> &'c mut Command {
+    use std::os::unix::process::CommandExt;
+
+    if !rustix::process::geteuid().is_root() {
+        return command;
+    }
+    hand_over(dir);
+    command.uid(NOBODY).gid(NOBODY).current_dir(dir)
+}
+
+/// Gives `path` and everything below it to `nobody`.
+fn hand_over(path: &Path) {
+    std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).expect("chown to nobody");
+    if path.is_dir() {
+        for entry in fs::read_dir(path).expect("the folder lists") {
+            hand_over(&entry.expect("an entry").path());
+        }
     }
 }

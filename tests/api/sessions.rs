@@ -545,7 +545,7 @@ async fn logout_without_a_live_session_still_answers_200_and_clears_the_cookie()
 /// Runs `neptun-chat user create` on the app's database with `stdin` as its input.
 fn create_user_with_password(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_neptun-chat"))
+    let mut child = crate::process::neptun()
         .arg("--database")
         .arg(&app.db_path)
         .args(["user", "create"])
