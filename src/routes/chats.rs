@@ -11,7 +11,7 @@ use crate::db::Db;
 use crate::domain::Chat;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::docs::{
+use crate::routes::schema::{
     ChatIdsBody, ChatPathParams, ErrorBody, JsonBodyErrors, NewChatBody, Overloaded, RateLimited,
     RenameChatBody, SessionErrors, UserPathParams,
 };

@@ -22,7 +22,7 @@ use crate::domain::{ChatMessage, IdempotencyKey, MessageRef, MessageWindow, NewM
 use crate::error::ApiError;
 use crate::extract::{self, JsonBody, PARSE_OFF_WORKER_OVER};
 use crate::routes::chats::{ChatPath, chat_id};
-use crate::routes::docs::{
+use crate::routes::schema::{
     ChatPathParams, CreateMessagesBody, ErrorBody, JsonBodyErrors, Overloaded, RateLimited,
     SessionErrors,
 };

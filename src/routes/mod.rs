@@ -6,6 +6,7 @@ mod chats;
 pub mod docs;
 mod health;
 mod messages;
+pub mod schema;
 
 use actix_web::{Resource, Route, guard, web};
 
