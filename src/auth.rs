@@ -120,10 +120,12 @@ pub const CHECK_SESSION_BEFORE_BODIES_OVER: usize = 16 * 1024;
 ///
 /// [`Claim::run`] is the only way to the route's inputs and its storage step, and it
 /// settles the claim in the one order every such route answers in: 401 (no valid
-/// session), 403 (a session of another user), 429 (the user's write limit), then
-/// whatever the inputs or the work say (400, 404, 413, ...). A handler cannot return an
-/// input error before the claim is settled, because it only sees its inputs once
-/// [`Claim::run`] has looked at them.
+/// session), 403 (a session of another user), then what is wrong with the inputs (400,
+/// 408, 413, 415), then 429 (the user's write limit: a request that could not write
+/// anyway does not use up the allowance), then what the work says (404, 503, ...).
+/// Handlers hand their fallible inputs (`Result<web::Path<_>, _>`, the body still
+/// unread) to [`Claim::run`] as a future and get them back only from it, so an input
+/// error cannot be answered before the claim is settled.
 ///
 /// Taking a `Claim` never fails and never waits, so actix's order of extractors does
 /// not matter: fallible inputs are passed to [`Claim::run`], not taken as extractors.
