@@ -123,12 +123,12 @@ pub const CHECK_SESSION_BEFORE_BODIES_OVER: usize = 16 * 1024;
 /// session), 403 (a session of another user), then what is wrong with the inputs (400,
 /// 408, 413, 415), then 429 (the user's write limit: a request that could not write
 /// anyway does not use up the allowance), then what the work says (404, 503, ...).
-/// Handlers hand their fallible inputs (`Result<web::Path<_>, _>`, the body still
-/// unread) to [`Claim::run`] as a future and get them back only from it, so an input
-/// error cannot be answered before the claim is settled.
+/// Handlers take their path and body as [`Unsettled`] extractors, which only the
+/// [`InputKey`] that [`Claim::run`] hands to the route's inputs opens, so an input error
+/// cannot be answered before the claim is settled (and the body is not read before).
 ///
-/// Taking a `Claim` never fails and never waits, so actix's order of extractors does
-/// not matter: fallible inputs are passed to [`Claim::run`], not taken as extractors.
+/// Taking a `Claim` (or an [`Unsettled`] input) never fails, so actix's order of
+/// extractors does not matter.
 pub struct Claim {
     req: HttpRequest,
     state: ClaimState,
@@ -177,7 +177,8 @@ impl FromRequest for Claim {
 }
 
 impl Claim {
-    /// Settles the claim, reads the route's `inputs` and runs its storage step, `work`,
+    /// Settles the claim, reads the route's `inputs` (given the key that opens its
+    /// [`Unsettled`] extractors) and runs its storage step, `work`,
     /// answering in the order described on [`Claim`]. `work` gets the claim; with
     /// [`Check::First`] it has been checked, with [`Check::InStorage`] `work` must
     /// hand it to a storage call that checks it.
@@ -186,13 +187,14 @@ impl Claim {
     /// only after the session has been checked when the route checks it first or the
     /// body may be large; otherwise before, and an input error is then answered only
     /// once the session has been found live and the path's user's.
-    pub async fn run<T, R, Inputs, Work, Done>(
+    pub async fn run<T, R, Read, Inputs, Work, Done>(
         mut self,
         check: Check,
-        inputs: Inputs,
+        inputs: Read,
         work: Work,
     ) -> Result<R, ApiError>
     where
+        Read: FnOnce(InputKey) -> Inputs,
         Inputs: Future<Output = Result<T, ApiError>>,
         Work: FnOnce(SessionClaim, T) -> Done,
         Done: Future<Output = Result<R, db::Error>>,
@@ -204,7 +206,7 @@ impl Claim {
         if check == Check::First || !self.checkable_in_storage() || body_may_be_large(&self.req) {
             self.settle().await?;
         }
-        let inputs = match inputs.await {
+        let inputs = match inputs(InputKey(())).await {
             Ok(inputs) => inputs,
             Err(err) => return Err(self.settled_or(err).await),
         };
@@ -311,6 +313,35 @@ impl Claim {
         )
     }
 }
+
+/// A fallible input of a route under `/api/users/{user_id}` (its path, its body),
+/// extracted but sealed: only the [`InputKey`] that [`Claim::run`] hands to the route's
+/// inputs opens it, so nothing can be answered from it before the claim is settled.
+pub struct Unsettled<T: FromRequest>(Result<T, T::Error>);
+
+impl<T: FromRequest> Unsettled<T> {
+    /// The extracted input, or why it could not be extracted.
+    pub fn open(self, _key: &InputKey) -> Result<T, T::Error> {
+        self.0
+    }
+}
+
+impl<T> FromRequest for Unsettled<T>
+where
+    T: FromRequest + 'static,
+{
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let input = T::from_request(req, payload);
+        Box::pin(async move { Ok(Unsettled(input.await)) })
+    }
+}
+
+/// Opens [`Unsettled`] inputs. Only [`Claim::run`] makes one, and hands it to the
+/// route's inputs.
+pub struct InputKey(());
 
 /// Whether storage returns `err` only after checking the claim (so it is the answer),
 /// rather than refusing the work before looking at the claim.

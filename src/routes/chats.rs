@@ -6,7 +6,7 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Check, Claim};
+use crate::auth::{Check, Claim, Unsettled};
 use crate::db::Db;
 use crate::domain::Chat;
 use crate::error::ApiError;
@@ -46,16 +46,19 @@ pub struct ChatPath {
 }
 
 /// The chat id of a route about one chat, or the route-parameter 400.
-pub fn chat_id(path: &Result<web::Path<ChatPath>, actix_web::Error>) -> Result<i64, ApiError> {
-    path.as_ref()
-        .ok()
+pub fn chat_id(path: Result<web::Path<ChatPath>, actix_web::Error>) -> Result<i64, ApiError> {
+    path.ok()
         .and_then(|path| validation::parse_chat_id(&path.chat_id))
         .ok_or(ApiError::InvalidRouteParams)
 }
 
 /// The JSON body of `req`, read only when [`Claim::run`] asks for it.
-async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<JsonBody, ApiError> {
-    JsonBody::from_request(req, &mut payload.into_inner()).await
+async fn json_body(
+    req: &HttpRequest,
+    payload: Result<web::Payload, actix_web::Error>,
+) -> Result<JsonBody, ApiError> {
+    let mut payload = payload.map_err(|_| ApiError::UnreadableBody)?.into_inner();
+    JsonBody::from_request(req, &mut payload).await
 }
 
 /// `GET .../chats[?order_by=updated_at:desc]`: `{"chats": [Chat]}`.
@@ -82,7 +85,7 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let order =
-        async {
+        |_key| async {
             let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
                 .map_err(|err| ApiError::InvalidQuery {
                     fields: "query string",
@@ -125,11 +128,11 @@ pub async fn create(
     db: web::Data<Db>,
     claim: Claim,
     req: HttpRequest,
-    payload: web::Payload,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     const FIELDS: &str = "name, model";
-    let new = async {
-        let body = json_body(&req, payload)
+    let new = |key| async move {
+        let body = json_body(&req, payload.open(&key))
             .await
             .map_err(|err| err.in_body(FIELDS))?;
         validation::parse_new_chat(body.0).map_err(ApiError::invalid_body(FIELDS))
@@ -160,12 +163,14 @@ pub async fn create(
 pub async fn get_one(
     db: web::Data<Db>,
     claim: Claim,
-    path: Result<web::Path<ChatPath>, actix_web::Error>,
+    path: Unsettled<web::Path<ChatPath>>,
 ) -> Result<HttpResponse, ApiError> {
     let chat = claim
-        .run(Check::First, async { chat_id(&path) }, |claim, chat_id| {
-            db.chat(claim.user_id, chat_id)
-        })
+        .run(
+            Check::First,
+            |key| async move { chat_id(path.open(&key)) },
+            |claim, chat_id| db.chat(claim.user_id, chat_id),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(ChatBody { chat }))
 }
@@ -192,14 +197,14 @@ pub async fn get_one(
 pub async fn rename(
     db: web::Data<Db>,
     claim: Claim,
-    path: Result<web::Path<ChatPath>, actix_web::Error>,
+    path: Unsettled<web::Path<ChatPath>>,
     req: HttpRequest,
-    payload: web::Payload,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     const FIELDS: &str = "name";
-    let inputs = async {
-        let chat_id = chat_id(&path)?;
-        let body = json_body(&req, payload)
+    let inputs = |key| async move {
+        let chat_id = chat_id(path.open(&key))?;
+        let body = json_body(&req, payload.open(&key))
             .await
             .map_err(|err| err.in_body(FIELDS))?;
         let name = validation::parse_chat_rename(body.0).map_err(ApiError::invalid_body(FIELDS))?;
@@ -233,12 +238,14 @@ pub async fn rename(
 pub async fn delete_one(
     db: web::Data<Db>,
     claim: Claim,
-    path: Result<web::Path<ChatPath>, actix_web::Error>,
+    path: Unsettled<web::Path<ChatPath>>,
 ) -> Result<HttpResponse, ApiError> {
     let deleted = claim
-        .run(Check::First, async { chat_id(&path) }, |claim, chat_id| {
-            db.delete_chats(claim.user_id, vec![chat_id])
-        })
+        .run(
+            Check::First,
+            |key| async move { chat_id(path.open(&key)) },
+            |claim, chat_id| db.delete_chats(claim.user_id, vec![chat_id]),
+        )
         .await?;
     if deleted.is_empty() {
         return Err(ApiError::NotFound("Chat not found"));
@@ -272,11 +279,11 @@ pub async fn delete_many(
     db: web::Data<Db>,
     claim: Claim,
     req: HttpRequest,
-    payload: web::Payload,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     const FIELDS: &str = "chat_ids";
-    let inputs = async {
-        let body = json_body(&req, payload)
+    let inputs = |key| async move {
+        let body = json_body(&req, payload.open(&key))
             .await
             .map_err(|err| err.in_body(FIELDS))?;
         let mut chat_ids =

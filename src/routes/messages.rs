@@ -15,7 +15,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::auth::{Check, Claim};
+use crate::auth::{Check, Claim, Unsettled};
 use crate::config::Limits;
 use crate::db::{Appended, BoxError, Db};
 use crate::domain::{ChatMessage, IdempotencyKey, MessageRef, MessageWindow, NewMessage};
@@ -120,15 +120,19 @@ pub async fn create(
     db: web::Data<Db>,
     limits: web::Data<Limits>,
     claim: Claim,
-    path: Result<web::Path<ChatPath>, actix_web::Error>,
+    path: Unsettled<web::Path<ChatPath>>,
     req: HttpRequest,
-    payload: web::Payload,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     // In the order the errors are reported: chat id, `Idempotency-Key`, then the body.
-    let inputs = async {
-        let chat_id = chat_id(&path)?;
+    let inputs = |input_key| async move {
+        let chat_id = chat_id(path.open(&input_key))?;
         let key = idempotency_key(&req)?;
-        let bytes = extract::read_body(&req, &mut payload.into_inner())
+        let mut payload = payload
+            .open(&input_key)
+            .map_err(|_| ApiError::UnreadableBody)?
+            .into_inner();
+        let bytes = extract::read_body(&req, &mut payload)
             .await
             .map_err(|err| err.in_body(FIELDS))?;
         let message_limits = limits.messages();
@@ -257,10 +261,10 @@ fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
 pub async fn list(
     db: web::Data<Db>,
     claim: Claim,
-    path: Result<web::Path<ChatPath>, actix_web::Error>,
+    path: Unsettled<web::Path<ChatPath>>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let inputs = async { parse_list(&path, &req) };
+    let inputs = |key| async move { parse_list(path.open(&key), &req) };
     let (mut body, next) = claim
         .run(Check::InStorage, inputs, |claim, (chat_id, window)| {
             let mut body = Vec::with_capacity(PAGE_BUFFER);
@@ -278,7 +282,7 @@ pub async fn list(
 
 /// The chat id and the window a read asks for.
 fn parse_list(
-    path: &Result<web::Path<ChatPath>, actix_web::Error>,
+    path: Result<web::Path<ChatPath>, actix_web::Error>,
     req: &HttpRequest,
 ) -> Result<(i64, MessageWindow), ApiError> {
     let chat_id = chat_id(path)?;
@@ -356,12 +360,14 @@ fn write_page_close(body: &mut Vec<u8>, next: Option<i64>) {
 pub async fn delete_last(
     db: web::Data<Db>,
     claim: Claim,
-    path: Result<web::Path<ChatPath>, actix_web::Error>,
+    path: Unsettled<web::Path<ChatPath>>,
 ) -> Result<HttpResponse, ApiError> {
     let deleted = claim
-        .run(Check::First, async { chat_id(&path) }, |claim, chat_id| {
-            db.delete_last_turn(claim.user_id, chat_id)
-        })
+        .run(
+            Check::First,
+            |key| async move { chat_id(path.open(&key)) },
+            |claim, chat_id| db.delete_last_turn(claim.user_id, chat_id),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(DeletedMessages { deleted }))
 }
