@@ -100,7 +100,7 @@ pub struct LimitArgs {
     #[arg(long, env = "NEPTUN_WRITE_QUEUE", default_value_t = Settings::default().write_queue)]
     pub write_queue: usize,
 
-    /// Writes allowed per session per minute (429 with Retry-After beyond); 0: no limit.
+    /// Writes allowed per user per minute (429 with Retry-After beyond); 0: no limit.
     #[arg(long, env = "NEPTUN_WRITE_RATE_LIMIT", default_value_t = 0)]
     pub write_rate_limit: u32,
 }
@@ -332,7 +332,7 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             max_connections: self.limits.max_connections,
             write_queue: self.limits.write_queue.max(1),
-            write_rate_limit: Some(self.limits.write_rate_limit).filter(|n| *n > 0),
+            write_rate_limit: std::num::NonZeroU32::new(self.limits.write_rate_limit),
             quota: Quota {
                 max_messages: self.quota.max_user_messages,
                 max_bytes: self.quota.max_user_bytes,

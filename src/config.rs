@@ -1,6 +1,7 @@
 //! [`Settings`](crate::config::Settings): the checked runtime configuration the server is built from. Built from
 //! the command line by [`cli`](crate::cli); does no I/O, so tests build it directly.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,9 +80,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Most writes waiting for the writer; beyond it writes get 503 with `Retry-After`.
     pub write_queue: usize,
-    /// Writes (non-GET requests under `/api/users`) allowed per session per minute;
-    /// `None`: no limit.
-    pub write_rate_limit: Option<u32>,
+    /// Writes (non-GET requests under `/api/users`) allowed per user per minute;
+    /// `None`: no limit (`--write-rate-limit 0`). There is no limit of zero writes.
+    pub write_rate_limit: Option<NonZeroU32>,
     /// How long a database statement waits for a lock held by another connection (an
     /// admin command, a backup) before the request gets 503 with `Retry-After`.
     pub busy_timeout: Duration,

@@ -682,21 +682,13 @@ pub fn parse_message_window(
     let mut issues = Vec::new();
     let mut integer = |field: &'static str, text: Option<&str>, min: i64, max: i64| {
         let text = text?;
-        let value = text
-            .parse::<i64>()
-            .ok()
-            .filter(|v| (min..=max).contains(v) && text.bytes().all(|b| b.is_ascii_digit()));
-        if value.is_none() {
-            issues.push(Issue {
-                kind: IssueKind::InvalidType {
-                    expected: "integer",
-                    received: "string",
-                },
-                path: vec![PathSegment::Key(field)],
-                message: format!("{field} must be an integer from {min} to {max}"),
-            });
+        match query_integer(field, text, min, max) {
+            Ok(value) => Some(value),
+            Err(issue) => {
+                issues.push(issue);
+                None
+            }
         }
-        value
     };
     let max_page = i64::try_from(MAX_PAGE).unwrap_or(i64::MAX);
     let limit = integer("limit", limit, 1, max_page);
@@ -726,6 +718,57 @@ pub fn parse_message_window(
     })
 }
 
+/// A query parameter that must be a whole number from `min` to `max` (`min >= 0`),
+/// written in plain digits. As zod's `z.coerce.number().int().min(min).max(max)` would
+/// say: a number out of range is `too_small` / `too_big`, anything else (`abc`, `1.5`,
+/// `+5`, an empty value) is `invalid_type`.
+fn query_integer(field: &'static str, text: &str, min: i64, max: i64) -> Result<i64, Issue> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let bound = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
+    let too_small = || Issue {
+        kind: IssueKind::TooSmall {
+            minimum: bound(min),
+            of: "number",
+            inclusive: true,
+            exact: false,
+        },
+        path: vec![PathSegment::Key(field)],
+        message: format!("{field} must be at least {min}"),
+    };
+    let too_big = || Issue {
+        kind: IssueKind::TooBig {
+            maximum: bound(max),
+            of: "number",
+            inclusive: true,
+            exact: false,
+        },
+        path: vec![PathSegment::Key(field)],
+        message: format!("{field} must be at most {max}"),
+    };
+    if digits(text) {
+        // Digits beyond i64 are a number too large, not a malformed one.
+        return match text.parse::<i64>() {
+            Ok(value) if value < min => Err(too_small()),
+            Ok(value) if value > max => Err(too_big()),
+            Ok(value) => Ok(value),
+            Err(_) => Err(too_big()),
+        };
+    }
+    match text.strip_prefix('-') {
+        Some(magnitude) if digits(magnitude) && magnitude.bytes().any(|b| b != b'0') => {
+            Err(too_small())
+        }
+        _ => Err(Issue {
+            kind: IssueKind::InvalidType {
+                expected: "integer",
+                received: "string",
+            },
+            path: vec![PathSegment::Key(field)],
+            message: format!("{field} must be an integer from {min} to {max}"),
+        }),
+    }
+}
+
 /// An `Idempotency-Key` header value: 1 to 255 printable ASCII characters (space included).
 pub fn parse_idempotency_key(text: &str) -> Option<String> {
     let printable = text.bytes().all(|b| (0x20..=0x7E).contains(&b));
@@ -751,6 +794,87 @@ pub fn normalize_email(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_page_size_or_cursor_out_of_range_is_too_small_or_too_big_and_junk_is_invalid_type() {
+        let issue = |limit: Option<&str>, after: Option<&str>, before: Option<&str>| {
+            let issues = parse_message_window(limit, after, before).unwrap_err();
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            serde_json::to_value(&issues[0]).unwrap()
+        };
+        let too_small = |field: &str, minimum: i64| {
+            json!({"code": "too_small", "minimum": minimum, "type": "number", "inclusive": true,
+                   "exact": false, "path": [field], "message": format!("{field} must be at least {minimum}")})
+        };
+        let too_big = |field: &str, maximum: i64| {
+            json!({"code": "too_big", "maximum": maximum, "type": "number", "inclusive": true,
+                   "exact": false, "path": [field], "message": format!("{field} must be at most {maximum}")})
+        };
+        let invalid = |field: &str, min: i64, max: i64| {
+            json!({"code": "invalid_type", "expected": "integer", "received": "string",
+                   "path": [field], "message": format!("{field} must be an integer from {min} to {max}")})
+        };
+        let cases = [
+            (
+                "limit=0",
+                issue(Some("0"), None, None),
+                too_small("limit", 1),
+            ),
+            (
+                "limit=1001",
+                issue(Some("1001"), None, None),
+                too_big("limit", 1000),
+            ),
+            (
+                "limit=-5",
+                issue(Some("-5"), None, None),
+                too_small("limit", 1),
+            ),
+            (
+                "limit beyond 64 bits",
+                issue(Some("99999999999999999999"), None, None),
+                too_big("limit", 1000),
+            ),
+            (
+                "after=-1",
+                issue(None, Some("-1"), None),
+                too_small("after", 0),
+            ),
+            (
+                "before=0",
+                issue(None, None, Some("0")),
+                too_small("before", 1),
+            ),
+            (
+                "limit=abc",
+                issue(Some("abc"), None, None),
+                invalid("limit", 1, 1000),
+            ),
+            (
+                "limit=1.5",
+                issue(Some("1.5"), None, None),
+                invalid("limit", 1, 1000),
+            ),
+            (
+                "limit=+5",
+                issue(Some("+5"), None, None),
+                invalid("limit", 1, 1000),
+            ),
+            (
+                "limit=",
+                issue(Some(""), None, None),
+                invalid("limit", 1, 1000),
+            ),
+            (
+                "after=-0",
+                issue(None, Some("-0"), None),
+                invalid("after", 0, i64::MAX),
+            ),
+        ];
+        for (case, found, expected) in cases {
+            assert_eq!(found, expected, "{case}");
+        }
+    }
 
     const LIMITS: MessageLimits = MessageLimits {
         max_batch: 3,

@@ -440,6 +440,12 @@ impl Db {
             .await
     }
 
+    /// `owner`'s chat `chat_id`. [`Error::NotFound`] if it is not theirs.
+    pub async fn chat(&self, owner: String, chat_id: i64) -> Result<Chat> {
+        self.read(move |conn| chats::find_owned_chat(conn, &owner, chat_id))
+            .await
+    }
+
     /// Creates a chat for `owner`.
     pub async fn create_chat(&self, owner: String, name: String, model: String) -> Result<Chat> {
         self.write(move |tx| chats::insert_chat(tx, &owner, &name, &model, &Timestamp::now()))

@@ -14,7 +14,7 @@ use crate::domain::{Timestamp, User};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::random::random_url_safe;
-use crate::routes::docs::{CredentialsBody, ErrorBody, JsonBodyErrors, Overloaded};
+use crate::routes::schema::{CredentialsBody, ErrorBody, JsonBodyErrors, Overloaded};
 use crate::validation::Credentials;
 use crate::{password, validation};
 

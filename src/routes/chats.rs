@@ -1,17 +1,17 @@
-//! `/api/users/{user_id}/chats[/{chat_id}]`: list, create, rename and delete a user's
-//! chats. Authentication and the 403 check have already run in
-//! [`auth::require_session`](crate::auth::require_session).
+//! `/api/users/{user_id}/chats[/{chat_id}]`: list, create, read, rename and delete a
+//! user's chats. Each handler goes through [`Claim::run`](crate::auth::Claim::run),
+//! which checks the session before the handler's inputs are looked at.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::AuthenticatedUser;
+use crate::auth::{Check, Claim, Unsettled};
 use crate::db::Db;
 use crate::domain::Chat;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::docs::{
+use crate::routes::schema::{
     ChatIdsBody, ChatPathParams, ErrorBody, JsonBodyErrors, NewChatBody, Overloaded, RateLimited,
     RenameChatBody, SessionErrors, UserPathParams,
 };
@@ -45,11 +45,20 @@ pub struct ChatPath {
     chat_id: String,
 }
 
-impl ChatPath {
-    /// The chat id, or the route-parameter 400.
-    pub fn chat_id(&self) -> Result<i64, ApiError> {
-        validation::parse_chat_id(&self.chat_id).ok_or(ApiError::InvalidRouteParams)
-    }
+/// The chat id of a route about one chat, or the route-parameter 400.
+pub fn chat_id(path: Result<web::Path<ChatPath>, actix_web::Error>) -> Result<i64, ApiError> {
+    path.ok()
+        .and_then(|path| validation::parse_chat_id(&path.chat_id))
+        .ok_or(ApiError::InvalidRouteParams)
+}
+
+/// The JSON body of `req`, read only when [`Claim::run`] asks for it.
+async fn json_body(
+    req: &HttpRequest,
+    payload: Result<web::Payload, actix_web::Error>,
+) -> Result<JsonBody, ApiError> {
+    let mut payload = payload.map_err(|_| ApiError::UnreadableBody)?.into_inner();
+    JsonBody::from_request(req, &mut payload).await
 }
 
 /// `GET .../chats[?order_by=updated_at:desc]`: `{"chats": [Chat]}`.
@@ -72,16 +81,28 @@ impl ChatPath {
 )]
 pub async fn list(
     db: web::Data<Db>,
-    user: web::ReqData<AuthenticatedUser>,
-    query: web::Query<Vec<(String, String)>>,
+    claim: Claim,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let order = validation::single_params(&query, &["order_by"])
-        .and_then(|params| validation::parse_chat_order(params[0]))
-        .map_err(|issues| ApiError::InvalidQuery {
-            fields: "order_by",
-            issues,
-        })?;
-    let chats = db.list_chats(user.into_inner().user_id, order).await?;
+    let order =
+        |_key| async {
+            let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+                .map_err(|err| ApiError::InvalidQuery {
+                    fields: "query string",
+                    issues: vec![validation::Issue::unparsable_query(&err)],
+                })?;
+            validation::single_params(&query, &["order_by"])
+                .and_then(|params| validation::parse_chat_order(params[0]))
+                .map_err(|issues| ApiError::InvalidQuery {
+                    fields: "order_by",
+                    issues,
+                })
+        };
+    let chats = claim
+        .run(Check::First, order, |claim, order| {
+            db.list_chats(claim.user_id, order)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(ChatList { chats }))
 }
 
@@ -105,14 +126,51 @@ pub async fn list(
 )]
 pub async fn create(
     db: web::Data<Db>,
-    user: web::ReqData<AuthenticatedUser>,
-    body: Result<JsonBody, ApiError>,
+    claim: Claim,
+    req: HttpRequest,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     const FIELDS: &str = "name, model";
-    let body = body.map_err(|err| err.in_body(FIELDS))?;
-    let new = validation::parse_new_chat(body.0).map_err(ApiError::invalid_body(FIELDS))?;
-    let chat = db
-        .create_chat(user.into_inner().user_id, new.name, new.model)
+    let new = |key| async move {
+        let body = json_body(&req, payload.open(&key))
+            .await
+            .map_err(|err| err.in_body(FIELDS))?;
+        validation::parse_new_chat(body.0).map_err(ApiError::invalid_body(FIELDS))
+    };
+    let chat = claim
+        .run(Check::First, new, |claim, new| {
+            db.create_chat(claim.user_id, new.name, new.model)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(ChatBody { chat }))
+}
+
+/// `GET .../chats/{chat_id}`: `{"chat": Chat}`.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user_id}/chats/{chat_id}",
+    operation_id = "get_chat",
+    tag = "chats",
+    security(("session_cookie" = [])),
+    params(ChatPathParams),
+    responses(
+        (status = 200, description = "The chat", body = ChatBody),
+        (status = 400, description = "Invalid chat id", body = ErrorBody),
+        (status = 404, description = "No such chat of this user", body = ErrorBody),
+        SessionErrors,
+    )
+)]
+pub async fn get_one(
+    db: web::Data<Db>,
+    claim: Claim,
+    path: Unsettled<web::Path<ChatPath>>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = claim
+        .run(
+            Check::First,
+            |key| async move { chat_id(path.open(&key)) },
+            |claim, chat_id| db.chat(claim.user_id, chat_id),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(ChatBody { chat }))
 }
@@ -138,16 +196,24 @@ pub async fn create(
 )]
 pub async fn rename(
     db: web::Data<Db>,
-    user: web::ReqData<AuthenticatedUser>,
-    path: web::Path<ChatPath>,
-    body: Result<JsonBody, ApiError>,
+    claim: Claim,
+    path: Unsettled<web::Path<ChatPath>>,
+    req: HttpRequest,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     const FIELDS: &str = "name";
-    let chat_id = path.chat_id()?;
-    let body = body.map_err(|err| err.in_body(FIELDS))?;
-    let name = validation::parse_chat_rename(body.0).map_err(ApiError::invalid_body(FIELDS))?;
-    let chat = db
-        .rename_chat(user.into_inner().user_id, chat_id, name)
+    let inputs = |key| async move {
+        let chat_id = chat_id(path.open(&key))?;
+        let body = json_body(&req, payload.open(&key))
+            .await
+            .map_err(|err| err.in_body(FIELDS))?;
+        let name = validation::parse_chat_rename(body.0).map_err(ApiError::invalid_body(FIELDS))?;
+        Ok((chat_id, name))
+    };
+    let chat = claim
+        .run(Check::First, inputs, |claim, (chat_id, name)| {
+            db.rename_chat(claim.user_id, chat_id, name)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(ChatBody { chat }))
 }
@@ -171,12 +237,15 @@ pub async fn rename(
 )]
 pub async fn delete_one(
     db: web::Data<Db>,
-    user: web::ReqData<AuthenticatedUser>,
-    path: web::Path<ChatPath>,
+    claim: Claim,
+    path: Unsettled<web::Path<ChatPath>>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat_id = path.chat_id()?;
-    let deleted = db
-        .delete_chats(user.into_inner().user_id, vec![chat_id])
+    let deleted = claim
+        .run(
+            Check::First,
+            |key| async move { chat_id(path.open(&key)) },
+            |claim, chat_id| db.delete_chats(claim.user_id, vec![chat_id]),
+        )
         .await?;
     if deleted.is_empty() {
         return Err(ApiError::NotFound("Chat not found"));
@@ -208,17 +277,30 @@ pub async fn delete_one(
 )]
 pub async fn delete_many(
     db: web::Data<Db>,
-    user: web::ReqData<AuthenticatedUser>,
-    body: Result<JsonBody, ApiError>,
+    claim: Claim,
+    req: HttpRequest,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     const FIELDS: &str = "chat_ids";
-    let body = body.map_err(|err| err.in_body(FIELDS))?;
-    let mut chat_ids =
-        validation::parse_chat_ids(body.0).map_err(ApiError::invalid_body(FIELDS))?;
-    let mut seen = std::collections::HashSet::new();
-    chat_ids.retain(|id| seen.insert(*id));
-    let deleted = db
-        .delete_chats(user.into_inner().user_id, chat_ids.clone())
+    let inputs = |key| async move {
+        let body = json_body(&req, payload.open(&key))
+            .await
+            .map_err(|err| err.in_body(FIELDS))?;
+        let mut chat_ids =
+            validation::parse_chat_ids(body.0).map_err(ApiError::invalid_body(FIELDS))?;
+        let mut seen = std::collections::HashSet::new();
+        chat_ids.retain(|id| seen.insert(*id));
+        Ok(chat_ids)
+    };
+    let (chat_ids, deleted) = claim
+        .run(
+            Check::First,
+            inputs,
+            |claim, chat_ids: Vec<i64>| async move {
+                let deleted = db.delete_chats(claim.user_id, chat_ids.clone()).await?;
+                Ok((chat_ids, deleted))
+            },
+        )
         .await?;
     let not_found = chat_ids
         .into_iter()

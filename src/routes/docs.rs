@@ -3,19 +3,18 @@
 //! whose assets are compiled into the binary (no CDN, works offline).
 //!
 //! Request bodies are validated by hand (to report zod-style issues), so their schemas
-//! are the documentation-only types below; the integration tests and the API tester in
-//! CI check that what the server accepts and answers matches them.
+//! are documentation-only types, kept in the leaf module [`schema`](crate::routes::schema)
+//! that the handlers import; the integration tests and the API tester in CI check that
+//! what the server accepts and answers matches them.
 
 use std::sync::OnceLock;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, ContentType};
 use actix_web::{HttpResponse, web};
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::{auth, chats, health, messages};
-use crate::domain::Role;
 use crate::error::ApiError;
 
 /// The whole API, assembled from the handlers' annotations.
@@ -37,6 +36,7 @@ use crate::error::ApiError;
         auth::check,
         chats::list,
         chats::create,
+        chats::get_one,
         chats::rename,
         chats::delete_one,
         chats::delete_many,
@@ -67,229 +67,6 @@ impl Modify for SessionCookie {
             ))),
         );
     }
-}
-
-/// The path of a route under `/api/users/{user_id}`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub struct UserPathParams {
-    /// The id of the user whose session is presented.
-    user_id: String,
-}
-
-/// The path of a route about one chat.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub struct ChatPathParams {
-    /// The id of the user whose session is presented.
-    user_id: String,
-    /// The chat's id.
-    #[param(minimum = 1)]
-    chat_id: i64,
-}
-
-/// The answers every route under `/api/users/{user_id}` may give before its own work.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub enum SessionErrors {
-    /// No valid session.
-    #[response(status = 401, description = "No valid session")]
-    Unauthorized(ErrorBody),
-    /// The session belongs to another user than the path's.
-    #[response(status = 403, description = "The session is another user's")]
-    Forbidden(ErrorBody),
-}
-
-/// The answers of a route that reads a JSON body, about the body as bytes.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub enum JsonBodyErrors {
-    /// The body did not arrive within the body timeout.
-    #[response(status = 408, description = "The body did not arrive in time")]
-    Timeout(ErrorBody),
-    /// The body is larger than `--max-body-bytes`.
-    #[response(status = 413, description = "Body too large")]
-    TooLarge(ErrorBody),
-    /// The body is not `application/json`.
-    #[response(status = 415, description = "Not application/json")]
-    NotJson(ErrorBody),
-}
-
-/// The answer of a route under `/api/users/{user_id}` that writes, when the session's
-/// write rate limit is used up.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub enum RateLimited {
-    /// The session's write rate limit is used up.
-    #[response(
-        status = 429,
-        description = "The session's write rate limit (`--write-rate-limit`) is used up",
-        headers(("Retry-After" = u64, description = "Seconds until a write is accepted again"))
-    )]
-    RateLimited(ErrorBody),
-}
-
-/// The answer of a route that writes, when too many writes are waiting or the database
-/// cannot serve right now.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub enum Overloaded {
-    /// Too many writes are waiting, or the database is busy or unavailable.
-    #[response(
-        status = 503,
-        description = "Too many writes are waiting, or the database is busy; retry shortly",
-        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
-    )]
-    Overloaded(ErrorBody),
-}
-
-/// The error envelope every failing response carries.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// The HTTP status code.
-    #[schema(rename = "statusCode", example = 400)]
-    status_code: u16,
-    /// A short text, e.g. `Bad Request. Invalid body(message | messages).`
-    #[schema(rename = "statusMessage")]
-    status_message: String,
-    /// A human explanation.
-    message: String,
-    /// For invalid bodies and queries: `{"issues": [...]}`.
-    data: Option<ErrorData>,
-}
-
-/// Details of a validation failure.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorData {
-    /// Every problem found.
-    issues: Vec<IssueBody>,
-}
-
-/// One problem, shaped like a zod issue (other properties allowed). Codes add their own fields: `expected` and
-/// `received` (`invalid_type`), `minimum` / `maximum` and `type` (`too_small`,
-/// `too_big`), `options` and `received` (`invalid_enum_value`), `validation`
-/// (`invalid_string`), `line` and `column` (`invalid_json`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct IssueBody {
-    /// What kind of problem.
-    #[schema(example = "invalid_type")]
-    code: String,
-    /// Where: object keys and array indexes, e.g. `["messages", 2, "role"]`.
-    path: Vec<IssuePathSegment>,
-    /// A sentence for people.
-    message: String,
-}
-
-/// One element of an issue's `path`.
-#[derive(ToSchema, Serialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum IssuePathSegment {
-    /// An object key.
-    Key(String),
-    /// An array index.
-    Index(u64),
-}
-
-/// `{"email", "password"}`
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct CredentialsBody {
-    /// An email address; stored lower-cased.
-    #[schema(format = Email, max_length = 254, example = "ada@example.org")]
-    email: String,
-    /// 8 to 1024 characters.
-    #[schema(min_length = 8, max_length = 1024, example = "correct horse battery")]
-    password: String,
-}
-
-/// `{"name", "model"}`
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct NewChatBody {
-    /// 1 to 200 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"\S",
-        example = "Trip planning"
-    )]
-    name: String,
-    /// The model the chat talks to; 1 to 200 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"\S",
-        example = "llama-3-8b"
-    )]
-    model: String,
-}
-
-/// `{"name"}`
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RenameChatBody {
-    /// 1 to 200 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"\S",
-        example = "Renamed chat"
-    )]
-    name: String,
-}
-
-/// `{"chat_ids": [...]}`
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ChatIdsBody {
-    /// 1 to 1000 chat ids, each a positive integer.
-    #[schema(min_items = 1, max_items = 1000, minimum = 1)]
-    chat_ids: Vec<i64>,
-}
-
-/// One message of a batch.
-#[derive(ToSchema, Serialize)]
-#[allow(dead_code)]
-pub struct NewMessageBody {
-    /// The text, stored exactly as sent; not empty or only whitespace; at most 256 KiB
-    /// of UTF-8 by default (the schema's character limit is a quarter of that).
-    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
-    content: String,
-    /// Who wrote it.
-    role: Role,
-}
-
-/// A create-messages body: one message, or an ordered batch. A body with both
-/// `messages` and `message`/`actor` is ambiguous and rejected. Unknown fields are ignored.
-#[derive(ToSchema, Serialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum CreateMessagesBody {
-    /// `{"message", "actor"}`
-    Single {
-        /// The text, stored exactly as sent; not empty or only whitespace.
-        #[schema(
-            min_length = 1,
-            max_length = 65536,
-            pattern = r"\S",
-            example = "Hello!"
-        )]
-        message: String,
-        /// Who wrote it.
-        actor: Role,
-    },
-    /// `{"messages": [{"content", "role"}, ...]}`: stored in one transaction, in order.
-    Batch {
-        /// 1 to 1000 messages.
-        #[schema(min_items = 1, max_items = 1000)]
-        messages: Vec<NewMessageBody>,
-    },
 }
 
 /// The document, rendered once.
@@ -397,6 +174,7 @@ mod tests {
                 "DELETE /api/users/{user_id}/chats/{chat_id}/messages/last",
                 "GET /api/auth/session",
                 "GET /api/users/{user_id}/chats",
+                "GET /api/users/{user_id}/chats/{chat_id}",
                 "GET /api/users/{user_id}/chats/{chat_id}/messages",
                 "GET /healthz",
                 "GET /readyz",

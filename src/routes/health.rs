@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::routes::docs::ErrorBody;
+use crate::routes::schema::ErrorBody;
 
 /// `{"status": "ok"}`
 #[derive(Serialize, ToSchema)]

@@ -1,34 +1,33 @@
 //! `/api/users/{user_id}/chats/{chat_id}/messages`: append one message or an ordered
 //! batch to a chat, read it back, delete the last turn.
 //!
-//! The two hot routes, create and read, check the session in the same storage step as
-//! their work (see [`auth::claim`](crate::auth::claim)), saving a separate lookup per
-//! request; 401 and then 403 still come before every other answer. Deleting the last
-//! turn sits behind [`auth::require_session`](crate::auth::require_session) like the
-//! other user routes.
+//! Every handler goes through [`Claim::run`](crate::auth::Claim::run). The two hot
+//! routes, create and read, let storage check the session in the same step as their
+//! work ([`Check::InStorage`](crate::auth::Check::InStorage)), saving a separate lookup
+//! per request; 401 and then 403 still come before every other answer.
 
 use std::io::Write as _;
 
 use actix_web::http::header::{ContentType, HeaderName};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use metrics::counter;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::auth::{self, AuthenticatedUser};
+use crate::auth::{Check, Claim, Unsettled};
 use crate::config::Limits;
-use crate::db::{self, Appended, BoxError, Db};
+use crate::db::{Appended, BoxError, Db};
 use crate::domain::{ChatMessage, IdempotencyKey, MessageRef, MessageWindow, NewMessage};
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{self, JsonBody, PARSE_OFF_WORKER_OVER};
 use crate::metric_names::{BATCHES_STORED, MESSAGES_STORED};
-use crate::routes::chats::ChatPath;
-use crate::routes::docs::{
+use crate::routes::chats::{ChatPath, chat_id};
+use crate::routes::schema::{
     ChatPathParams, CreateMessagesBody, ErrorBody, JsonBodyErrors, Overloaded, RateLimited,
     SessionErrors,
 };
-use crate::validation::{self, CreateMessages, Issue};
+use crate::validation::{self, CreateMessages, Issue, MessageLimits};
 
 /// `{"chatMessages": [...], "next": id | null}`. Pages are written straight from the
 /// rows by [`list`]; this type describes them for the API document and the tests.
@@ -120,37 +119,48 @@ const FIELDS: &str = "message | messages";
 pub async fn create(
     db: web::Data<Db>,
     limits: web::Data<Limits>,
-    path: Result<web::Path<MessagesPath>, actix_web::Error>,
+    claim: Claim,
+    path: Unsettled<web::Path<ChatPath>>,
     req: HttpRequest,
-    payload: web::Payload,
+    payload: Unsettled<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
-    let path = path_or_auth_error(&req, path).await?;
-    // Without a well-formed session cookie the answer is 401 before the body is read.
-    let claim = auth::claim(&req, path.user_id)?;
-    let body = JsonBody::from_request(&req, &mut payload.into_inner()).await;
-    let (chat_id, idempotency, input) = match parse_create(&path.chat_id, &req, body, &limits) {
-        Ok(parsed) => parsed,
-        Err(err) => return Err(auth::claim_first(&req, claim, err).await),
+    // In the order the errors are reported: chat id, `Idempotency-Key`, then the body.
+    let inputs = |input_key| async move {
+        let chat_id = chat_id(path.open(&input_key))?;
+        let key = idempotency_key(&req)?;
+        let mut payload = payload
+            .open(&input_key)
+            .map_err(|_| ApiError::UnreadableBody)?
+            .into_inner();
+        let bytes = extract::read_body(&req, &mut payload)
+            .await
+            .map_err(|err| err.in_body(FIELDS))?;
+        let message_limits = limits.messages();
+        let large = bytes.len() > PARSE_OFF_WORKER_OVER;
+        let parse = move || parse_create_body(chat_id, key, &bytes, &message_limits);
+        let (idempotency, input) = if large {
+            web::block(parse).await.map_err(ApiError::internal)??
+        } else {
+            parse()?
+        };
+        Ok((chat_id, idempotency, input))
     };
-    auth::admit_claimed_write(&req, &claim).await?;
-    let (messages, single) = match input {
-        CreateMessages::Single(message) => (vec![message], true),
-        CreateMessages::Batch(messages) => (messages, false),
-    };
-    let appended = match db
-        .append_messages(claim.clone(), chat_id, messages, idempotency)
-        .await
-    {
-        Ok(appended) => appended,
-        // Refused before the writer ran the job, so before the claim was checked.
-        Err(err @ db::Error::Overloaded) => {
-            return Err(auth::claim_first(&req, claim, err.into()).await);
-        }
-        Err(err) if err.is_writer_gone() => {
-            return Err(auth::claim_first(&req, claim, err.into()).await);
-        }
-        Err(err) => return Err(err.into()),
-    };
+    let (appended, single) = claim
+        .run(
+            Check::InStorage,
+            inputs,
+            |claim, (chat_id, idempotency, input)| async move {
+                let (messages, single) = match input {
+                    CreateMessages::Single(message) => (vec![message], true),
+                    CreateMessages::Batch(messages) => (messages, false),
+                };
+                let appended = db
+                    .append_messages(claim, chat_id, messages, idempotency)
+                    .await?;
+                Ok((appended, single))
+            },
+        )
+        .await?;
     // A replay renders the messages the key stored: the same bytes as the first answer.
     let (messages, stored) = match appended {
         Appended::Stored(messages) => {
@@ -172,60 +182,22 @@ pub async fn create(
         .body(response))
 }
 
-/// Other methods on the messages resource: 401 and 403 first, as everywhere under
-/// `/api/users/{user_id}`, then 405.
-pub async fn method_not_allowed(
-    path: Result<web::Path<MessagesPath>, actix_web::Error>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let path = path_or_auth_error(&req, path).await?;
-    let claim = auth::claim(&req, path.user_id)?;
-    let err = ApiError::MethodNotAllowed {
-        allow: "GET, HEAD, POST",
-    };
-    Err(auth::claim_first(&req, claim, err).await)
-}
-
-/// The route parameters of the messages resource, as the path spells them.
-#[derive(serde::Deserialize)]
-pub struct MessagesPath {
-    user_id: String,
-    chat_id: String,
-}
-
-/// The path, or, when it cannot even be decoded, the error to answer: 401 without a
-/// live session, else 403 (a path that cannot be read names no user of the session).
-async fn path_or_auth_error(
-    req: &HttpRequest,
-    path: Result<web::Path<MessagesPath>, actix_web::Error>,
-) -> Result<MessagesPath, ApiError> {
-    match path {
-        Ok(path) => Ok(path.into_inner()),
-        Err(_) => {
-            auth::authenticate(req).await?;
-            Err(ApiError::Forbidden)
-        }
-    }
-}
-
-/// Everything a create request says besides its session, checked in the order the
-/// errors are reported: chat id, `Idempotency-Key`, then the body.
-fn parse_create(
-    chat_id: &str,
-    req: &HttpRequest,
-    body: Result<JsonBody, ApiError>,
-    limits: &Limits,
-) -> Result<(i64, Option<IdempotencyKey>, CreateMessages), ApiError> {
-    let chat_id = validation::parse_chat_id(chat_id).ok_or(ApiError::InvalidRouteParams)?;
-    let key = idempotency_key(req)?;
-    let body = body.map_err(|err| err.in_body(FIELDS))?;
-    let input = validation::parse_create_messages(body.0, &limits.messages())
+/// A create body: the idempotency key with the hash of what the request asks for,
+/// and the messages. Called on a blocking thread for a large body.
+fn parse_create_body(
+    chat_id: i64,
+    key: Option<String>,
+    bytes: &[u8],
+    limits: &MessageLimits,
+) -> Result<(Option<IdempotencyKey>, CreateMessages), ApiError> {
+    let body = JsonBody::parse(bytes).map_err(|err| err.in_body(FIELDS))?;
+    let input = validation::parse_create_messages(body.0, limits)
         .map_err(ApiError::invalid_body(FIELDS))?;
     let idempotency = key.map(|key| IdempotencyKey {
         request_hash: request_hash(chat_id, &input),
         key,
     });
-    Ok((chat_id, idempotency, input))
+    Ok((idempotency, input))
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters.
@@ -288,20 +260,18 @@ fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
 )]
 pub async fn list(
     db: web::Data<Db>,
-    path: Result<web::Path<MessagesPath>, actix_web::Error>,
+    claim: Claim,
+    path: Unsettled<web::Path<ChatPath>>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let path = path_or_auth_error(&req, path).await?;
-    let claim = auth::claim(&req, path.user_id)?;
-    let (chat_id, window) = match parse_list(&path.chat_id, &req) {
-        Ok(parsed) => parsed,
-        Err(err) => return Err(auth::claim_first(&req, claim, err).await),
-    };
-    let mut body = Vec::with_capacity(PAGE_BUFFER);
-    body.extend_from_slice(PAGE_OPEN);
-    let (mut body, next) = db
-        .read_messages(claim, chat_id, window, body, |body, message| {
-            write_page_entry(body, message)
+    let inputs = |key| async move { parse_list(path.open(&key), &req) };
+    let (mut body, next) = claim
+        .run(Check::InStorage, inputs, |claim, (chat_id, window)| {
+            let mut body = Vec::with_capacity(PAGE_BUFFER);
+            body.extend_from_slice(PAGE_OPEN);
+            db.read_messages(claim, chat_id, window, body, |body, message| {
+                write_page_entry(body, message)
+            })
         })
         .await?;
     write_page_close(&mut body, next);
@@ -311,8 +281,11 @@ pub async fn list(
 }
 
 /// The chat id and the window a read asks for.
-fn parse_list(chat_id: &str, req: &HttpRequest) -> Result<(i64, MessageWindow), ApiError> {
-    let chat_id = validation::parse_chat_id(chat_id).ok_or(ApiError::InvalidRouteParams)?;
+fn parse_list(
+    path: Result<web::Path<ChatPath>, actix_web::Error>,
+    req: &HttpRequest,
+) -> Result<(i64, MessageWindow), ApiError> {
+    let chat_id = chat_id(path)?;
     let invalid = |issues| ApiError::InvalidQuery {
         fields: "limit, after, before",
         issues,
@@ -386,12 +359,15 @@ fn write_page_close(body: &mut Vec<u8>, next: Option<i64>) {
 )]
 pub async fn delete_last(
     db: web::Data<Db>,
-    user: web::ReqData<AuthenticatedUser>,
-    path: web::Path<ChatPath>,
+    claim: Claim,
+    path: Unsettled<web::Path<ChatPath>>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat_id = path.chat_id()?;
-    let deleted = db
-        .delete_last_turn(user.into_inner().user_id, chat_id)
+    let deleted = claim
+        .run(
+            Check::First,
+            |key| async move { chat_id(path.open(&key)) },
+            |claim, chat_id| db.delete_last_turn(claim.user_id, chat_id),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(DeletedMessages { deleted }))
 }

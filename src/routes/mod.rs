@@ -7,10 +7,11 @@ pub mod docs;
 mod favicon;
 mod health;
 mod messages;
+pub mod schema;
 
-use actix_web::middleware::from_fn;
 use actix_web::{Resource, Route, guard, web};
 
+use crate::auth::Claim;
 use crate::error::ApiError;
 
 /// Registers every route of the service.
@@ -30,33 +31,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/session", GET).route(get().to(auth::current_session)))
                 .service(resource("/check", "HEAD").route(web::head().to(auth::check))),
         )
-        // The hot message routes check the session themselves, in the same storage step
-        // as their work; so they sit outside the scope and its middleware.
-        .service(
-            web::resource("/api/users/{user_id}/chats/{chat_id}/messages")
-                .route(get().to(messages::list))
-                .route(web::post().to(messages::create))
-                .default_service(web::to(messages::method_not_allowed)),
-        )
+        // No middleware: every handler in this scope, and its 404 and 405s, goes
+        // through `auth::Claim`, which puts 401 and 403 before everything else.
         .service(
             web::scope("/api/users/{user_id}")
-                .wrap(from_fn(crate::auth::require_session))
                 .service(
-                    resource("/chats", "GET, HEAD, POST, DELETE")
+                    user_resource("/chats", "GET, HEAD, POST, DELETE")
                         .route(get().to(chats::list))
                         .route(web::post().to(chats::create))
                         .route(web::delete().to(chats::delete_many)),
                 )
                 .service(
-                    resource("/chats/{chat_id}", "PATCH, DELETE")
+                    user_resource("/chats/{chat_id}", "GET, HEAD, PATCH, DELETE")
+                        .route(get().to(chats::get_one))
                         .route(web::patch().to(chats::rename))
                         .route(web::delete().to(chats::delete_one)),
                 )
                 .service(
-                    resource("/chats/{chat_id}/messages/last", "DELETE")
+                    user_resource("/chats/{chat_id}/messages", "GET, HEAD, POST")
+                        .route(get().to(messages::list))
+                        .route(web::post().to(messages::create)),
+                )
+                .service(
+                    user_resource("/chats/{chat_id}/messages/last", "DELETE")
                         .route(web::delete().to(messages::delete_last)),
                 )
-                .default_service(web::to(route_not_found)),
+                .default_service(web::to(|claim: Claim| async move {
+                    Err::<&str, _>(claim.refuse(ApiError::RouteNotFound).await)
+                })),
         );
 }
 
@@ -72,6 +74,14 @@ fn get() -> Route {
 fn resource(path: &str, allow: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move || async move {
         Err::<&str, _>(ApiError::MethodNotAllowed { allow })
+    }))
+}
+
+/// A resource under `/api/users/{user_id}` whose other methods get a JSON 405 naming
+/// the `allow`ed ones, once the claim is settled (401 and 403 first).
+fn user_resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move |claim: Claim| async move {
+        Err::<&str, _>(claim.refuse(ApiError::MethodNotAllowed { allow }).await)
     }))
 }
 

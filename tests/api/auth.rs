@@ -145,6 +145,67 @@ fn requests_wrong_in_other_ways(owner: &str, chat_id: i64, other_chat_id: i64) -
             content_type: json,
             body: VALID_SINGLE.into(),
         },
+        Request {
+            what: "a chat listing with an invalid order",
+            method: Method::GET,
+            path: format!("/api/users/{owner}/chats?order_by=colour"),
+            content_type: None,
+            body: Vec::new(),
+        },
+        Request::post(
+            "a new chat with an invalid body",
+            format!("/api/users/{owner}/chats"),
+            json,
+            r#"{"name":" "}"#,
+        ),
+        Request::post(
+            "a new chat with an oversized body",
+            format!("/api/users/{owner}/chats"),
+            json,
+            vec![b' '; 64 * 1024],
+        ),
+        Request {
+            what: "a read of one chat with a malformed id",
+            method: Method::GET,
+            path: format!("/api/users/{owner}/chats/abc"),
+            content_type: None,
+            body: Vec::new(),
+        },
+        Request {
+            what: "a read of another user's chat",
+            method: Method::GET,
+            path: format!("/api/users/{owner}/chats/{other_chat_id}"),
+            content_type: None,
+            body: Vec::new(),
+        },
+        Request {
+            what: "a rename that is not JSON",
+            method: Method::PATCH,
+            path: format!("/api/users/{owner}/chats/{chat_id}"),
+            content_type: Some("text/plain"),
+            body: b"name".to_vec(),
+        },
+        Request {
+            what: "a bulk delete with an invalid body",
+            method: Method::DELETE,
+            path: format!("/api/users/{owner}/chats"),
+            content_type: json,
+            body: b"{}".to_vec(),
+        },
+        Request {
+            what: "deleting the last turn of a malformed chat id",
+            method: Method::DELETE,
+            path: messages(&"abc") + "/last",
+            content_type: None,
+            body: Vec::new(),
+        },
+        Request {
+            what: "PUT on the chats resource",
+            method: Method::PUT,
+            path: format!("/api/users/{owner}/chats"),
+            content_type: json,
+            body: b"{}".to_vec(),
+        },
     ]
 }
 
@@ -700,4 +761,236 @@ async fn with_the_write_queue_full_401_and_403_still_come_before_503() {
     assert_error(unknown, 401, "Unauthorized").await;
     assert_error(other_user, 403, "Forbidden").await;
     assert_error(live, 503, "Service Unavailable").await;
+}
+
+/// Sends `head` and then `first_part` of a body over a raw connection and returns the
+/// answer's status line and body, read with a deadline; the rest of the body is never
+/// sent.
+async fn answer_to_a_partly_sent_body(
+    app: &TestApp,
+    head: String,
+    first_part: &[u8],
+) -> (String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first_part).await.unwrap();
+    let mut received = Vec::new();
+    let deadline = std::time::Duration::from_secs(30);
+    let read = tokio::time::timeout(deadline, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buffer).await.unwrap_or(0);
+            received.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&received);
+            let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                head.lines()
+                    .find_map(|line| {
+                        line.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|length| length.trim().parse::<usize>().ok())
+                    .is_some_and(|length| body.len() >= length)
+            });
+            if n == 0 || complete {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no answer while the body was still being sent"
+    );
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response head");
+    let status_line = head.lines().next().unwrap_or_default().to_owned();
+    (
+        status_line,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_large_body_with_a_bogus_or_foreign_session_is_refused_before_it_is_sent() {
+    // Arrange: a body timeout far beyond the test's deadline, so only an answer given
+    // without waiting for the body counts.
+    let app = spawn_app_with(Limits {
+        body_timeout: std::time::Duration::from_secs(600),
+        ..Limits::default()
+    })
+    .await;
+    let alice = app.seed_user("alice");
+    let bob = app.seed_user("bob");
+    let path = format!("/api/users/alice/chats/{}/messages", alice.chat_id);
+    let bogus = "x".repeat(43);
+    let cases = [
+        ("a bogus cookie", bogus.as_str(), "HTTP/1.1 401", 401),
+        (
+            "another user's session",
+            bob.token.as_str(),
+            "HTTP/1.1 403",
+            403,
+        ),
+    ];
+    let framings = [
+        ("Content-Length", "Content-Length: 3900000\r\n"),
+        ("chunked", "Transfer-Encoding: chunked\r\n"),
+    ];
+
+    for (case, token, status_line, status) in cases {
+        for (framing, length_header) in framings {
+            // Act: the head and 4 KiB of a 3.9 MB body of empty objects.
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                 {length_header}Cookie: neptun-session={token}\r\n\r\n"
+            );
+            let mut first_part = b"{\"messages\":[".to_vec();
+            first_part.extend("{},".repeat(4096 / 3).bytes());
+            if framing == "chunked" {
+                first_part = [
+                    format!("{:x}\r\n", first_part.len()).into_bytes(),
+                    first_part,
+                    b"\r\n".to_vec(),
+                ]
+                .concat();
+            }
+            let (line, body) = answer_to_a_partly_sent_body(&app, head, &first_part).await;
+
+            // Assert
+            assert!(line.starts_with(status_line), "{case}, {framing}: {line}");
+            assert_eq!(body["statusCode"], status, "{case}, {framing}: {body}");
+        }
+    }
+    assert_eq!(all_messages(&app), 0);
+}
+
+#[tokio::test]
+async fn a_large_batch_with_a_live_session_is_stored_whether_its_length_is_given_or_chunked() {
+    // Arrange: a batch well over the size at which the session is checked first.
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let texts: Vec<String> = (0..1000)
+        .map(|i| format!("message {i} {}", "x".repeat(100)))
+        .collect();
+    let batch = json!({
+        "messages": texts.iter().map(|t| json!({"content": t, "role": "user"})).collect::<Vec<_>>()
+    })
+    .to_string();
+    assert!(batch.len() > 64 * 1024);
+    let path = format!("/api/users/alice/chats/{}/messages", alice.chat_id);
+
+    // Act
+    let with_length = app
+        .post_raw(
+            &format!("{}{path}", app.address),
+            Some(&alice.token),
+            Some("application/json"),
+            batch.clone(),
+        )
+        .await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nCookie: neptun-session={}\r\nConnection: close\r\n\r\n",
+        alice.token
+    );
+    let chunked = [
+        format!("{:x}\r\n", batch.len()).as_bytes(),
+        batch.as_bytes(),
+        b"\r\n0\r\n\r\n",
+    ]
+    .concat();
+    let (chunked_line, chunked_body) = answer_to_a_partly_sent_body(&app, head, &chunked).await;
+
+    // Assert
+    assert_eq!(with_length.status(), 200);
+    let stored = json_body(with_length).await;
+    assert_eq!(stored["chatMessages"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(stored["chatMessages"][999]["message"], texts[999]);
+    assert!(chunked_line.starts_with("HTTP/1.1 200"), "{chunked_line}");
+    assert_eq!(chunked_body["chatMessages"][0]["message"], texts[0]);
+    let in_db: Vec<String> = app
+        .stored_messages(alice.chat_id)
+        .into_iter()
+        .map(|(_, text, _)| text)
+        .collect();
+    assert_eq!(in_db, [texts.clone(), texts].concat());
+}
+
+#[tokio::test]
+async fn of_several_session_cookies_the_live_one_of_the_paths_user_is_used_wherever_it_comes() {
+    // Arrange
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let bob = app.seed_user("bob");
+    let expired = app.create_session("alice", 0);
+    let unknown = SessionToken::generate().unwrap().expose().to_owned();
+    let path = format!("/api/users/alice/chats/{}/messages", alice.chat_id);
+    let cookies = |tokens: &[&str]| {
+        tokens
+            .iter()
+            .map(|t| format!("neptun-session={t}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let cases: [(&str, Vec<&str>, u16); 6] = [
+        (
+            "an unknown token, then alice's",
+            vec![&unknown, &alice.token],
+            200,
+        ),
+        (
+            "alice's, then an expired one",
+            vec![&alice.token, &expired],
+            200,
+        ),
+        ("bob's, then alice's", vec![&bob.token, &alice.token], 200),
+        ("alice's in a second Cookie header", vec![], 200),
+        ("bob's and an expired one", vec![&expired, &bob.token], 403),
+        (
+            "an unknown and an expired one",
+            vec![&unknown, &expired],
+            401,
+        ),
+    ];
+
+    for (case, tokens, status) in cases {
+        // Act
+        let mut request = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .header(CONTENT_TYPE, "application/json")
+            .body(VALID_SINGLE);
+        if tokens.is_empty() {
+            request = request
+                .header(COOKIE, cookies(&[&unknown]))
+                .header(COOKIE, cookies(&[&alice.token]));
+        } else {
+            request = request.header(COOKIE, cookies(&tokens));
+        }
+        let response = request.send().await.unwrap();
+
+        // Assert
+        assert_eq!(response.status().as_u16(), status, "{case}");
+        if status == 200 {
+            assert_eq!(
+                json_body(response).await["chatMessage"]["neptun_user_id"],
+                "alice",
+                "{case}"
+            );
+        }
+    }
+    assert_eq!(app.stored_messages(alice.chat_id).len(), 4);
+    let session = app
+        .client
+        .get(format!("{}/api/auth/session", app.address))
+        .header(COOKIE, cookies(&[&unknown, &bob.token]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 200);
+    assert_eq!(json_body(session).await["user"]["id"], "bob");
 }

@@ -1,5 +1,5 @@
-//! `/api/users/{user_id}/chats[/{chat_id}]`: listing and its orders, creating, renaming,
-//! deleting one or many. Then, for every route under `/api/users/{user_id}/chats`: no
+//! `/api/users/{user_id}/chats[/{chat_id}]`: listing and its orders, creating, reading
+//! one, renaming, deleting one or many. Then, for every route under `/api/users/{user_id}/chats`: no
 //! session is 401, another user's path is 403, another user's chat id is 404, and none
 //! of them changes the other user's data.
 
@@ -432,6 +432,79 @@ async fn a_user_sees_only_their_own_chats() {
 }
 
 #[tokio::test]
+async fn one_chat_is_returned_exactly_as_the_listing_shows_it() {
+    // Arrange
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let other = app.create_chat("alice");
+    post_exchange(&app, &alice, alice.chat_id).await;
+    let listed = list(&app, &alice, "").await;
+
+    for chat_id in [alice.chat_id, other] {
+        // Act
+        let response = app
+            .get(&chat_path("alice", chat_id), Some(&alice.token))
+            .await;
+
+        // Assert
+        assert_eq!(response.status(), 200, "chat {chat_id}");
+        let body = json_body(response).await;
+        let in_listing = listed["chats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|chat| chat["id"] == chat_id)
+            .unwrap();
+        assert_eq!(body, json!({ "chat": in_listing }), "chat {chat_id}");
+    }
+    let head = app
+        .send(
+            Method::HEAD,
+            &chat_path("alice", other),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(head.status(), 200);
+}
+
+#[tokio::test]
+async fn reading_a_chat_with_a_malformed_id_is_invalid_route_params() {
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    for chat_id in ["abc", "0", "-1", "1.5"] {
+        let response = app
+            .get(&chat_path("alice", chat_id), Some(&alice.token))
+            .await;
+
+        assert_error(
+            response,
+            400,
+            "Bad Request. Invalid routeParams(user_id, chat_id).",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_chat_resource_answers_other_methods_with_405_naming_get() {
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+
+    let response = app
+        .send(
+            Method::PUT,
+            &chat_path("alice", alice.chat_id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+
+    assert_eq!(response.headers()["allow"], "GET, HEAD, PATCH, DELETE");
+    assert_error(response, 405, "Method Not Allowed").await;
+}
+
+#[tokio::test]
 async fn renaming_a_chat_returns_it_with_the_new_trimmed_name_and_a_later_updated_at() {
     // Arrange
     let app = spawn_app().await;
@@ -687,6 +760,7 @@ fn every_chat_route(owner: &str, chat_id: i64) -> Vec<RouteCall> {
             chats_path(owner),
             Some(json!({"name": "intruder", "model": "m"})),
         ),
+        call("read a chat", Method::GET, chat.clone(), None),
         call(
             "rename a chat",
             Method::PATCH,
@@ -830,6 +904,13 @@ async fn a_missing_chat_id_is_the_same_404_as_another_users() {
             )
             .await;
         answers.push(assert_error(response, 404, "Not Found").await);
+        let read = app
+            .get(&chat_path("alice", chat_id), Some(&alice.token))
+            .await;
+        answers.push(assert_error(read, 404, "Not Found").await);
     }
-    assert_eq!(answers[0], answers[1]);
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "{answers:?}"
+    );
 }

@@ -1209,13 +1209,20 @@ struct OddHeaders {
 }
 
 impl OddHeaders {
-    /// The first `neptun-session` cookie counts: it authenticates if it is the token.
+    /// Each of the first four well-formed `neptun-session` cookies is tried (empty
+    /// values and values over 256 bytes are no tokens): the request authenticates if
+    /// one of them is the token.
     fn authenticates(&self) -> bool {
         self.cookies
             .iter()
             .flatten()
-            .find(|part| matches!(part, CookiePart::Session { .. } | CookiePart::Bogus(_)))
-            .is_some_and(|part| matches!(part, CookiePart::Session { .. }))
+            .filter(|part| match part {
+                CookiePart::Session { .. } => true,
+                CookiePart::Bogus(value) => (1..=256).contains(&value.len()),
+                _ => false,
+            })
+            .take(4)
+            .any(|part| matches!(part, CookiePart::Session { .. }))
     }
 }
 

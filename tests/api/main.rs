@@ -16,6 +16,7 @@ mod hostile;
 mod idempotency;
 mod operations;
 mod process;
+mod query_validation;
 mod quota;
 mod read_messages;
 mod readme_check;

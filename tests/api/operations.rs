@@ -486,7 +486,7 @@ async fn an_unreasonable_client_request_id_is_replaced() {
 
 fn limited_to(per_minute: u32) -> Settings {
     Settings {
-        write_rate_limit: Some(per_minute),
+        write_rate_limit: Some(std::num::NonZeroU32::new(per_minute).unwrap()),
         ..Settings::default()
     }
 }
@@ -551,23 +551,38 @@ async fn the_write_after_a_full_burst_gets_429_with_retry_after_and_is_not_store
 }
 
 #[tokio::test]
-async fn a_limit_of_zero_writes_per_minute_refuses_every_write_with_429() {
-    let app = spawn_app_with_settings(limited_to(0)).await;
+async fn a_write_rate_limit_of_zero_on_the_command_line_means_no_limit() {
+    // Arrange: the settings the server would run with.
+    use clap::Parser as _;
+    let cli =
+        neptun_chat::cli::Cli::try_parse_from(["neptun-chat", "--write-rate-limit", "0"]).unwrap();
+    let settings = cli.serve.settings(&cli.database);
+    assert_eq!(settings.write_rate_limit, None);
+    let app = spawn_app_with_settings(Settings {
+        write_rate_limit: settings.write_rate_limit,
+        ..Settings::default()
+    })
+    .await;
     let alice = app.seed_user("alice");
 
-    let response = app
-        .post_messages(&alice, &json!({"message": "never", "actor": "user"}))
-        .await;
+    // Act
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let body = json!({"message": format!("write {i}"), "actor": "user"});
+        statuses.push(app.post_messages(&alice, &body).await.status().as_u16());
+    }
 
-    assert_error(response, 429, "Too Many Requests").await;
-    assert!(app.stored_messages(alice.chat_id).is_empty());
+    // Assert
+    assert_eq!(statuses, vec![200; 20]);
+    assert_eq!(app.stored_messages(alice.chat_id).len(), 20);
 }
 
 #[tokio::test]
-async fn reads_are_not_limited_and_other_sessions_have_their_own_bucket() {
-    // Arrange: alice's first session has used up its burst.
+async fn reads_are_not_limited_and_a_second_session_of_the_same_user_shares_the_budget() {
+    // Arrange: alice's first session has used up her burst; bob has his own.
     let app = spawn_app_with_settings(limited_to(3)).await;
     let alice = app.seed_user("alice");
+    let bob = app.seed_user("bob");
     let message = json!({"message": "write", "actor": "user"});
     for _ in 0..3 {
         assert_eq!(app.post_messages(&alice, &message).await.status(), 200);
@@ -586,7 +601,7 @@ async fn reads_are_not_limited_and_other_sessions_have_their_own_bucket() {
                 .status(),
         );
     }
-    let other_session = app
+    let second_session = app
         .post_raw(
             &app.messages_url("alice", alice.chat_id),
             Some(&second_token),
@@ -594,11 +609,14 @@ async fn reads_are_not_limited_and_other_sessions_have_their_own_bucket() {
             json!({"message": "from the second session", "actor": "user"}).to_string(),
         )
         .await;
+    let other_user = app.post_messages(&bob, &message).await;
 
     // Assert
     assert!(reads.iter().all(|s| *s == StatusCode::OK), "{reads:?}");
-    assert_eq!(other_session.status(), StatusCode::OK);
-    assert_eq!(app.stored_messages(alice.chat_id).len(), 4);
+    assert_error(second_session, 429, "Too Many Requests").await;
+    assert_eq!(other_user.status(), StatusCode::OK);
+    assert_eq!(app.stored_messages(alice.chat_id).len(), 3);
+    assert_eq!(app.stored_messages(bob.chat_id).len(), 1);
 }
 
 #[tokio::test]
