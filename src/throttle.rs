@@ -156,9 +156,15 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The password was wrong (or the sign-up was answered): the attempt stays counted,
-    /// and any lock it brings runs from now, not from when the attempt began.
+    /// The password was wrong: the attempt stays counted, and any lock it brings runs
+    /// from now, not from when the attempt began.
     pub fn failed(self) {
+        self.failed_at(Instant::now());
+    }
+
+    /// The sign-up was answered (made, or the email was taken): it stays counted, as
+    /// [`failed`](Attempt::failed) does for a login.
+    pub fn counted(self) {
         self.failed_at(Instant::now());
     }
 

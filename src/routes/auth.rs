@@ -87,7 +87,7 @@ pub async fn sign_up(
         .await;
     // A taken email counts too: sign-up must not be a free way to test emails.
     if matches!(&signed_up, Ok(_) | Err(crate::db::Error::Conflict(_))) {
-        attempt.failed();
+        attempt.counted();
     }
     Ok(signed_in(signed_up?, &token, &settings))
 }
