@@ -158,7 +158,6 @@ pub struct LoginArgs {
     #[arg(
         long = "trusted-proxy",
         value_name = "IP",
-        global = true,
         env = "NEPTUN_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
@@ -166,22 +165,22 @@ pub struct LoginArgs {
 
     /// Failed logins to one account from one address before each further attempt
     /// waits (1 s, doubling up to 15 min); 0: no limit.
-    #[arg(long, global = true, env = "NEPTUN_LOGIN_FAILURES", default_value_t = ThrottleSettings::default().login_per_account.free)]
+    #[arg(long, env = "NEPTUN_LOGIN_FAILURES", default_value_t = ThrottleSettings::default().login_per_account.free)]
     pub login_failures: u32,
 
     /// Failed logins from one address, to any accounts, before each further attempt
     /// waits (1 s, doubling up to 15 min); 0: no limit.
-    #[arg(long, global = true, env = "NEPTUN_LOGIN_FAILURES_PER_ADDRESS", default_value_t = ThrottleSettings::default().login_per_address.free)]
+    #[arg(long, env = "NEPTUN_LOGIN_FAILURES_PER_ADDRESS", default_value_t = ThrottleSettings::default().login_per_address.free)]
     pub login_failures_per_address: u32,
 
     /// Sign-ups from one address before each further one waits (1 min, doubling up to
     /// 1 h); 0: no limit.
-    #[arg(long, global = true, env = "NEPTUN_SIGN_UPS_PER_ADDRESS", default_value_t = ThrottleSettings::default().sign_up_per_address.free)]
+    #[arg(long, env = "NEPTUN_SIGN_UPS_PER_ADDRESS", default_value_t = ThrottleSettings::default().sign_up_per_address.free)]
     pub sign_ups_per_address: u32,
 
     /// Password hashes (logins, sign-ups) that may wait for a hashing thread; beyond
     /// it, 503 with Retry-After.
-    #[arg(long, global = true, env = "NEPTUN_HASH_QUEUE", default_value_t = HashSettings::default().queue)]
+    #[arg(long, env = "NEPTUN_HASH_QUEUE", default_value_t = HashSettings::default().queue)]
     pub hash_queue: usize,
 }
 
@@ -640,5 +639,40 @@ mod tests {
     fn the_secure_cookie_flag_can_be_turned_off() {
         let cli = Cli::try_parse_checked_from(["neptun-chat", "--cookie-secure", "false"]).unwrap();
         assert!(!cli.serve.settings(&cli.database).sessions.cookie_secure);
+    }
+
+    #[test]
+    fn login_options_set_the_throttle_the_hash_queue_and_the_trusted_proxies() {
+        let cli = Cli::try_parse_checked_from([
+            "neptun-chat",
+            "serve",
+            "--login-failures",
+            "0",
+            "--login-failures-per-address",
+            "7",
+            "--sign-ups-per-address",
+            "3",
+            "--hash-queue",
+            "9",
+            "--trusted-proxy",
+            "10.0.0.1",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        let Some(Command::Serve(args)) = &cli.command else {
+            panic!("serve");
+        };
+        let settings = args.settings(&cli.database);
+        assert_eq!(
+            settings.throttle.login_per_account.free, 0,
+            "0 turns it off"
+        );
+        assert_eq!(settings.throttle.login_per_address.free, 7);
+        assert_eq!(settings.throttle.sign_up_per_address.free, 3);
+        assert_eq!(settings.hashing.queue, 9);
+        let proxies: Vec<std::net::IpAddr> =
+            vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(settings.trusted_proxies, TrustedProxies(proxies));
     }
 }
