@@ -5,7 +5,7 @@
 //! write that header, so trusting it would let every request claim a new address and
 //! dodge the limits. Behind a reverse proxy every request's peer is the proxy, so all
 //! clients would share one address's limits; the operator then names the proxy
-//! ([`TrustedProxies`]). For a request whose peer is a trusted proxy the client is the
+//! ([`TrustedProxies`](crate::client_ip::TrustedProxies)). For a request whose peer is a trusted proxy the client is the
 //! right-most `X-Forwarded-For` entry that is not itself a trusted proxy: each proxy
 //! appends the address it saw, so entries left of the last untrusted one may be made up
 //! by the client and are never read.

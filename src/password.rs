@@ -6,16 +6,16 @@
 //! A hash is deliberately slow (tens of milliseconds) and takes ~19 MiB, so requests
 //! never hash on the async workers or on the blocking threads that serve reads. They
 //! hash on a fixed set of long-lived threads (one per core but one, at least one, at
-//! most [`MAX_HASHING_THREADS`]), started once per process and shared by every server
+//! most [`MAX_HASHING_THREADS`](crate::password::MAX_HASHING_THREADS)), started once per process and shared by every server
 //! it builds. Waiting hashes are taken round-robin by client address. Each thread keeps its own Argon2 memory and reuses it for every hash, so a
 //! flood of logins costs at most that many times 19 MiB, however long it lasts. (A new
 //! thread per hash, as before, left each thread's freed 19 MiB in its own malloc arena:
 //! 200 connections of bogus logins kept ~1 GB resident.)
 //!
-//! Each server bounds its own share with a [`Hasher`]: at most the threads plus
-//! [`HashSettings::queue`] hashes in flight, and at most [`HashSettings::per_client`] of
+//! Each server bounds its own share with a [`Hasher`](crate::password::Hasher): at most the threads plus
+//! [`HashSettings::queue`](crate::password::HashSettings::queue) hashes in flight, and at most [`HashSettings::per_client`](crate::password::HashSettings::per_client) of
 //! them from one client address, so one address flooding logins cannot make everyone
-//! else wait behind it. Beyond either bound the answer is [`HashError::Busy`] at once
+//! else wait behind it. Beyond either bound the answer is [`HashError::Busy`](crate::password::HashError::Busy) at once
 //! (503 with `Retry-After`), which costs nothing.
 
 use std::collections::{HashMap, VecDeque};

@@ -1,6 +1,6 @@
 //! Throttling of password guessing and mass sign-up, in memory, per process.
 //!
-//! Three records, each with its own [`Backoff`]:
+//! Three records, each with its own [`Backoff`](crate::throttle::Backoff):
 //!
 //! - failed logins per **account and client address** (default: 5 free, then 1 s, 2 s,
 //!   4 s ... up to 15 min between attempts),
@@ -20,14 +20,14 @@
 //! account from many addresses is still bounded per address. A success clears the
 //! record of that account and address (not the address's own record, or an attacker
 //! with an account of their own could clear it between guesses). A record is forgotten
-//! after [`Backoff::forget_after`] without a new failure.
+//! after [`Backoff::forget_after`](crate::throttle::Backoff::forget_after) without a new failure.
 //!
 //! Addresses are counted per IPv4 address and per IPv6 /64 (one host usually holds a
 //! whole /64). Emails are kept as SHA-256 digests, never in clear.
 //!
 //! # Memory
 //!
-//! At most [`ThrottleSettings::max_records`] records (about 100 bytes each). When the
+//! At most [`ThrottleSettings::max_records`](crate::throttle::ThrottleSettings::max_records) records (about 100 bytes each). When the
 //! table is full, forgotten and unlocked records are dropped (that gives a few free
 //! attempts back to the keys dropped); if every record is a live lock, an attempt that
 //! needs a new record is refused with 429 until locks expire: guessing must not become
