@@ -13,7 +13,10 @@ use anyhow::{Context, bail};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{SessionToken, hash_token};
-use crate::config::{Durability, Limits, Quota, SessionSettings, Settings};
+use crate::config::{
+    Backoff, Durability, HashSettings, Limits, Quota, SessionSettings, Settings, ThrottleSettings,
+    TrustedProxies,
+};
 use crate::db::{self, Admin, Entity};
 use crate::domain::Timestamp;
 use crate::startup::Application;
@@ -59,6 +62,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub quota: QuotaArgs,
+
+    #[command(flatten)]
+    pub logins: LoginArgs,
 
     /// What an acknowledged write survives: `full` (power loss) or `normal` (a crash of
     /// the process; faster, but the last writes before a power loss may be lost).
@@ -140,6 +146,58 @@ pub struct SessionArgs {
     /// Set to false to serve plain HTTP to other hosts.
     #[arg(long, env = "NEPTUN_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
+}
+
+/// Throttling of logins and sign-ups, and where the client address comes from.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// A reverse proxy whose X-Forwarded-For names the client (repeatable, or
+    /// comma-separated in the variable). Without it the client is the TCP peer and
+    /// X-Forwarded-For is ignored; behind a proxy, name it, or every client shares the
+    /// proxy's login limits.
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "IP",
+        env = "NEPTUN_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// Failed logins to one account from one address before each further attempt
+    /// waits (1 s, doubling up to 15 min); 0: no limit.
+    #[arg(long, env = "NEPTUN_LOGIN_FAILURES", default_value_t = ThrottleSettings::default().login_per_account.free)]
+    pub login_failures: u32,
+
+    /// Failed logins from one address, to any accounts, before each further attempt
+    /// waits (1 s, doubling up to 15 min); 0: no limit.
+    #[arg(long, env = "NEPTUN_LOGIN_FAILURES_PER_ADDRESS", default_value_t = ThrottleSettings::default().login_per_address.free)]
+    pub login_failures_per_address: u32,
+
+    /// Sign-ups from one address before each further one waits (1 min, doubling up to
+    /// 1 h); 0: no limit.
+    #[arg(long, env = "NEPTUN_SIGN_UPS_PER_ADDRESS", default_value_t = ThrottleSettings::default().sign_up_per_address.free)]
+    pub sign_ups_per_address: u32,
+
+    /// Password hashes (logins, sign-ups) that may wait for a hashing thread; beyond
+    /// it, 503 with Retry-After.
+    #[arg(long, env = "NEPTUN_HASH_QUEUE", default_value_t = HashSettings::default().queue)]
+    pub hash_queue: usize,
+}
+
+impl LoginArgs {
+    fn throttle(&self) -> ThrottleSettings {
+        let defaults = ThrottleSettings::default();
+        let with_free = |backoff: Backoff, free: u32| Backoff { free, ..backoff };
+        ThrottleSettings {
+            login_per_account: with_free(defaults.login_per_account, self.login_failures),
+            login_per_address: with_free(
+                defaults.login_per_address,
+                self.login_failures_per_address,
+            ),
+            sign_up_per_address: with_free(defaults.sign_up_per_address, self.sign_ups_per_address),
+            ..defaults
+        }
+    }
 }
 
 /// Session lifetimes in days: up to 100 years, so expiry dates stay four-digit years.
@@ -333,6 +391,12 @@ impl ServeArgs {
             max_connections: self.limits.max_connections,
             write_queue: self.limits.write_queue.max(1),
             write_rate_limit: std::num::NonZeroU32::new(self.limits.write_rate_limit),
+            throttle: self.logins.throttle(),
+            hashing: HashSettings {
+                queue: self.logins.hash_queue,
+                ..HashSettings::default()
+            },
+            trusted_proxies: TrustedProxies(self.logins.trusted_proxies.clone()),
             quota: Quota {
                 max_messages: self.quota.max_user_messages,
                 max_bytes: self.quota.max_user_bytes,
@@ -575,5 +639,40 @@ mod tests {
     fn the_secure_cookie_flag_can_be_turned_off() {
         let cli = Cli::try_parse_checked_from(["neptun-chat", "--cookie-secure", "false"]).unwrap();
         assert!(!cli.serve.settings(&cli.database).sessions.cookie_secure);
+    }
+
+    #[test]
+    fn login_options_set_the_throttle_the_hash_queue_and_the_trusted_proxies() {
+        let cli = Cli::try_parse_checked_from([
+            "neptun-chat",
+            "serve",
+            "--login-failures",
+            "0",
+            "--login-failures-per-address",
+            "7",
+            "--sign-ups-per-address",
+            "3",
+            "--hash-queue",
+            "9",
+            "--trusted-proxy",
+            "10.0.0.1",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        let Some(Command::Serve(args)) = &cli.command else {
+            panic!("serve");
+        };
+        let settings = args.settings(&cli.database);
+        assert_eq!(
+            settings.throttle.login_per_account.free, 0,
+            "0 turns it off"
+        );
+        assert_eq!(settings.throttle.login_per_address.free, 7);
+        assert_eq!(settings.throttle.sign_up_per_address.free, 3);
+        assert_eq!(settings.hashing.queue, 9);
+        let proxies: Vec<std::net::IpAddr> =
+            vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(settings.trusted_proxies, TrustedProxies(proxies));
     }
 }

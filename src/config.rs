@@ -5,7 +5,10 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::client_ip::TrustedProxies;
 pub use crate::db::{Durability, Quota};
+pub use crate::password::HashSettings;
+pub use crate::throttle::{Backoff, ThrottleSettings};
 
 use crate::validation::MessageLimits;
 
@@ -88,6 +91,12 @@ pub struct Settings {
     pub busy_timeout: Duration,
     /// Per-user storage limits; off by default.
     pub quota: Quota,
+    /// Backoff on failed logins and on sign-ups.
+    pub throttle: ThrottleSettings,
+    /// How many password hashes may wait, in all and per client.
+    pub hashing: HashSettings,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; none by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Settings {
@@ -104,6 +113,9 @@ impl Default for Settings {
             write_rate_limit: None,
             busy_timeout: crate::db::Options::default().busy_timeout,
             quota: Quota::default(),
+            throttle: ThrottleSettings::default(),
+            hashing: HashSettings::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

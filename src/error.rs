@@ -99,12 +99,22 @@ pub enum ApiError {
         /// Seconds until a write will be accepted again.
         retry_after_secs: u64,
     },
+    /// Too many failed logins, or sign-ups, from this client (429, with `Retry-After`).
+    #[error("too many attempts")]
+    TooManyAttempts {
+        /// Seconds until an attempt will be let through again.
+        retry_after_secs: u64,
+    },
     /// The request body did not arrive in time (408).
     #[error("request body timeout")]
     BodyTimeout,
     /// Too many writes are waiting; the client should retry shortly (503, `Retry-After`).
     #[error("overloaded")]
     Overloaded,
+    /// Too many password hashes are waiting, or this client has its share of them
+    /// already (503, `Retry-After`).
+    #[error("password hashing busy")]
+    HashingBusy,
     /// The database cannot serve requests right now: busy beyond the busy timeout, no
     /// connection to be had, or the writer stopped (503, `Retry-After`).
     #[error("service unavailable")]
@@ -209,6 +219,14 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after_secs } => (
                 "Too Many Requests".into(),
                 format!("Write rate limit reached; retry in {retry_after_secs} s"),
+            ),
+            ApiError::TooManyAttempts { retry_after_secs } => (
+                "Too Many Requests".into(),
+                format!("Too many attempts; retry in {retry_after_secs} s"),
+            ),
+            ApiError::HashingBusy => (
+                "Service Unavailable".into(),
+                "Too many logins and sign-ups are waiting; retry shortly".to_owned(),
             ),
             ApiError::BodyTimeout => (
                 "Request Timeout".into(),
@@ -323,9 +341,13 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::TooManyAttempts { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::HashingBusy | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -344,10 +366,11 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::TooManyAttempts { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ApiError::Overloaded | ApiError::Unavailable(_) => {
+            ApiError::Overloaded | ApiError::HashingBusy | ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             _ => {}
@@ -393,14 +416,16 @@ mod tests {
             ApiError::RouteNotFound => "RouteNotFound",
             ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
             ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::TooManyAttempts { .. } => "TooManyAttempts",
             ApiError::BodyTimeout => "BodyTimeout",
             ApiError::Overloaded => "Overloaded",
+            ApiError::HashingBusy => "HashingBusy",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::Internal(_) => "Internal",
         }
     }
 
-    const VARIANTS: usize = 21;
+    const VARIANTS: usize = 23;
 
     fn sqlite_error(code: std::ffi::c_int, message: &str) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message.to_owned()))
@@ -626,6 +651,15 @@ mod tests {
                 ),
             ),
             (
+                ApiError::TooManyAttempts {
+                    retry_after_secs: 4,
+                },
+                429,
+                Some("4"),
+                None,
+                envelope(429, "Too Many Requests", "Too many attempts; retry in 4 s"),
+            ),
+            (
                 ApiError::BodyTimeout,
                 408,
                 None,
@@ -645,6 +679,17 @@ mod tests {
                     503,
                     "Service Unavailable",
                     "Too many writes are waiting; retry shortly",
+                ),
+            ),
+            (
+                ApiError::HashingBusy,
+                503,
+                Some("1"),
+                None,
+                envelope(
+                    503,
+                    "Service Unavailable",
+                    "Too many logins and sign-ups are waiting; retry shortly",
                 ),
             ),
             (

@@ -9,6 +9,8 @@
 pub mod auth;
 /// Command line: global options, subcommands, and the admin commands behind them.
 pub mod cli;
+/// The client address of a request: the TCP peer, or `X-Forwarded-For` from a trusted proxy.
+pub mod client_ip;
 /// Checked runtime settings built from the command line; no I/O.
 pub mod config;
 /// SQLite storage: the only module that speaks SQL.
@@ -21,7 +23,7 @@ pub mod error;
 pub mod extract;
 /// The names of the exported Prometheus series (a leaf module).
 pub mod metric_names;
-/// Argon2id password hashing, off the async workers.
+/// Argon2id password hashing on a fixed set of threads that reuse their memory.
 pub mod password;
 /// Random values from the OS: tokens, ids, request-id prefixes (a leaf module).
 pub mod random;
@@ -33,5 +35,7 @@ pub mod routes;
 pub mod startup;
 /// Logging, the per-request log line with its request id, and the Prometheus metrics.
 pub mod telemetry;
+/// Backoff on failed logins and on sign-ups, per account and client address.
+pub mod throttle;
 /// Request bodies to domain types, collecting zod-style issues.
 pub mod validation;

@@ -29,7 +29,9 @@ use anyhow::Context;
 use crate::config::Settings;
 use crate::db::{self, Db, Durability};
 use crate::error::ApiError;
+use crate::password::Hasher;
 use crate::rate_limit::RateLimiter;
+use crate::throttle::Throttle;
 use crate::validation::Issue;
 use crate::{routes, telemetry};
 
@@ -65,6 +67,9 @@ impl Application {
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);
         let sessions = web::Data::new(settings.sessions);
+        let hasher = web::Data::new(Hasher::new(settings.hashing));
+        let throttle = web::Data::new(Throttle::new(settings.throttle));
+        let trusted_proxies = web::Data::new(settings.trusted_proxies.clone());
         let rate_limiter = settings
             .write_rate_limit
             .map(|per_minute| web::Data::new(RateLimiter::new(per_minute)));
@@ -76,6 +81,9 @@ impl Application {
                 .app_data(app_db.clone())
                 .app_data(limits.clone())
                 .app_data(sessions.clone())
+                .app_data(hasher.clone())
+                .app_data(throttle.clone())
+                .app_data(trusted_proxies.clone())
                 .app_data(web::PayloadConfig::new(limits.max_body_bytes))
                 .app_data(
                     web::PathConfig::default()

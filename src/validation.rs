@@ -775,19 +775,63 @@ pub fn parse_idempotency_key(text: &str) -> Option<String> {
     (printable && (1..=255).contains(&text.len())).then(|| text.to_owned())
 }
 
-/// Checks the shape of an email address and returns it trimmed and lower-cased:
-/// one `@`, a non-empty local part, a dotted domain, no spaces, at most 254 characters.
+/// Checks the shape of an email address and returns it trimmed and lower-cased.
+///
+/// Only ASCII addresses are accepted: a dot-atom local part (RFC 5322 `atext` and
+/// single dots inside, at most 64 characters) and a domain of at least two labels, each
+/// 1 to 63 letters, digits or inner hyphens, the last not all digits, at most 253
+/// characters; the whole at most 254. An internationalised domain is accepted in its
+/// ASCII (`xn--`) form; a non-ASCII local part (RFC 6531) is refused.
+///
+/// Why ASCII only: the address is the account's login name, so two addresses that look
+/// the same must not be two accounts. Invisible format characters (Unicode category
+/// Cf: zero-width spaces and joiners, direction overrides, soft hyphens, tags) and
+/// look-alikes from other scripts (Cyrillic `а` for Latin `a`) can only be told apart
+/// from the real address with Unicode tables that change every year; no ASCII
+/// character is a format character, and ASCII has no two letters that are the same
+/// glyph. Quoted local parts and address literals (`[192.0.2.1]`) are refused too.
 pub fn normalize_email(text: &str) -> Option<String> {
-    let email = text.trim().to_lowercase();
+    let email = text.trim();
+    if !email.is_ascii() || email.len() > 254 {
+        return None;
+    }
+    let email = email.to_ascii_lowercase();
     let (local, domain) = email.split_once('@')?;
-    let well_formed = !local.is_empty()
-        && email.len() <= 254
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    well_formed.then_some(email)
+    (is_dot_atom(local) && is_domain(domain)).then_some(email)
+}
+
+/// A dot-atom local part: `atext` runs joined by single dots, 1 to 64 characters.
+fn is_dot_atom(local: &str) -> bool {
+    const SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~";
+    local.len() <= 64
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || SPECIALS.contains(&b))
+        })
+}
+
+/// A DNS host name of at least two labels, at most 253 characters, whose last label
+/// (the top-level domain) is not all digits, so an IPv4 address is not a domain.
+fn is_domain(domain: &str) -> bool {
+    let labels: Vec<&str> = domain.split('.').collect();
+    domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|label| is_label(label))
+        && labels
+            .last()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// One DNS label: 1 to 63 letters, digits and hyphens, not starting or ending with one.
+fn is_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[cfg(test)]
@@ -1021,20 +1065,83 @@ mod tests {
 
     #[test]
     fn emails_are_checked_and_lower_cased() {
-        assert_eq!(
-            normalize_email(" Ada@Example.ORG "),
-            Some("ada@example.org".to_owned())
-        );
-        for bad in [
-            "",
-            "ada",
-            "@example.org",
-            "ada@",
-            "ada@example",
-            "a b@example.org",
-            "a@b@c.org",
-        ] {
-            assert_eq!(normalize_email(bad), None, "{bad:?}");
+        let accepted = [
+            (
+                " Ada@Example.ORG ",
+                "ada@example.org",
+                "trimmed and lower-cased",
+            ),
+            (
+                "ada.lovelace@example.org",
+                "ada.lovelace@example.org",
+                "dots inside the local part",
+            ),
+            ("a+tag@example.org", "a+tag@example.org", "plus addressing"),
+            ("o'neil@example.org", "o'neil@example.org", "atext specials"),
+            (
+                "ada@mail.example.co.uk",
+                "ada@mail.example.co.uk",
+                "many labels",
+            ),
+            ("ada@x-y.example", "ada@x-y.example", "an inner hyphen"),
+            (
+                "ada@xn--bcher-kva.example",
+                "ada@xn--bcher-kva.example",
+                "an IDN in its xn-- form",
+            ),
+            ("ada@1.example", "ada@1.example", "a digit label"),
+        ];
+        for (input, expected, why) in accepted {
+            assert_eq!(
+                normalize_email(input).as_deref(),
+                Some(expected),
+                "{why}: {input:?}"
+            );
+        }
+        let long_label = format!("ada@{}.org", "a".repeat(64));
+        let long_local = format!("{}@example.org", "a".repeat(65));
+        let long_domain = format!("ada@{}.org", vec!["a".repeat(63); 4].join("."));
+        let refused: [(&str, &str); 34] = [
+            ("", "empty"),
+            ("ada", "no @"),
+            ("@example.org", "empty local part"),
+            ("ada@", "empty domain"),
+            ("ada@example", "a single label"),
+            ("a b@example.org", "a space"),
+            ("a@b@c.org", "two @"),
+            ("a@b..c", "an empty label"),
+            ("ada@.example.org", "a leading dot in the domain"),
+            ("ada@example.org.", "a trailing dot in the domain"),
+            ("ada@-example.org", "a label starting with a hyphen"),
+            ("ada@example-.org", "a label ending with a hyphen"),
+            (&long_label, "a label of 64 characters"),
+            (&long_local, "a local part of 65 characters"),
+            (&long_domain, "a domain of more than 253 characters"),
+            ("ada@exa_mple.org", "an underscore in the domain"),
+            ("ada@192.0.2.1", "an IPv4 address"),
+            ("ada@[192.0.2.1]", "an address literal"),
+            (".ada@example.org", "a leading dot in the local part"),
+            ("ada.@example.org", "a trailing dot in the local part"),
+            ("a..da@example.org", "two dots in the local part"),
+            ("\"ada\"@example.org", "a quoted local part"),
+            ("a(comment)@example.org", "a comment"),
+            ("ada\u{200b}@example.org", "a zero-width space (Cf)"),
+            ("\u{202e}ada@example.org", "a right-to-left override (Cf)"),
+            ("a\u{200d}da@example.org", "a zero-width joiner (Cf)"),
+            ("ada@exam\u{00ad}ple.org", "a soft hyphen (Cf)"),
+            ("\u{feff}ada@example.org", "a byte-order mark (Cf)"),
+            ("ada@example.org\u{e0041}", "a tag character (Cf)"),
+            ("\u{0430}da@example.org", "a Cyrillic a in the local part"),
+            ("ada@ex\u{0430}mple.org", "a Cyrillic a in the domain"),
+            (
+                "ada@b\u{fc}cher.example",
+                "a non-ASCII domain not in xn-- form",
+            ),
+            ("\u{ff41}da@example.org", "a fullwidth a"),
+            ("ada\u{0}@example.org", "a control character"),
+        ];
+        for (bad, why) in refused {
+            assert_eq!(normalize_email(bad), None, "{why}: {bad:?}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! `/api/auth`: sign-up, login, logout, and the current session. Sign-up and login set
-//! the `neptun-session` cookie; logout deletes the session and clears it.
+//! the `neptun-session` cookie; logout deletes the session and clears it. Logins and
+//! sign-ups pass the [`Throttle`](crate::throttle::Throttle) before any password is
+//! hashed, and hash on the [`Hasher`](crate::password::Hasher)'s threads.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -8,15 +10,18 @@ use utoipa::ToSchema;
 use crate::auth::{
     SESSION_COOKIE, Session, SessionToken, cleared_session_cookie, hash_token, session_cookie,
 };
+use crate::client_ip::ClientIp;
 use crate::config::SessionSettings;
 use crate::db::Db;
 use crate::domain::{Timestamp, User};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::password::{HashError, Hasher};
 use crate::random::random_url_safe;
-use crate::routes::schema::{CredentialsBody, ErrorBody, JsonBodyErrors, Overloaded};
+use crate::routes::schema::{CredentialsBody, ErrorBody, HashingBusy, JsonBodyErrors, Overloaded};
+use crate::throttle::Throttle;
+use crate::validation;
 use crate::validation::Credentials;
-use crate::{password, validation};
 
 /// What sign-up and login bodies hold, for error messages.
 const FIELDS: &str = "email, password";
@@ -45,23 +50,33 @@ pub struct LoggedOut {
         (status = 200, description = "Signed up and in; sets the neptun-session cookie", body = UserBody),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 409, description = "The email is taken", body = ErrorBody),
+        (status = 429, description = "Too many sign-ups from this address; retry after Retry-After seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         JsonBodyErrors,
-        Overloaded,
+        HashingBusy,
     )
 )]
 pub async fn sign_up(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
+    hasher: web::Data<Hasher>,
+    throttle: web::Data<Throttle>,
+    ClientIp(client): ClientIp,
     body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let credentials = credentials(body)?;
-    let password_hash = password::hash(credentials.password)
+    let attempt = throttle
+        .into_inner()
+        .begin_sign_up(client)
+        .map_err(too_many_attempts)?;
+    let password_hash = hasher
+        .hash(client, credentials.password)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(hash_error)?;
     let token = SessionToken::generate().map_err(ApiError::internal)?;
     // 128 random bits: unguessable, and unique without a round trip to check.
     let user_id = random_url_safe::<16>().map_err(ApiError::internal)?;
-    let user = db
+    let signed_up = db
         .sign_up(
             user_id,
             credentials.email,
@@ -69,8 +84,12 @@ pub async fn sign_up(
             token.hash(),
             expiry(&settings),
         )
-        .await?;
-    Ok(signed_in(user, &token, &settings))
+        .await;
+    // A taken email counts too: sign-up must not be a free way to test emails.
+    if matches!(&signed_up, Ok(_) | Err(crate::db::Error::Conflict(_))) {
+        attempt.counted();
+    }
+    Ok(signed_in(signed_up?, &token, &settings))
 }
 
 /// `POST /api/auth/login`: a new session for the right email and password. A wrong
@@ -85,28 +104,43 @@ pub async fn sign_up(
         (status = 200, description = "Signed in; sets the neptun-session cookie", body = UserBody),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this account or from this address; retry after Retry-After seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         JsonBodyErrors,
-        Overloaded,
+        HashingBusy,
     )
 )]
 pub async fn login(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
+    hasher: web::Data<Hasher>,
+    throttle: web::Data<Throttle>,
+    ClientIp(client): ClientIp,
     body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let credentials = credentials(body)?;
+    let attempt = throttle
+        .into_inner()
+        .begin_login(&credentials.email, client)
+        .map_err(|wait| {
+            log::debug!("login throttled for {} s", wait.as_secs());
+            too_many_attempts(wait)
+        })?;
     let found = db.user_by_email(credentials.email).await?;
     let (user, stored_hash) = match found {
         Some((user, hash)) => (Some(user), hash),
         None => (None, None),
     };
-    let verified = password::verify(credentials.password, stored_hash)
+    let verified = hasher
+        .verify(client, credentials.password, stored_hash)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(hash_error)?;
     let Some(user) = user.filter(|_| verified) else {
         log::debug!("login refused");
+        attempt.failed();
         return Err(ApiError::InvalidCredentials);
     };
+    attempt.succeeded();
     let token = SessionToken::generate().map_err(ApiError::internal)?;
     db.create_session(user.id.clone(), token.hash(), expiry(&settings))
         .await?;
@@ -181,6 +215,22 @@ pub async fn check(_session: Session) -> HttpResponse {
 fn credentials(body: Result<JsonBody, ApiError>) -> Result<Credentials, ApiError> {
     let body = body.map_err(|err| err.in_body(FIELDS))?;
     validation::parse_credentials(body.0).map_err(ApiError::invalid_body(FIELDS))
+}
+
+/// The 429 for a throttled attempt; `Retry-After` in whole seconds, rounded up, so a
+/// client that waits that long is let through.
+fn too_many_attempts(wait: std::time::Duration) -> ApiError {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::TooManyAttempts {
+        retry_after_secs: whole.max(1),
+    }
+}
+
+fn hash_error(err: HashError) -> ApiError {
+    match err {
+        HashError::Busy => ApiError::HashingBusy,
+        failed @ HashError::Failed(_) => ApiError::internal(failed),
+    }
 }
 
 /// The answer to a successful sign-up or login: the user, and the new session's cookie.

@@ -87,6 +87,20 @@ pub enum Overloaded {
     Overloaded(ErrorBody),
 }
 
+/// The answer of a route that hashes a password and writes, when too many hashes or
+/// writes are waiting (instead of [`Overloaded`]: one answer per status).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum HashingBusy {
+    /// Too many password hashes or writes are waiting.
+    #[response(
+        status = 503,
+        description = "Too many logins, sign-ups or writes are waiting; retry shortly",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    HashingBusy(ErrorBody),
+}
+
 /// The error envelope every failing response carries.
 #[derive(ToSchema)]
 #[allow(dead_code)]

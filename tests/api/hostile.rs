@@ -1584,8 +1584,13 @@ async fn credentials_and_check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arbitrary_sign_up_and_login_bodies_create_users_and_sessions_only_when_valid() {
-    // Arrange
-    let app = spawn_app().await;
+    // Arrange: throttling off, since this many sign-ups and failed logins from one
+    // address would be throttled (tests/api/throttle.rs covers that).
+    let app = crate::helpers::spawn_app_with_settings(neptun_chat::config::Settings {
+        throttle: neptun_chat::config::ThrottleSettings::OFF,
+        ..Default::default()
+    })
+    .await;
     app.sign_up("ada@example.org", "correct horse").await;
     let accounts = Mutex::new(HashMap::from([(
         "ada@example.org".to_owned(),

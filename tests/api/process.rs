@@ -294,6 +294,11 @@ impl ServerProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id, e.g. to read `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn healthz_url(&self) -> String {
         format!("{}/healthz", self.address())
     }

@@ -249,7 +249,7 @@ async fn passwords_outside_8_to_1024_characters_are_rejected_and_nothing_is_stor
 }
 
 #[tokio::test]
-async fn malformed_emails_are_rejected_as_invalid_string() {
+async fn malformed_invisible_and_look_alike_emails_are_rejected_as_invalid_string() {
     let app = spawn_app().await;
     let cases = [
         ("no at sign", "ada"),
@@ -259,6 +259,12 @@ async fn malformed_emails_are_rejected_as_invalid_string() {
         ("a space", "a da@example.org"),
         ("two at signs", "a@b@example.org"),
         ("a domain ending in a dot", "ada@example."),
+        ("an empty domain label", "a@b..c"),
+        ("a label ending in a hyphen", "ada@example-.org"),
+        ("a zero-width space", "ada\u{200b}@example.org"),
+        ("a right-to-left override", "\u{202e}ada@example.org"),
+        ("a Cyrillic look-alike", "\u{0430}da@example.org"),
+        ("a non-ASCII domain", "ada@b\u{fc}cher.example"),
     ];
     for (case, email) in cases {
         let response = app
