@@ -285,11 +285,6 @@ impl ServerProcess {
         self.port
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn address(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
