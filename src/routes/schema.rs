@@ -95,7 +95,7 @@ pub enum HashingBusy {
     /// Too many password hashes or writes are waiting.
     #[response(
         status = 503,
-        description = "Too many logins, sign-ups or writes are waiting; retry shortly",
+        description = "Too many logins, sign-ups or writes are waiting, or the database is busy; retry shortly",
         headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
     )]
     HashingBusy(ErrorBody),
