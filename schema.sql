@@ -60,9 +60,10 @@ CREATE INDEX IF NOT EXISTS chat_messages_by_chat
 -- Lets deleting a user cascade to their messages without a full scan.
 CREATE INDEX IF NOT EXISTS chat_messages_by_user ON chat_messages (neptun_user_id);
 
--- Inserts are counted once per batch by the program rather than here: a trigger per
--- inserted row doubled the CPU time of an insert. Deletes come from several places
--- (a turn, a chat, cascades), so they are counted where they happen, here.
+-- The users' storage counts. Inserts are counted once per batch by the program, not
+-- by a trigger: a trigger per inserted row doubled the CPU time of an insert. Deletes
+-- come from several places (a turn, a chat, cascades), so this trigger counts them,
+-- whichever it is (about 1.3 us more per deleted row).
 CREATE TRIGGER IF NOT EXISTS chat_messages_uncount AFTER DELETE ON chat_messages
 BEGIN
     UPDATE users SET
