@@ -115,14 +115,12 @@ pub struct LimitArgs {
 #[derive(Debug, Args)]
 pub struct QuotaArgs {
     /// Most messages one user may keep; a write past it gets 403. Off when not given.
-    #[arg(long, global = true, env = "NEPTUN_MAX_USER_MESSAGES",
-          value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "NEPTUN_MAX_USER_MESSAGES", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_user_messages: Option<u64>,
 
     /// Most bytes of message text (UTF-8) one user may keep; a write past it gets 403.
     /// Off when not given.
-    #[arg(long, global = true, env = "NEPTUN_MAX_USER_BYTES",
-          value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "NEPTUN_MAX_USER_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_user_bytes: Option<u64>,
 }
 

@@ -3,11 +3,9 @@
 //! checked inside the write transaction, so racing writes cannot pass it together; and
 //! deleting messages makes room again.
 
-use clap::Parser;
 use neptun_chat::cli::Cli;
 use neptun_chat::config::{Quota, Settings};
 use serde_json::{Value, json};
-use std::path::Path;
 
 use crate::helpers::{TestApp, TestUser, assert_error, json_body, spawn_app_with_settings};
 
@@ -193,14 +191,11 @@ async fn without_a_quota_a_user_may_store_as_much_as_they_like() {
 
 #[test]
 fn the_quota_options_reach_the_settings_and_zero_is_refused() {
-    let parse = |args: &[&str]| Cli::try_parse_from([&["neptun-chat"], args].concat());
+    let parse = |args: &[&str]| Cli::try_parse_checked_from([&["neptun-chat"], args].concat());
+    let quota = |cli: Cli| cli.serve.settings(&cli.database).quota;
 
-    let none = parse(&[]).unwrap().serve.settings(Path::new("x.db")).quota;
-    let both = parse(&["--max-user-messages", "100", "--max-user-bytes", "4096"])
-        .unwrap()
-        .serve
-        .settings(Path::new("x.db"))
-        .quota;
+    let none = quota(parse(&[]).unwrap());
+    let both = quota(parse(&["--max-user-messages", "100", "--max-user-bytes", "4096"]).unwrap());
 
     assert_eq!(none, Quota::default(), "off by default");
     assert_eq!(
