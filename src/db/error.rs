@@ -1,8 +1,9 @@
 //! [`Error`], the storage layer's one error type, and the kinds it is made of. The kinds
 //! say what happened in terms any backend can keep (SQLite today, PostgreSQL next), so
 //! that the API maps them to statuses without knowing the backend; the backend's own
-//! error stays the `source`, for the log. SQLite's errors are sorted into the kinds here
-//! and only here.
+//! error stays the `source`, for the log. SQLite's result codes are sorted into the
+//! kinds here; only which unique value a failed insert found taken is read from SQLite's
+//! message, by the repository that knows the table (`users.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ pub enum Error {
     /// The caller's rendering of a response failed.
     #[error("rendering the response failed")]
     Render(#[source] BoxError),
-    /// The session of a [`SessionClaim`](crate::domain::SessionClaim) belongs to another user than the one claimed.
+    /// The session of a [`SessionClaim`](crate::domain::SessionClaim) belongs to another
+    /// user than the one claimed.
     #[error("the session belongs to another user")]
     WrongUser,
     /// An idempotency key was used before with a different request.
