@@ -4,7 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use actix_web::ResponseError;
 use neptun_chat::config::Settings;
+use neptun_chat::db::{Db, Durability};
+use neptun_chat::domain::{NewMessage, Role, SessionClaim};
+use neptun_chat::error::ApiError;
 use reqwest::header::RETRY_AFTER;
 use serde_json::json;
 
@@ -196,4 +200,41 @@ fn user_create_with_a_taken_id_or_email_says_which_is_taken() {
         assert!(!error.contains(not), "{args:?} mentions {not}: {error}");
     }
     assert_eq!(db.count("users"), 1);
+}
+
+#[tokio::test]
+async fn a_write_after_the_writer_stopped_is_unavailable_not_a_failure() {
+    // Arrange: a database whose writer has been closed, as at shutdown.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("neptun.db"), Durability::Full).unwrap();
+    db.close().await.unwrap();
+
+    // Act
+    let err = db
+        .append_messages(
+            SessionClaim {
+                user_id: "alice".to_owned(),
+                token_hash: [0; 32],
+            },
+            1,
+            vec![NewMessage {
+                content: "hi".to_owned(),
+                role: Role::User,
+            }],
+            None,
+        )
+        .await
+        .unwrap_err();
+
+    // Assert
+    assert!(err.is_writer_gone(), "{err:?}");
+    let response = ApiError::from(err).error_response();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
 }
