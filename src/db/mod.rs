@@ -14,6 +14,7 @@ mod chats;
 mod error;
 mod idempotency;
 mod messages;
+mod quota;
 mod schema;
 mod sessions;
 mod users;
@@ -27,6 +28,7 @@ use rusqlite::config::DbConfig;
 
 pub use admin::{Admin, SessionInfo};
 pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
+pub use quota::Quota;
 pub use schema::SCHEMA_VERSION;
 
 use crate::domain::{
@@ -94,40 +96,6 @@ pub const DEFAULT_WRITE_QUEUE: usize = 512;
 
 /// How many read connections [`Db::open`] keeps.
 pub const DEFAULT_READ_CONNECTIONS: u32 = 8;
-
-/// Per-user storage limits. They are checked inside the write transaction that would
-/// pass them, on the one writer, so racing writes cannot together go past them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Quota {
-    /// Most messages a user may keep; `None`: no limit.
-    pub max_messages: Option<u64>,
-    /// Most bytes of message text (UTF-8) a user may keep; `None`: no limit.
-    pub max_bytes: Option<u64>,
-}
-
-impl Quota {
-    /// Whether any limit is set.
-    fn is_set(&self) -> bool {
-        self.max_messages.is_some() || self.max_bytes.is_some()
-    }
-
-    /// Whether a user who keeps `stored` (messages, bytes) may add `adding`.
-    fn admits(&self, stored: (i64, i64), adding: (usize, usize)) -> Result<()> {
-        let over = |limit: Option<u64>, have: i64, more: usize| {
-            let total = u64::try_from(have)
-                .unwrap_or(0)
-                .saturating_add(u64::try_from(more).unwrap_or(u64::MAX));
-            limit.filter(|&limit| total > limit)
-        };
-        if let Some(limit) = over(self.max_messages, stored.0, adding.0) {
-            return Err(Error::QuotaExceeded(QuotaExceeded::Messages(limit)));
-        }
-        if let Some(limit) = over(self.max_bytes, stored.1, adding.1) {
-            return Err(Error::QuotaExceeded(QuotaExceeded::Bytes(limit)));
-        }
-        Ok(())
-    }
-}
 
 /// How [`Db::open_with`] sets the database up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
