@@ -184,6 +184,11 @@ impl Writer {
             counters: Arc::default(),
             capacity,
         };
+        // The writer's own busy timeout, to go back to after a `RESTART` checkpoint.
+        let busy_timeout = conn
+            .pragma_query_value(None, "busy_timeout", |row| row.get::<_, u32>(0))
+            .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
+            .map_err(std::io::Error::other)?;
         let (ask, asked) = mpsc::sync_channel::<()>(1);
         let checkpointer = thread::Builder::new()
             .name("neptun-db-checkpointer".to_owned())
@@ -191,6 +196,7 @@ impl Writer {
         let checkpointer = Checkpointer {
             ask,
             asked_at: Cell::new(0),
+            busy_timeout,
             thread: checkpointer,
         };
         let counters = Arc::clone(&writer.counters);
@@ -257,6 +263,8 @@ struct Checkpointer {
     /// The WAL's size when a checkpoint was last asked for or made (0 once the WAL
     /// restarted).
     asked_at: Cell<c_int>,
+    /// The writer connection's busy timeout, which a `RESTART` checkpoint shortens.
+    busy_timeout: std::time::Duration,
     thread: thread::JoinHandle<()>,
 }
 
@@ -278,7 +286,7 @@ impl Checkpointer {
         }
         self.asked_at.set(pages);
         if pages >= RESTART_CHECKPOINT_PAGES {
-            restart_wal(conn, pages);
+            restart_wal(conn, pages, self.busy_timeout);
         } else {
             let _ = self.ask.try_send(());
         }
@@ -294,12 +302,10 @@ impl Checkpointer {
 }
 
 /// Copies the whole WAL into the database file and waits, briefly, until no reader
-/// uses the WAL any more, so that the next write starts it over (see the module docs).
-fn restart_wal(conn: &Connection, pages: c_int) {
+/// uses the WAL any more, so that the next write starts it over (see the module docs);
+/// then gives `conn` its `busy_timeout` back.
+fn restart_wal(conn: &Connection, pages: c_int, busy_timeout: std::time::Duration) {
     log::debug!("the WAL holds {pages} pages; restarting it");
-    let busy_timeout = conn
-        .pragma_query_value(None, "busy_timeout", |row| row.get::<_, u32>(0))
-        .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
     let restarted = conn
         .busy_timeout(RESTART_WAIT)
         .and_then(|()| {
@@ -313,7 +319,7 @@ fn restart_wal(conn: &Connection, pages: c_int) {
         Ok(false) => log::debug!("reads kept the WAL from starting over; trying again later"),
         Err(err) => log::warn!("checkpoint failed: {err}"),
     }
-    if let Err(err) = busy_timeout.and_then(|timeout| conn.busy_timeout(timeout)) {
+    if let Err(err) = conn.busy_timeout(busy_timeout) {
         log::error!("cannot restore the writer's busy timeout: {err}");
     }
 }
