@@ -17,7 +17,7 @@ use crate::config::{
     Backoff, Durability, HashSettings, Limits, Quota, SessionSettings, Settings, ThrottleSettings,
     TrustedProxies,
 };
-use crate::db::{self, Admin, Entity};
+use crate::db::{self, Admin, Entity, PrefixMatch};
 use crate::domain::Timestamp;
 use crate::startup::Application;
 
@@ -79,31 +79,33 @@ pub struct ServeArgs {
 /// The address the server listens on, and `healthcheck` probes, unless told otherwise.
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
-/// Request size limits.
+/// Request size limits, and the server's capacity. A zero would make the server refuse
+/// everything it is there for (every body, every batch, every connection...), so the
+/// parser refuses it, except for the rate limit, where 0 means "off".
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// Largest accepted request body in bytes (larger ones get 413).
-    #[arg(long, env = "NEPTUN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    /// Largest accepted request body in bytes (larger ones get 413); at least 1.
+    #[arg(long, env = "NEPTUN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes, value_parser = at_least_one::<usize>("request body"))]
     pub max_body_bytes: usize,
 
-    /// Most messages in one batch.
-    #[arg(long, env = "NEPTUN_MAX_BATCH", default_value_t = Limits::default().max_batch)]
+    /// Most messages in one batch; at least 1.
+    #[arg(long, env = "NEPTUN_MAX_BATCH", default_value_t = Limits::default().max_batch, value_parser = at_least_one::<usize>("batch"))]
     pub max_batch: usize,
 
-    /// Longest accepted message text, in UTF-8 bytes.
-    #[arg(long, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes)]
+    /// Longest accepted message text, in UTF-8 bytes; at least 1.
+    #[arg(long, env = "NEPTUN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_text_bytes, value_parser = at_least_one::<usize>("message text"))]
     pub max_message_bytes: usize,
 
-    /// Seconds a request body may take to arrive (408 after); request headers get 5 s.
-    #[arg(long, env = "NEPTUN_BODY_TIMEOUT_SECS", default_value_t = 20)]
+    /// Seconds a request body may take to arrive (408 after); at least 1. Request headers get 5 s.
+    #[arg(long, env = "NEPTUN_BODY_TIMEOUT_SECS", default_value_t = 20, value_parser = at_least_one::<u64>("request body"))]
     pub body_timeout_secs: u64,
 
-    /// Most open connections; more wait in the listen backlog.
-    #[arg(long, env = "NEPTUN_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections)]
+    /// Most open connections, at least 1; more wait in the listen backlog.
+    #[arg(long, env = "NEPTUN_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections, value_parser = at_least_one::<usize>("connection"))]
     pub max_connections: usize,
 
-    /// Most writes waiting for the database writer; beyond it, 503 with Retry-After.
-    #[arg(long, env = "NEPTUN_WRITE_QUEUE", default_value_t = Settings::default().write_queue)]
+    /// Most writes waiting for the database writer, at least 1; beyond it, 503 with Retry-After.
+    #[arg(long, env = "NEPTUN_WRITE_QUEUE", default_value_t = Settings::default().write_queue, value_parser = at_least_one::<usize>("write"))]
     pub write_queue: usize,
 
     /// Writes allowed per user per minute (429 with Retry-After beyond); 0: no limit.
@@ -122,6 +124,21 @@ pub struct QuotaArgs {
     /// Off when not given.
     #[arg(long, env = "NEPTUN_MAX_USER_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_user_bytes: Option<u64>,
+}
+
+/// A parser for a count or size that must not be 0, because 0 would refuse every
+/// `what`; the message says so.
+fn at_least_one<T>(what: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError> + Default + PartialEq,
+{
+    move |text| {
+        let value: T = text.trim().parse().map_err(|err| format!("{err}"))?;
+        if value == T::default() {
+            return Err(format!("0 would refuse every {what}; give at least 1"));
+        }
+        Ok(value)
+    }
 }
 
 /// `--sync`: SQLite's `synchronous` level.
@@ -237,6 +254,32 @@ pub struct BackupOpts {
 pub enum UserCommand {
     /// Create a user; prints its id.
     Create(UserCreateOpts),
+    /// List every user, oldest first: id, email (empty if none), created (tab-separated).
+    List,
+    /// Delete a user with all their sessions, chats, messages and idempotency answers, in
+    /// one transaction; prints what was deleted.
+    Delete(UserDeleteOpts),
+    /// Set a user's password from standard input and revoke all of the user's sessions;
+    /// prints how many sessions were revoked.
+    SetPassword(UserSetPasswordOpts),
+}
+
+/// `user delete`
+#[derive(Debug, Args)]
+pub struct UserDeleteOpts {
+    /// The user to delete.
+    pub user_id: String,
+}
+
+/// `user set-password`
+#[derive(Debug, Args)]
+pub struct UserSetPasswordOpts {
+    /// The user whose password to set; they must have an email to log in with.
+    pub user_id: String,
+    /// Read the password (8 to 1024 characters) from the first line of standard input
+    /// (required: a password on the command line would show in `ps` and shell history).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
 }
 
 /// `user create`
@@ -260,7 +303,8 @@ pub enum SessionCommand {
     Create(SessionCreateOpts),
     /// List a user's sessions, newest first: hash prefix, created, expires (tab-separated).
     List(SessionListOpts),
-    /// Revoke one session by its token, or all of a user's; prints how many were revoked.
+    /// Revoke one session by its token or its hash prefix, or all of a user's; prints how
+    /// many were revoked.
     Revoke(SessionRevokeOpts),
 }
 
@@ -278,9 +322,21 @@ pub struct SessionRevokeOpts {
     /// The session token to revoke (tokens may start with '-').
     #[arg(allow_hyphen_values = true)]
     pub token: Option<String>,
+    /// Revoke the one session whose hash starts with these hex digits, as `session list`
+    /// shows them; an unknown prefix, or one that several sessions share, revokes nothing.
+    #[arg(long, value_name = "HEX", value_parser = hex_prefix)]
+    pub prefix: Option<String>,
     /// Revoke every session of this user instead.
     #[arg(long, value_name = "USER_ID")]
     pub all: Option<String>,
+}
+
+/// The argument of `session revoke --prefix`: 1 to 64 hex digits (a SHA-256 has 64).
+fn hex_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("give 1 to 64 hex digits, as `session list` shows them".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// `session create`
@@ -305,10 +361,10 @@ pub enum ChatCommand {
 pub struct ChatCreateOpts {
     /// The owner of the chat.
     pub user_id: String,
-    /// The chat's name.
+    /// The chat's name (1 to 200 characters, trimmed, as in the API).
     #[arg(long, default_value = "New chat")]
     pub name: String,
-    /// The model the chat talks to.
+    /// The model the chat talks to (1 to 200 characters, trimmed, as in the API).
     #[arg(long, default_value = "default")]
     pub model: String,
 }
@@ -365,6 +421,17 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// The server settings, when the command is to serve (`serve` or no subcommand).
+    pub fn serve_settings(&self) -> Option<Settings> {
+        match &self.command {
+            None => Some(self.serve.settings(&self.database)),
+            Some(Command::Serve(args)) => Some(args.settings(&self.database)),
+            Some(_) => None,
+        }
+    }
+}
+
 impl ServeArgs {
     /// The server settings these options describe, for the database at `database`.
     pub fn settings(&self, database: &Path) -> Settings {
@@ -387,7 +454,7 @@ impl ServeArgs {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             max_connections: self.limits.max_connections,
-            write_queue: self.limits.write_queue.max(1),
+            write_queue: self.limits.write_queue,
             write_rate_limit: std::num::NonZeroU32::new(self.limits.write_rate_limit),
             throttle: self.logins.throttle(),
             hashing: HashSettings {
@@ -410,6 +477,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => serve(cli.serve.settings(&cli.database)),
         Some(Command::Serve(args)) => serve(args.settings(&cli.database)),
         Some(Command::User(UserCommand::Create(opts))) => create_user(&cli, opts),
+        Some(Command::User(UserCommand::List)) => list_users(&cli),
+        Some(Command::User(UserCommand::Delete(opts))) => delete_user(&cli, opts),
+        Some(Command::User(UserCommand::SetPassword(opts))) => set_password(&cli, opts),
         Some(Command::Session(SessionCommand::Create(opts))) => create_session(&cli, opts),
         Some(Command::Chat(ChatCommand::Create(opts))) => create_chat(&cli, opts),
         Some(Command::Session(SessionCommand::List(opts))) => list_sessions(&cli, opts),
@@ -456,17 +526,7 @@ fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
         None => None,
     };
     let password_hash = if opts.password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("cannot read the password from standard input")?;
-        let password = line.strip_suffix('\n').unwrap_or(&line);
-        let password = password.strip_suffix('\r').unwrap_or(password);
-        let (min, max) = crate::validation::PASSWORD_CHARS;
-        if !(min..=max).contains(&password.chars().count()) {
-            bail!("the password must be {min} to {max} characters");
-        }
-        Some(crate::password::hash_now(password).context("hashing the password failed")?)
+        Some(read_password_hash()?)
     } else {
         None
     };
@@ -485,6 +545,66 @@ fn create_user(cli: &Cli, opts: &UserCreateOpts) -> anyhow::Result<()> {
     print_line(id)
 }
 
+/// Reads a password from the first line of standard input, checks its length as sign-up
+/// does, and hashes it.
+fn read_password_hash() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    let (min, max) = crate::validation::PASSWORD_CHARS;
+    if !(min..=max).contains(&password.chars().count()) {
+        bail!("the password must be {min} to {max} characters");
+    }
+    crate::password::hash_now(password).context("hashing the password failed")
+}
+
+fn list_users(cli: &Cli) -> anyhow::Result<()> {
+    for user in open_admin(cli)?.list_users()? {
+        print_line(&format!(
+            "{}\t{}\t{}",
+            user.id,
+            user.primary_email.as_deref().unwrap_or_default(),
+            user.created_at.as_str()
+        ))?;
+    }
+    Ok(())
+}
+
+fn delete_user(cli: &Cli, opts: &UserDeleteOpts) -> anyhow::Result<()> {
+    let deleted = match open_admin(cli)?.delete_user(&opts.user_id) {
+        Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
+        other => other?,
+    };
+    print_line(&format!(
+        "deleted user {}: {} sessions, {} chats, {} messages, {} idempotency keys",
+        opts.user_id, deleted.sessions, deleted.chats, deleted.messages, deleted.idempotency_keys
+    ))
+}
+
+/// Sets the password and revokes the user's sessions: an operator sets a password when
+/// the old one is forgotten or leaked, and whoever logged in with the old one must not
+/// stay logged in.
+fn set_password(cli: &Cli, opts: &UserSetPasswordOpts) -> anyhow::Result<()> {
+    let mut admin = open_admin(cli)?;
+    match admin.find_user(&opts.user_id)? {
+        None => bail!("no user with id {:?}", opts.user_id),
+        Some(user) if user.primary_email.is_none() => bail!(
+            "user {:?} has no email to log in with, so a password would never be used",
+            opts.user_id
+        ),
+        Some(_) => {}
+    }
+    let password_hash = read_password_hash()?;
+    let revoked = match admin.set_password(&opts.user_id, &password_hash) {
+        Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
+        other => other?,
+    };
+    print_line(&revoked.to_string())
+}
+
 fn create_session(cli: &Cli, opts: &SessionCreateOpts) -> anyhow::Result<()> {
     let token = SessionToken::generate().context("the OS random source failed")?;
     let expires_at = Timestamp::from_datetime(
@@ -498,7 +618,16 @@ fn create_session(cli: &Cli, opts: &SessionCreateOpts) -> anyhow::Result<()> {
 }
 
 fn create_chat(cli: &Cli, opts: &ChatCreateOpts) -> anyhow::Result<()> {
-    let chat_id = match open_admin(cli)?.create_chat(&opts.user_id, &opts.name, &opts.model) {
+    // The API's own validation, so a chat made here is one the API would have made.
+    let chat = crate::validation::parse_new_chat(serde_json::json!({
+        "name": opts.name,
+        "model": opts.model,
+    }))
+    .map_err(|issues| {
+        let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid chat: {}", issues.join("; "))
+    })?;
+    let chat_id = match open_admin(cli)?.create_chat(&opts.user_id, &chat.name, &chat.model) {
         Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
         other => other?,
     };
@@ -529,13 +658,20 @@ fn list_sessions(cli: &Cli, opts: &SessionListOpts) -> anyhow::Result<()> {
 
 fn revoke_sessions(cli: &Cli, opts: &SessionRevokeOpts) -> anyhow::Result<()> {
     let mut admin = open_admin(cli)?;
-    let revoked = match (&opts.token, &opts.all) {
-        (Some(token), _) => usize::from(admin.revoke_session(&hash_token(token))?),
-        (None, Some(user_id)) => match admin.revoke_all_sessions(user_id) {
+    let revoked = match (&opts.token, &opts.prefix, &opts.all) {
+        (Some(token), _, _) => usize::from(admin.revoke_session(&hash_token(token))?),
+        (None, Some(prefix), _) => match admin.revoke_session_by_prefix(prefix)? {
+            PrefixMatch::Revoked => 1,
+            PrefixMatch::None => bail!("no session's hash starts with {prefix}"),
+            PrefixMatch::Ambiguous(n) => {
+                bail!("{n} sessions' hashes start with {prefix}; give more digits to pick one")
+            }
+        },
+        (None, None, Some(user_id)) => match admin.revoke_all_sessions(user_id) {
             Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {user_id:?}"),
             other => other?,
         },
-        (None, None) => bail!("give a TOKEN or --all USER_ID"),
+        (None, None, None) => bail!("give a TOKEN, --prefix HEX or --all USER_ID"),
     };
     print_line(&revoked.to_string())
 }
@@ -630,13 +766,28 @@ mod tests {
     fn no_subcommand_means_serve_with_the_defaults() {
         let cli = Cli::try_parse_checked_from(["neptun-chat"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.serve.settings(&cli.database), Settings::default());
+        assert_eq!(cli.serve_settings(), Some(Settings::default()));
+    }
+
+    #[test]
+    fn a_write_rate_limit_of_zero_means_no_limit() {
+        let settings = |args: &[&str]| {
+            let cli = Cli::try_parse_checked_from(args).unwrap();
+            cli.serve_settings().unwrap().write_rate_limit
+        };
+
+        assert_eq!(settings(&["neptun-chat"]), None, "off by default");
+        assert_eq!(settings(&["neptun-chat", "--write-rate-limit", "0"]), None);
+        assert_eq!(
+            settings(&["neptun-chat", "serve", "--write-rate-limit", "5"]),
+            std::num::NonZeroU32::new(5)
+        );
     }
 
     #[test]
     fn the_secure_cookie_flag_can_be_turned_off() {
         let cli = Cli::try_parse_checked_from(["neptun-chat", "--cookie-secure", "false"]).unwrap();
-        assert!(!cli.serve.settings(&cli.database).sessions.cookie_secure);
+        assert!(!cli.serve_settings().unwrap().sessions.cookie_secure);
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{Durability, Error, Result, chats, open_for_writing, sessions, users};
-use crate::domain::Timestamp;
+use super::{Durability, Entity, Error, Result, chats, open_for_writing, sessions, users};
+use crate::domain::{Timestamp, User};
+
+pub use super::users::DeletedUser;
 
 /// A read-write connection for one-off administrative changes.
 pub struct Admin {
@@ -77,6 +79,17 @@ pub struct SessionInfo {
     pub expires_at: Timestamp,
 }
 
+/// What `session revoke --prefix` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixMatch {
+    /// Exactly one session matched, and it is revoked.
+    Revoked,
+    /// No session's hash starts with the prefix.
+    None,
+    /// This many sessions' hashes start with it; none was revoked.
+    Ambiguous(usize),
+}
+
 impl Admin {
     /// The sessions of a user, newest first. `NotFound(User)` for an unknown user.
     pub fn list_sessions(&mut self, user_id: &str) -> Result<Vec<SessionInfo>> {
@@ -95,6 +108,54 @@ impl Admin {
     pub fn revoke_all_sessions(&mut self, user_id: &str) -> Result<usize> {
         self.transaction(|tx| {
             users::require_user(tx, user_id)?;
+            sessions::delete_user_sessions(tx, user_id)
+        })
+    }
+
+    /// Revokes the one session whose token hash starts with `hex_prefix` (hex digits,
+    /// either case, as `session list` shows them). Revokes nothing unless exactly one
+    /// session matches: a prefix that fits two sessions says which to revoke no better
+    /// than a typo.
+    pub fn revoke_session_by_prefix(&mut self, hex_prefix: &str) -> Result<PrefixMatch> {
+        let hex_prefix = hex_prefix.to_ascii_lowercase();
+        self.transaction(|tx| {
+            let found = sessions::find_sessions_by_hash_prefix(tx, &hex_prefix)?;
+            match found.as_slice() {
+                [] => Ok(PrefixMatch::None),
+                [hash] => {
+                    let hash = <[u8; 32]>::try_from(hash.as_slice())
+                        .map_err(|_| Error::NotFound(Entity::Session))?;
+                    sessions::delete_session(tx, &hash)?;
+                    Ok(PrefixMatch::Revoked)
+                }
+                many => Ok(PrefixMatch::Ambiguous(many.len())),
+            }
+        })
+    }
+
+    /// The user with this id, if any.
+    pub fn find_user(&mut self, user_id: &str) -> Result<Option<User>> {
+        users::find_user(&self.conn, user_id)
+    }
+
+    /// Every user, oldest first.
+    pub fn list_users(&mut self) -> Result<Vec<User>> {
+        users::list_users(&self.conn)
+    }
+
+    /// Deletes a user with all their sessions, chats, messages and idempotency answers,
+    /// in one transaction; what was deleted. `NotFound(User)` for an unknown user.
+    pub fn delete_user(&mut self, user_id: &str) -> Result<DeletedUser> {
+        self.transaction(|tx| users::delete_user(tx, user_id)?.ok_or(Error::NotFound(Entity::User)))
+    }
+
+    /// Sets a user's password hash and revokes all of the user's sessions, in one
+    /// transaction; how many sessions were revoked. `NotFound(User)` for an unknown user.
+    pub fn set_password(&mut self, user_id: &str, password_hash: &str) -> Result<usize> {
+        self.transaction(|tx| {
+            if !users::update_password_hash(tx, user_id, password_hash)? {
+                return Err(Error::NotFound(Entity::User));
+            }
             sessions::delete_user_sessions(tx, user_id)
         })
     }

@@ -26,7 +26,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;
 
-pub use admin::{Admin, SessionInfo};
+pub use admin::{Admin, DeletedUser, PrefixMatch, SessionInfo};
 pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
 pub use quota::Quota;
 pub use schema::SCHEMA_VERSION;

@@ -104,3 +104,16 @@ pub fn list_sessions(conn: &Connection, user_id: &str) -> Result<Vec<SessionInfo
         .collect::<rusqlite::Result<_>>()?;
     Ok(sessions)
 }
+
+/// The token hashes of the sessions whose hash, in lower-case hex, starts with
+/// `hex_prefix` (itself lower-case hex). Scans the table: only the admin command asks.
+pub fn find_sessions_by_hash_prefix(conn: &Connection, hex_prefix: &str) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT token_hash FROM sessions \
+         WHERE substr(lower(hex(token_hash)), 1, length(?1)) = ?1",
+    )?;
+    let hashes = stmt
+        .query_map([hex_prefix], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(hashes)
+}

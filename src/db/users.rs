@@ -113,6 +113,56 @@ pub fn find_user_by_email(
         .optional()?)
 }
 
+/// Every user, oldest first (ties by id).
+pub fn list_users(conn: &Connection) -> Result<Vec<User>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, primary_email, created_at FROM users ORDER BY created_at, id",
+    )?;
+    let users = stmt
+        .query_map([], user_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(users)
+}
+
+/// Replaces the user's password hash; whether the user exists.
+pub fn update_password_hash(conn: &Connection, id: &str, password_hash: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+        .execute(params![id, password_hash])?
+        > 0)
+}
+
+/// What deleting a user removed, table by table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeletedUser {
+    /// Sessions (live or expired).
+    pub sessions: usize,
+    /// Chats.
+    pub chats: usize,
+    /// Messages, in all of the user's chats.
+    pub messages: usize,
+    /// Stored idempotency answers.
+    pub idempotency_keys: usize,
+}
+
+/// Deletes a user and everything of theirs; `None` if there is no such user. The rows
+/// are deleted table by table, children first, rather than left to `ON DELETE
+/// CASCADE`, so that the counts are known; run it in one transaction.
+pub fn delete_user(conn: &Connection, id: &str) -> Result<Option<DeletedUser>> {
+    if !user_exists(conn, id)? {
+        return Ok(None);
+    }
+    let delete = |sql: &str| -> Result<usize> { Ok(conn.prepare_cached(sql)?.execute([id])?) };
+    let deleted = DeletedUser {
+        messages: delete("DELETE FROM chat_messages WHERE neptun_user_id = ?1")?,
+        chats: delete("DELETE FROM chat_conversations WHERE neptun_user_id = ?1")?,
+        idempotency_keys: delete("DELETE FROM idempotency_keys WHERE user_id = ?1")?,
+        sessions: delete("DELETE FROM sessions WHERE user_id = ?1")?,
+    };
+    delete("DELETE FROM users WHERE id = ?1")?;
+    Ok(Some(deleted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use neptun_chat::auth::hash_token;
 use serde_json::json;
 
-use crate::helpers::{assert_error, json_body};
-use crate::process::{ServerProcess, TempDb, free_port, neptun, run};
+use neptun_chat::auth::SESSION_COOKIE;
+use neptun_chat::db::Admin;
+use reqwest::header::{CONTENT_TYPE, COOKIE};
+
+use crate::helpers::{TestApp, assert_error, json_body, spawn_app};
+use crate::process::{Outcome, ServerProcess, TempDb, free_port, neptun, run, run_with_input};
 
 // ---- admin commands: output ----------------------------------------------------------
 
@@ -900,6 +904,92 @@ fn a_server_option_before_a_subcommand_is_refused_with_where_it_belongs() {
     }
 }
 
+#[test]
+fn a_zero_that_would_refuse_everything_is_refused_by_the_parser_from_the_command_line_or_env() {
+    let cases = [
+        (
+            "--max-body-bytes",
+            "NEPTUN_MAX_BODY_BYTES",
+            "every request body",
+        ),
+        ("--max-batch", "NEPTUN_MAX_BATCH", "every batch"),
+        (
+            "--max-message-bytes",
+            "NEPTUN_MAX_MESSAGE_BYTES",
+            "every message text",
+        ),
+        (
+            "--body-timeout-secs",
+            "NEPTUN_BODY_TIMEOUT_SECS",
+            "every request body",
+        ),
+        (
+            "--max-connections",
+            "NEPTUN_MAX_CONNECTIONS",
+            "every connection",
+        ),
+        ("--write-queue", "NEPTUN_WRITE_QUEUE", "every write"),
+    ];
+
+    for (option, env, refused) in cases {
+        for from_env in [false, true] {
+            // Arrange
+            let db = TempDb::new();
+            let mut command = neptun();
+            command
+                .current_dir(db.dir.path())
+                .arg("--database")
+                .arg(&db.path);
+            if from_env {
+                command
+                    .env(env, "0")
+                    .args(["serve", "--bind", "127.0.0.1:0"]);
+            } else {
+                command.args(["serve", "--bind", "127.0.0.1:0", option, "0"]);
+            }
+
+            // Act
+            let outcome = run(&mut command);
+
+            // Assert
+            let case = format!("{option} 0 (from the environment: {from_env})");
+            assert_eq!(outcome.status.code(), Some(2), "{case}: {outcome:#?}");
+            assert_eq!(outcome.stdout, "", "{case}");
+            let first = outcome.stderr.lines().next().unwrap_or_default();
+            assert!(
+                first.starts_with(&format!("error: invalid value '0' for '{option}")),
+                "{case}: the error names the option: {first}"
+            );
+            assert!(
+                first.ends_with(&format!("0 would refuse {refused}; give at least 1")),
+                "{case}: the error says why: {first}"
+            );
+            assert!(!db.path.exists(), "{case}: nothing was served");
+        }
+    }
+}
+
+#[test]
+fn one_is_the_smallest_accepted_limit() {
+    let db = TempDb::new();
+    let _server = db.serve_with_args(&[
+        "--max-body-bytes",
+        "1",
+        "--max-batch",
+        "1",
+        "--max-message-bytes",
+        "1",
+        "--body-timeout-secs",
+        "1",
+        "--max-connections",
+        "1",
+        "--write-queue",
+        "1",
+        "--write-rate-limit",
+        "0",
+    ]);
+}
+
 #[tokio::test]
 async fn no_subcommand_and_serve_both_serve_with_the_settings_from_the_environment() {
     for args in [&[][..], &["serve"][..]] {
@@ -966,4 +1056,371 @@ fn subcommand_help_lists_their_options() {
             );
         }
     }
+}
+
+// ---- user list, user delete, user set-password, session revoke --prefix ---------------
+
+/// Runs `neptun-chat --database <the app's database> <args...>`.
+fn app_cli(app: &TestApp, args: &[&str]) -> Outcome {
+    run(neptun().arg("--database").arg(&app.db_path).args(args))
+}
+
+#[test]
+fn user_list_prints_every_user_oldest_first_with_email_and_creation_time_tab_separated() {
+    // Arrange
+    let db = TempDb::new();
+    let empty = db.cli(&["user", "list"]);
+    db.cli(&["user", "create", "alice", "--email", "Alice@Example.org"])
+        .single_line();
+    db.create_user("bob");
+
+    // Act
+    let outcome = db.cli(&["user", "list"]);
+
+    // Assert
+    assert!(empty.status.success(), "{empty:#?}");
+    assert_eq!(empty.stdout, "", "no users, no lines");
+    assert!(outcome.status.success(), "{outcome:#?}");
+    let rows: Vec<Vec<&str>> = outcome
+        .stdout
+        .lines()
+        .map(|line| line.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", outcome.stdout);
+    assert_eq!(rows[0][..2], ["alice", "alice@example.org"]);
+    assert_eq!(rows[1][..2], ["bob", ""], "no email: an empty field");
+    for row in &rows {
+        assert_eq!(row.len(), 3, "id, email, created: {row:?}");
+        chrono::DateTime::parse_from_rfc3339(row[2]).expect("created is RFC 3339");
+    }
+    assert!(rows[0][2] <= rows[1][2], "oldest first: {rows:?}");
+}
+
+#[tokio::test]
+async fn user_delete_removes_all_of_the_user_and_says_what_and_leaves_other_users_alone() {
+    // Arrange: alice has two sessions, two chats, three messages and one idempotency
+    // answer; bob has his own of each.
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    app.create_session("alice", 30);
+    let second_chat = app.create_chat("alice");
+    let bob = app.seed_user("bob");
+    for user in [&alice, &bob] {
+        let response = app
+            .client
+            .post(app.messages_url(&user.id, user.chat_id))
+            .header(COOKIE, format!("{SESSION_COOKIE}={}", user.token))
+            .header(CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", "key-1")
+            .body(
+                json!({"messages": [
+                    {"content": "one", "role": "user"},
+                    {"content": "two", "role": "assistant"},
+                ]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .expect("the request is sent");
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let third = app
+        .post_raw(
+            &app.messages_url("alice", second_chat),
+            Some(&alice.token),
+            Some("application/json"),
+            json!({"message": "three", "actor": "user"}).to_string(),
+        )
+        .await;
+    assert_eq!(third.status().as_u16(), 200);
+    let count = |table: &str, column: &str, user: &str| -> i64 {
+        rusqlite::Connection::open(&app.db_path)
+            .expect("the database opens")
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE {column} = ?1"),
+                [user],
+                |r| r.get(0),
+            )
+            .expect("counted")
+    };
+    let tables = [
+        ("users", "id"),
+        ("sessions", "user_id"),
+        ("chat_conversations", "neptun_user_id"),
+        ("chat_messages", "neptun_user_id"),
+        ("idempotency_keys", "user_id"),
+    ];
+    let bobs_before: Vec<i64> = tables.iter().map(|(t, c)| count(t, c, "bob")).collect();
+
+    // Act
+    let outcome = app_cli(&app, &["user", "delete", "alice"]);
+    let again = app_cli(&app, &["user", "delete", "alice"]);
+
+    // Assert
+    assert_eq!(
+        outcome.single_line(),
+        "deleted user alice: 2 sessions, 2 chats, 3 messages, 1 idempotency keys"
+    );
+    for (table, column) in tables {
+        assert_eq!(
+            count(table, column, "alice"),
+            0,
+            "nothing of alice in {table}"
+        );
+    }
+    let bobs_after: Vec<i64> = tables.iter().map(|(t, c)| count(t, c, "bob")).collect();
+    assert_eq!(bobs_after, bobs_before, "bob keeps everything");
+    let error = again.clear_error();
+    assert!(error.contains("no user with id \"alice\""), "{error}");
+    let refused = app
+        .get(
+            &format!("/api/users/alice/chats/{}/messages", alice.chat_id),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(refused.status().as_u16(), 401, "alice's session is gone");
+    let kept = app
+        .get(
+            &format!("/api/users/bob/chats/{}/messages", bob.chat_id),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(kept.status().as_u16(), 200, "bob's session works");
+}
+
+#[tokio::test]
+async fn user_set_password_replaces_the_password_and_revokes_the_users_sessions() {
+    // Arrange
+    let app = spawn_app().await;
+    let (user, old_session) = app.sign_up("ada@example.org", "the old password").await;
+    let user_id = user["id"].as_str().expect("a user id").to_owned();
+    let login = |password: &'static str| {
+        let app = &app;
+        async move {
+            app.post_json(
+                "/api/auth/login",
+                None,
+                &json!({"email": "ada@example.org", "password": password}),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    assert_eq!(login("the old password").await, 200);
+
+    // Act
+    let outcome = run_with_input(
+        neptun().arg("--database").arg(&app.db_path).args([
+            "user",
+            "set-password",
+            &user_id,
+            "--password-stdin",
+        ]),
+        "a brand new password\n",
+    );
+
+    // Assert
+    assert_eq!(
+        outcome.single_line(),
+        "2",
+        "the sign-up's and the login's sessions were revoked"
+    );
+    assert_eq!(
+        login("the old password").await,
+        401,
+        "the old password is refused"
+    );
+    assert_eq!(
+        login("a brand new password").await,
+        200,
+        "the new one works"
+    );
+    let session = app.get("/api/auth/session", Some(&old_session)).await;
+    assert_eq!(session.status().as_u16(), 401, "the old session is revoked");
+}
+
+#[test]
+fn user_set_password_refuses_unknown_users_users_without_email_and_bad_passwords() {
+    let db = TempDb::new();
+    db.create_user("noemail");
+    db.cli_with_input(
+        &[
+            "user",
+            "create",
+            "ada",
+            "--email",
+            "ada@example.org",
+            "--password-stdin",
+        ],
+        "the first password\n",
+    )
+    .single_line();
+    let hash_of_ada = || -> String {
+        db.connection()
+            .query_row(
+                "SELECT password_hash FROM users WHERE id = 'ada'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("ada has a password")
+    };
+    let before = hash_of_ada();
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["ghost"], "long enough\n", "no user with id \"ghost\""),
+        (&["noemail"], "long enough\n", "no email"),
+        (&["ada"], "short\n", "8 to 1024 characters"),
+        (&["ada"], "", "8 to 1024 characters"),
+    ];
+
+    for (user, input, expected) in cases {
+        let mut args = vec!["user", "set-password"];
+        args.extend_from_slice(user);
+        args.push("--password-stdin");
+
+        let outcome = db.cli_with_input(&args, input);
+
+        let error = outcome.clear_error();
+        assert!(error.contains(expected), "{user:?} {input:?}: {error}");
+    }
+    let without_flag = db.cli(&["user", "set-password", "ada"]);
+    assert_eq!(without_flag.status.code(), Some(2), "{without_flag:#?}");
+    assert!(
+        without_flag.stderr.contains("--password-stdin"),
+        "{without_flag:#?}"
+    );
+    assert_eq!(hash_of_ada(), before, "ada's password is unchanged");
+}
+
+#[test]
+fn session_revoke_by_prefix_revokes_exactly_the_one_session_it_names() {
+    // Arrange: two sessions whose hashes share their first two hex digits.
+    let db = TempDb::new();
+    db.create_user("alice");
+    let mut admin = Admin::open(&db.path).expect("the database opens");
+    let expires = neptun_chat::domain::Timestamp::from_datetime(
+        chrono::Utc::now() + chrono::Duration::days(1),
+    );
+    let mut first = [0x11; 32];
+    first[..2].copy_from_slice(&[0xab, 0xcd]);
+    let mut second = [0x22; 32];
+    second[..2].copy_from_slice(&[0xab, 0xef]);
+    for hash in [&first, &second] {
+        admin
+            .create_session("alice", hash, &expires)
+            .expect("session stored");
+    }
+    drop(admin);
+    let listed = db.cli(&["session", "list", "alice"]);
+    let prefixes: Vec<&str> = listed
+        .stdout
+        .lines()
+        .filter_map(|line| line.split('\t').next())
+        .collect();
+    let hashes = || -> Vec<Vec<u8>> {
+        db.connection()
+            .prepare("SELECT token_hash FROM sessions ORDER BY token_hash")
+            .expect("query prepares")
+            .query_map([], |r| r.get(0))
+            .expect("query runs")
+            .collect::<Result<_, _>>()
+            .expect("rows read")
+    };
+
+    // Act
+    let ambiguous = db.cli(&["session", "revoke", "--prefix", "ab"]);
+    let unknown = db.cli(&["session", "revoke", "--prefix", "abcdff"]);
+    let not_hex = db.cli(&["session", "revoke", "--prefix", "xyz"]);
+    let after_refusals = hashes();
+    let revoked = db.cli(&["session", "revoke", "--prefix", "ABCD"]);
+
+    // Assert
+    assert!(prefixes.contains(&"abcd11111111"), "{listed:#?}");
+    assert!(prefixes.contains(&"abef22222222"), "{listed:#?}");
+    let error = ambiguous.clear_error();
+    assert!(
+        error.contains("2 sessions' hashes start with ab") && error.contains("more digits"),
+        "{error}"
+    );
+    let error = unknown.clear_error();
+    assert!(
+        error.contains("no session's hash starts with abcdff"),
+        "{error}"
+    );
+    assert_eq!(not_hex.status.code(), Some(2), "{not_hex:#?}");
+    assert!(not_hex.stderr.contains("hex digits"), "{not_hex:#?}");
+    assert_eq!(after_refusals.len(), 2, "the refusals revoked nothing");
+    assert_eq!(revoked.single_line(), "1", "upper-case digits match too");
+    assert_eq!(
+        hashes(),
+        vec![second.to_vec()],
+        "only the named session is gone"
+    );
+}
+
+#[test]
+fn chat_create_applies_the_apis_name_and_model_rules() {
+    let db = TempDb::new();
+    db.create_user("alice");
+    let longest = "n".repeat(200);
+    let too_long = "n".repeat(201);
+    let refused: [(&str, &str, &str); 5] = [
+        (
+            &too_long,
+            "m",
+            "name: String must contain at most 200 character(s)",
+        ),
+        ("", "m", "name: String must contain at least 1 character(s)"),
+        (
+            " \t ",
+            "m",
+            "name: String must contain at least 1 character(s)",
+        ),
+        (
+            "n",
+            " ",
+            "model: String must contain at least 1 character(s)",
+        ),
+        (
+            "",
+            &too_long,
+            "name: String must contain at least 1 character(s); model: String must contain at most 200 character(s)",
+        ),
+    ];
+
+    for (name, model, expected) in refused {
+        let outcome = db.cli(&["chat", "create", "alice", "--name", name, "--model", model]);
+
+        let error = outcome.clear_error();
+        assert_eq!(
+            error,
+            format!("error: invalid chat: {expected}"),
+            "{name:?} {model:?}"
+        );
+    }
+    assert_eq!(db.count("chat_conversations"), 0, "no chat was made");
+    let trimmed = db.cli(&[
+        "chat", "create", "alice", "--name", "  Work  ", "--model", " m1 ",
+    ]);
+    let longest = db.cli(&[
+        "chat", "create", "alice", "--name", &longest, "--model", "m",
+    ]);
+    trimmed.single_line();
+    longest.single_line();
+    let rows: Vec<(String, String)> = db
+        .connection()
+        .prepare("SELECT name, model FROM chat_conversations ORDER BY id")
+        .expect("query prepares")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query runs")
+        .collect::<Result<_, _>>()
+        .expect("rows read");
+    assert_eq!(
+        rows,
+        [
+            ("Work".to_owned(), "m1".to_owned()),
+            ("n".repeat(200), "m".to_owned())
+        ],
+        "trimmed as the API trims; 200 characters are allowed"
+    );
 }

@@ -79,11 +79,36 @@ impl Outcome {
 
 /// Runs `command` to completion within [`DEADLINE`], killing it if it overruns.
 pub fn run(command: &mut Command) -> Outcome {
-    let mut child = command
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
+    wait_for(child, command)
+}
+
+/// [`run`], with `input` on the command's standard input.
+pub fn run_with_input(command: &mut Command, input: &str) -> Outcome {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = input.to_owned();
+    // On a thread of its own, so a command that does not read cannot block the test;
+    // such a command breaks the pipe, which its exit status then explains.
+    thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    wait_for(child, command)
+}
+
+/// Collects the output of `child` (spawned from `command`) and waits for it to exit
+/// within [`DEADLINE`], killing it if it overruns.
+fn wait_for(mut child: Child, command: &Command) -> Outcome {
     let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
     let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
     let started = Instant::now();
@@ -141,6 +166,18 @@ impl TempDb {
             .arg("--database")
             .arg(&self.path)
             .args(args))
+    }
+
+    /// [`TempDb::cli`] with `input` on standard input.
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> Outcome {
+        run_with_input(
+            neptun()
+                .current_dir(self.dir.path())
+                .arg("--database")
+                .arg(&self.path)
+                .args(args),
+            input,
+        )
     }
 
     /// Creates a user, asserting the command prints its id.
