@@ -74,6 +74,58 @@ pub struct ServeArgs {
     /// Seconds SIGTERM / SIGINT wait for requests in flight before stopping anyway.
     #[arg(long, env = "NEPTUN_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// A web origin (scheme://host[:port], e.g. http://localhost:3000) whose pages may
+    /// call the API with the user's session cookie (CORS). Repeat it, or separate
+    /// origins with commas; '*' is refused. None by default: no cross-origin access.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "NEPTUN_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_parser = cors_origin
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+/// An allowed CORS origin, lower-cased as browsers send it. `*` is refused: the API
+/// authenticates with a cookie, and a wildcard would let every site act with its
+/// visitors' sessions (browsers refuse `*` with credentials anyway). A path or a
+/// trailing '/' is refused too, since no browser's `Origin` has one and it would
+/// never match.
+fn cors_origin(text: &str) -> Result<String, String> {
+    let example = "give scheme://host[:port], e.g. http://localhost:3000";
+    let origin = text.trim().to_ascii_lowercase();
+    if origin == "*" {
+        return Err(format!(
+            "'*' would let every web site use the API with its visitors' sessions; list each origin ({example})"
+        ));
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return Err(example.to_owned());
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "only http and https origins exist for the API; {example}"
+        ));
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err(format!(
+            "an origin has no path, not even a trailing '/'; {example}"
+        ));
+    }
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c));
+    if !valid_host || port.is_some_and(|port| port.parse::<u16>().is_err()) {
+        return Err(example.to_owned());
+    }
+    Ok(origin)
 }
 
 /// The address the server listens on, and `healthcheck` probes, unless told otherwise.
@@ -462,6 +514,7 @@ impl ServeArgs {
                 ..HashSettings::default()
             },
             trusted_proxies: TrustedProxies(self.logins.trusted_proxies.clone()),
+            cors_origins: self.cors_origins.clone(),
             quota: Quota {
                 max_messages: self.quota.max_user_messages,
                 max_bytes: self.quota.max_user_bytes,

@@ -97,6 +97,9 @@ pub struct Settings {
     pub hashing: HashSettings,
     /// Reverse proxies whose `X-Forwarded-For` names the client; none by default.
     pub trusted_proxies: TrustedProxies,
+    /// Web origins (`scheme://host[:port]`, lower-case) whose pages may call the API
+    /// with the user's session cookie; empty: no cross-origin access (the default).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -116,6 +119,7 @@ impl Default for Settings {
             throttle: ThrottleSettings::default(),
             hashing: HashSettings::default(),
             trusted_proxies: TrustedProxies::default(),
+            cors_origins: Vec::new(),
         }
     }
 }

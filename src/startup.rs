@@ -20,9 +20,10 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
@@ -70,12 +71,19 @@ impl Application {
         let hasher = web::Data::new(Hasher::new(settings.hashing));
         let throttle = web::Data::new(Throttle::new(settings.throttle));
         let trusted_proxies = web::Data::new(settings.trusted_proxies.clone());
+        let cors_origins = settings.cors_origins.clone();
         let rate_limiter = settings
             .write_rate_limit
             .map(|per_minute| web::Data::new(RateLimiter::new(per_minute)));
         let server = HttpServer::new(move || {
             let rate_limiter = rate_limiter.clone();
             App::new()
+                // Innermost of the app's middleware, but outside every route: preflights
+                // are answered here, before any session check.
+                .wrap(Condition::new(
+                    !cors_origins.is_empty(),
+                    cors(&cors_origins),
+                ))
                 .wrap(from_fn(telemetry::log_request))
                 .wrap(security_headers())
                 .app_data(app_db.clone())
@@ -259,6 +267,26 @@ fn security_headers() -> DefaultHeaders {
         .add((header::CACHE_CONTROL, "no-store"))
         .add((header::X_FRAME_OPTIONS, "DENY"))
         .add((header::REFERRER_POLICY, "no-referrer"))
+}
+
+/// CORS for pages on the `origins` (`--cors-origin`): they may call every route with
+/// the session cookie and read the answers, including `Retry-After` and the request
+/// id. Requests from other origins are served as before but get no CORS headers, so
+/// a browser keeps their pages from reading the answers; requests without `Origin`
+/// (curl, other servers, same-origin GETs) are not affected.
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER, telemetry::REQUEST_ID_HEADER])
+        .supports_credentials()
+        .max_age(600);
+    origins
+        .iter()
+        .fold(cors, |cors, origin| cors.allowed_origin(origin))
 }
 
 /// How often expired sessions are deleted.

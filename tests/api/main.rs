@@ -6,6 +6,7 @@ mod auth;
 mod chats;
 mod cli;
 mod concurrency;
+mod cors;
 mod create_messages;
 mod durability;
 mod errors;
