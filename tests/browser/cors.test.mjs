@@ -1,0 +1,216 @@
+// A front end on another origin uses the API in a real browser: headless Chromium loads
+// a page from one local server and, with fetch(..., {credentials: 'include'}), signs up,
+// creates a chat and stores and reads messages on the API, which runs with
+// --cors-origin set to that page's origin. A page from an origin that is not listed
+// cannot read the API's answers.
+//
+// Both origins are http://127.0.0.1 with different ports: cross-origin but same-site,
+// as a dev server on localhost:3000 talking to an API on localhost:8080 is, so the
+// SameSite=Lax session cookie goes along. The API runs with --cookie-secure false
+// because the page is plain HTTP.
+//
+// Needs NEPTUN_BIN (the neptun-chat binary) and Chromium at CHROMIUM (default
+// /usr/bin/chromium); scripts/browser-check.sh provides both. Everything this test
+// starts, it stops.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.NEPTUN_BIN;
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// Generous: a loaded 2-core machine starting a browser.
+const START_TIMEOUT_MS = 30_000;
+
+let work;
+let pageServers = [];
+let api;
+let apiOrigin;
+let browser;
+
+/** Serves a blank page on 127.0.0.1 at a free port; resolves with the server and its origin. */
+function servePage() {
+  const server = createServer((request, response) => {
+    if (request.url === '/favicon.ico') {
+      response.writeHead(204).end();
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    response.end('<!doctype html><title>front end</title><p>front end</p>');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      resolve({ server, origin: `http://127.0.0.1:${server.address().port}` });
+    });
+  });
+}
+
+/** Starts the API on a free port and resolves with its origin, read from its start-up log line. */
+function startApi(corsOrigin) {
+  const child = spawn(
+    BIN,
+    [
+      '--database', join(work, 'neptun.db'),
+      'serve',
+      '--bind', '127.0.0.1:0',
+      '--cors-origin', corsOrigin,
+      '--cookie-secure', 'false',
+    ],
+    {
+      env: { PATH: process.env.PATH, RUST_LOG: 'info' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  api = child;
+  let log = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`the API did not report its address in time:\n${log}`)),
+      START_TIMEOUT_MS,
+    );
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      log += chunk;
+      const match = log.match(/listening on \D*?(127\.0\.0\.1:\d+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolve(`http://${match[1]}`);
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the API exited (${code ?? signal}) during start-up:\n${log}`));
+    });
+  });
+}
+
+/** Runs `fetch` inside `page`, so the browser's CORS rules apply; returns what the page could see. */
+function fetchInPage(page, url, init) {
+  return page.evaluate(
+    async ({ url, init }) => {
+      try {
+        const response = await fetch(url, { credentials: 'include', ...init });
+        return {
+          status: response.status,
+          body: await response.text(),
+          requestId: response.headers.get('x-request-id'),
+        };
+      } catch (error) {
+        return { error: String(error) };
+      }
+    },
+    { url, init },
+  );
+}
+
+before(async () => {
+  assert.ok(BIN, 'NEPTUN_BIN names the neptun-chat binary');
+  work = mkdtempSync(join(tmpdir(), 'neptun-browser-'));
+  pageServers = [await servePage(), await servePage()];
+  apiOrigin = await startApi(pageServers[0].origin);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: START_TIMEOUT_MS,
+    args: [
+      '--no-sandbox',
+      '--headless',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (api && api.exitCode === null) {
+    const exited = new Promise((resolve) => api.once('exit', resolve));
+    api.kill('SIGTERM');
+    await exited;
+  }
+  for (const { server } of pageServers) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+test('a page on a listed origin signs up, then stores and reads messages with its session cookie', async () => {
+  // Arrange
+  const page = await browser.newPage();
+  await page.goto(`${pageServers[0].origin}/`);
+  const json = (method, body, headers = {}) => ({
+    method,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+
+  // Act
+  const signedUp = await fetchInPage(
+    page,
+    `${apiOrigin}/api/auth/sign-up`,
+    json('POST', { email: 'front@example.org', password: 'a long enough password' }),
+  );
+  const session = await fetchInPage(page, `${apiOrigin}/api/auth/session`);
+  const userId = JSON.parse(session.body ?? '{}').user?.id;
+  const created = await fetchInPage(
+    page,
+    `${apiOrigin}/api/users/${userId}/chats`,
+    json('POST', { name: 'From the browser', model: 'm' }),
+  );
+  const chatId = JSON.parse(created.body ?? '{}').chat?.id;
+  const messagesUrl = `${apiOrigin}/api/users/${userId}/chats/${chatId}/messages`;
+  const stored = await fetchInPage(
+    page,
+    messagesUrl,
+    json('POST', { message: 'hello across origins', actor: 'user' }, { 'idempotency-key': 'browser-1' }),
+  );
+  const read = await fetchInPage(page, messagesUrl);
+  const withoutCookie = await fetchInPage(page, `${apiOrigin}/api/auth/session`, { credentials: 'omit' });
+
+  // Assert
+  assert.equal(signedUp.status, 200, `sign-up: ${JSON.stringify(signedUp)}`);
+  assert.equal(session.status, 200, `the session cookie was sent: ${JSON.stringify(session)}`);
+  assert.ok(userId, `the session names the user: ${session.body}`);
+  assert.equal(created.status, 200, `chat created: ${JSON.stringify(created)}`);
+  assert.ok(Number.isInteger(chatId), `a chat id: ${created.body}`);
+  assert.equal(stored.status, 200, `message stored: ${JSON.stringify(stored)}`);
+  assert.equal(JSON.parse(stored.body).chatMessage.message, 'hello across origins');
+  assert.ok(stored.requestId, 'the page can read the exposed X-Request-Id header');
+  assert.equal(read.status, 200, `messages read: ${JSON.stringify(read)}`);
+  assert.deepEqual(
+    JSON.parse(read.body).chatMessages.map((m) => m.message),
+    ['hello across origins'],
+    read.body,
+  );
+  assert.equal(withoutCookie.status, 401, 'without the cookie the page reads the 401');
+  await page.close();
+});
+
+test('a page on an origin that is not listed cannot read the API', async () => {
+  // Arrange
+  const page = await browser.newPage();
+  await page.goto(`${pageServers[1].origin}/`);
+
+  // Act
+  const read = await fetchInPage(page, `${apiOrigin}/api/auth/session`);
+  const preflighted = await fetchInPage(page, `${apiOrigin}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'front@example.org', password: 'a long enough password' }),
+  });
+
+  // Assert
+  assert.match(read.error ?? '', /TypeError/, `blocked: ${JSON.stringify(read)}`);
+  assert.match(preflighted.error ?? '', /TypeError/, `blocked: ${JSON.stringify(preflighted)}`);
+  await page.close();
+});
