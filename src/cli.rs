@@ -75,9 +75,9 @@ pub struct ServeArgs {
     #[arg(long, env = "NEPTUN_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
-    /// A web origin (scheme://host[:port], e.g. http://localhost:3000) whose pages may
-    /// call the API with the user's session cookie (CORS). Repeat it, or separate
-    /// origins with commas; '*' is refused. None by default: no cross-origin access.
+    /// A web origin (scheme://host or scheme://host:port, e.g. http://localhost:3000)
+    /// whose pages may call the API with the user's session cookie (CORS). Repeat it, or
+    /// separate origins with commas; '*' is refused. None by default: no cross-origin access.
     #[arg(
         long = "cors-origin",
         value_name = "ORIGIN",

@@ -67,6 +67,7 @@ impl Application {
         telemetry::metrics();
         let app_db = web::Data::new(db.clone());
         let limits = web::Data::new(settings.limits);
+        let api_document = web::Data::new(routes::docs::ApiDocument::new(&settings.limits));
         let sessions = web::Data::new(settings.sessions);
         let hasher = web::Data::new(Hasher::new(settings.hashing));
         let throttle = web::Data::new(Throttle::new(settings.throttle));
@@ -88,6 +89,7 @@ impl Application {
                 .wrap(security_headers())
                 .app_data(app_db.clone())
                 .app_data(limits.clone())
+                .app_data(api_document.clone())
                 .app_data(sessions.clone())
                 .app_data(hasher.clone())
                 .app_data(throttle.clone())

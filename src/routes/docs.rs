@@ -2,12 +2,15 @@
 //! the `#[utoipa::path]` annotation on each handler, and a Swagger UI page at `/docs`
 //! whose assets are compiled into the binary (no CDN, works offline).
 //!
+//! What a reader of `/docs` sees as each operation's summary and description is the
+//! [`OPERATIONS`] table here, not the handlers' doc comments, which are written for
+//! people reading the code. The limits in the document (batch size, text length) are
+//! the running server's: [`ApiDocument::new`] renders it from the settings at start-up.
+//!
 //! Request bodies are validated by hand (to report zod-style issues), so their schemas
 //! are documentation-only types, kept in the leaf module [`schema`](crate::routes::schema)
 //! that the handlers import; the integration tests and the API tester in CI check that
 //! what the server accepts and answers matches them.
-
-use std::sync::OnceLock;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, ContentType};
 use actix_web::{HttpResponse, web};
@@ -15,6 +18,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{auth, chats, health, messages};
+use crate::config::Limits;
 use crate::error::ApiError;
 
 /// The whole API, assembled from the handlers' annotations.
@@ -29,6 +33,7 @@ use crate::error::ApiError;
     paths(
         health::healthz,
         health::readyz,
+        metrics,
         auth::sign_up,
         auth::login,
         auth::logout,
@@ -44,15 +49,148 @@ use crate::error::ApiError;
         messages::create,
         messages::delete_last,
     ),
-    modifiers(&SessionCookie),
+    modifiers(&SessionCookie, &Summaries),
     tags(
         (name = "auth", description = "Sign-up, login, logout and the current session"),
         (name = "chats", description = "A user's chats"),
         (name = "messages", description = "The messages of a chat"),
-        (name = "operations", description = "Health"),
+        (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
 pub struct ApiDoc;
+
+/// `GET /metrics`, served by [`crate::telemetry::serve_metrics`]; described here so
+/// that the telemetry module needs no documentation types.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+    )
+)]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// Each operation's summary and description for readers of `/docs`, by operation id:
+/// short sentences about what the operation does for the caller.
+pub const OPERATIONS: &[(&str, &str, &str)] = &[
+    (
+        "healthz",
+        "Check that the service is up.",
+        "Answers 200 while the database answers.",
+    ),
+    (
+        "readyz",
+        "Check that the service takes writes.",
+        "Answers 200 when the database can be written to, 503 when it cannot.",
+    ),
+    (
+        "metrics",
+        "Read the service's metrics.",
+        "Counters, gauges and histograms in the Prometheus text format.",
+    ),
+    (
+        "sign_up",
+        "Create an account and sign in.",
+        "Creates a user with a generated id and sets the session cookie.",
+    ),
+    (
+        "login",
+        "Sign in with an email and a password.",
+        "Sets the session cookie. A wrong email and a wrong password get the same answer.",
+    ),
+    (
+        "logout",
+        "Sign out.",
+        "Ends the presented session, if there is one, and clears the cookie. Signing out twice is not an error.",
+    ),
+    (
+        "get_session",
+        "Get the signed-in user.",
+        "Answers 401 without a valid session.",
+    ),
+    (
+        "check_session",
+        "Check whether the session is valid.",
+        "Answers 200 with a valid session and 401 without one, with no body either way.",
+    ),
+    (
+        "list_chats",
+        "List the user's chats.",
+        "Newest activity first unless another order is asked for.",
+    ),
+    (
+        "get_chat",
+        "Get one of the user's chats.",
+        "Answers 404 when the user has no chat with this id.",
+    ),
+    (
+        "create_chat",
+        "Create a chat.",
+        "Names and models are trimmed and must not be blank.",
+    ),
+    (
+        "rename_chat",
+        "Rename a chat.",
+        "The name is trimmed and must not be blank.",
+    ),
+    (
+        "delete_chat",
+        "Delete a chat and its messages.",
+        "The chat and all of its messages are gone at once.",
+    ),
+    (
+        "delete_chats",
+        "Delete several chats at once.",
+        "Deletes the listed chats that belong to the user and names the others as not found.",
+    ),
+    (
+        "list_messages",
+        "Read a chat's messages.",
+        "Oldest first: the whole chat, or one page of it with a cursor for the next.",
+    ),
+    (
+        "create_messages",
+        "Add a message or a batch of messages to a chat.",
+        "A batch is stored all or nothing, in order. With an Idempotency-Key a retry gets the first answer instead of storing the messages twice.",
+    ),
+    (
+        "delete_last_turn",
+        "Delete the chat's last turn.",
+        "Removes the last answer and the user messages just before it, so that the answer can be asked for again.",
+    ),
+];
+
+/// Puts the [`OPERATIONS`] texts on the operations.
+struct Summaries;
+
+impl Modify for Summaries {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let texts = OPERATIONS
+                    .iter()
+                    .find(|(id, _, _)| operation.operation_id.as_deref() == Some(id));
+                // An operation missing from the table keeps no text written for the
+                // code; a unit test names it.
+                operation.summary = texts.map(|(_, summary, _)| (*summary).to_owned());
+                operation.description = texts.map(|(_, _, description)| (*description).to_owned());
+            }
+        }
+    }
+}
 
 /// Declares the `neptun-session` cookie as the API's security scheme.
 struct SessionCookie;
@@ -69,21 +207,56 @@ impl Modify for SessionCookie {
     }
 }
 
-/// The document, rendered once.
-fn openapi_json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .unwrap_or_else(|err| format!("{{\"error\": \"{err}\"}}"))
-    })
+/// The OpenAPI document of a running server, rendered once at start-up.
+#[derive(Debug, Clone)]
+pub struct ApiDocument {
+    json: String,
+}
+
+impl ApiDocument {
+    /// The document with the server's own limits where the annotations hold the
+    /// defaults: most messages per batch, and the longest message text.
+    pub fn new(limits: &Limits) -> ApiDocument {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        apply_limits(&mut doc, limits);
+        let json = serde_json::to_string_pretty(&doc)
+            .unwrap_or_else(|err| format!("{{\"error\": \"{err}\"}}"));
+        ApiDocument { json }
+    }
+
+    /// The document as JSON.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// Writes `limits` into the message schemas. A text limit is in UTF-8 bytes, a JSON
+/// Schema `maxLength` in characters: a character takes up to four bytes, so a quarter
+/// of the bytes is the most characters every text can have.
+fn apply_limits(doc: &mut serde_json::Value, limits: &Limits) {
+    let max_chars = (limits.max_text_bytes / 4).max(1);
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["NewMessageBody"]["properties"]["content"]["maxLength"] = max_chars.into();
+    if let Some(forms) = schemas["CreateMessagesBody"]["oneOf"].as_array_mut() {
+        for form in forms {
+            let properties = &mut form["properties"];
+            if properties.get("message").is_some() {
+                properties["message"]["maxLength"] = max_chars.into();
+            }
+            if properties.get("messages").is_some() {
+                properties["messages"]["maxItems"] = limits.max_batch.into();
+                properties["messages"]["description"] =
+                    format!("1 to {} messages.", limits.max_batch).into();
+            }
+        }
+    }
 }
 
 /// `GET /openapi.json`
-pub async fn openapi() -> HttpResponse {
+pub async fn openapi(doc: web::Data<ApiDocument>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType::json())
-        .body(openapi_json())
+        .body(doc.json().to_owned())
 }
 
 const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
@@ -150,42 +323,117 @@ fn serve(content_type: &str, body: &'static [u8]) -> HttpResponse {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_document_lists_every_route_with_its_methods() {
-        let doc: serde_json::Value = serde_json::from_str(openapi_json()).unwrap();
-        let mut routes: Vec<String> = doc["paths"]
+    fn document(limits: &Limits) -> serde_json::Value {
+        serde_json::from_str(ApiDocument::new(limits).json()).unwrap()
+    }
+
+    /// Every operation of the document, as (method, path, operation).
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+        doc["paths"]
             .as_object()
             .unwrap()
             .iter()
             .flat_map(|(path, item)| {
                 item.as_object()
                     .unwrap()
-                    .keys()
-                    .filter(|key| *key != "parameters")
-                    .map(move |method| format!("{} {path}", method.to_uppercase()))
+                    .iter()
+                    .filter(|(key, _)| *key != "parameters")
+                    .map(|(method, operation)| {
+                        (method.to_uppercase(), path.clone(), operation.clone())
+                    })
             })
+            .collect()
+    }
+
+    #[test]
+    fn every_operation_has_a_short_plain_summary_and_description_from_the_table() {
+        let doc = document(&Limits::default());
+
+        for (method, path, operation) in operations(&doc) {
+            let case = format!("{method} {path}");
+            let summary = operation["summary"].as_str().unwrap_or_else(|| {
+                panic!(
+                    "{case} ({}) has no entry in OPERATIONS",
+                    operation["operationId"]
+                )
+            });
+            let description = operation["description"].as_str().unwrap();
+            for text in [summary, description] {
+                assert!(!text.contains('`'), "{case}: no backticks: {text}");
+                assert!(!text.contains(&path), "{case}: no path: {text}");
+                assert!(
+                    !text.contains(&format!("{method} ")),
+                    "{case}: no method: {text}"
+                );
+                assert!(
+                    !text.contains(".rs") && !text.contains("::"),
+                    "{case}: no code: {text}"
+                );
+                assert!(text.ends_with('.'), "{case}: a sentence: {text}");
+            }
+            assert!(summary.len() <= 60, "{case}: a short summary: {summary}");
+        }
+    }
+
+    #[test]
+    fn every_entry_of_the_table_is_an_operation_of_the_document() {
+        let doc = document(&Limits::default());
+        let ids: Vec<String> = operations(&doc)
+            .iter()
+            .map(|(_, _, operation)| operation["operationId"].as_str().unwrap().to_owned())
             .collect();
-        routes.sort();
-        assert_eq!(
-            routes,
-            [
-                "DELETE /api/users/{user_id}/chats",
-                "DELETE /api/users/{user_id}/chats/{chat_id}",
-                "DELETE /api/users/{user_id}/chats/{chat_id}/messages/last",
-                "GET /api/auth/session",
-                "GET /api/users/{user_id}/chats",
-                "GET /api/users/{user_id}/chats/{chat_id}",
-                "GET /api/users/{user_id}/chats/{chat_id}/messages",
-                "GET /healthz",
-                "GET /readyz",
-                "HEAD /api/auth/check",
-                "PATCH /api/users/{user_id}/chats/{chat_id}",
-                "POST /api/auth/login",
-                "POST /api/auth/logout",
-                "POST /api/auth/sign-up",
-                "POST /api/users/{user_id}/chats",
-                "POST /api/users/{user_id}/chats/{chat_id}/messages",
-            ]
+
+        for (id, _, _) in OPERATIONS {
+            assert!(
+                ids.iter().any(|known| known == id),
+                "{id} is not in the document"
+            );
+        }
+        assert!(
+            ids.contains(&"metrics".to_owned()),
+            "/metrics is documented"
         );
+    }
+
+    #[test]
+    fn the_documents_limits_are_the_servers() {
+        for limits in [
+            Limits::default(),
+            Limits {
+                max_batch: 7,
+                max_text_bytes: 400,
+                ..Limits::default()
+            },
+        ] {
+            let doc = document(&limits);
+            let schemas = &doc["components"]["schemas"];
+            let forms = schemas["CreateMessagesBody"]["oneOf"].as_array().unwrap();
+            let single = forms
+                .iter()
+                .find(|f| f["properties"]["message"].is_object())
+                .unwrap();
+            let batch = forms
+                .iter()
+                .find(|f| f["properties"]["messages"].is_object())
+                .unwrap();
+
+            let chars = limits.max_text_bytes / 4;
+            assert_eq!(
+                single["properties"]["message"]["maxLength"], chars,
+                "{limits:?}"
+            );
+            assert_eq!(
+                schemas["NewMessageBody"]["properties"]["content"]["maxLength"], chars,
+                "{limits:?}"
+            );
+            assert_eq!(
+                batch["properties"]["messages"]["maxItems"], limits.max_batch,
+                "{limits:?}"
+            );
+            assert_eq!(
+                batch["properties"]["messages"]["description"],
+                format!("1 to {} messages.", limits.max_batch)
+            );
+        }
     }
 }

@@ -213,8 +213,9 @@ pub struct ChatIdsBody {
 #[derive(ToSchema, Serialize)]
 #[allow(dead_code)]
 pub struct NewMessageBody {
-    /// The text, stored exactly as sent; not empty or only whitespace; at most 256 KiB
-    /// of UTF-8 by default (the schema's character limit is a quarter of that).
+    /// The text, stored exactly as sent; not empty or only whitespace. The server's limit
+    /// is in UTF-8 bytes; the schema's character limit is a quarter of it (the running
+    /// server's document says its own).
     #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     content: String,
     /// Who wrote it.
@@ -242,7 +243,8 @@ pub enum CreateMessagesBody {
     },
     /// `{"messages": [{"content", "role"}, ...]}`: stored in one transaction, in order.
     Batch {
-        /// 1 to 1000 messages.
+        /// 1 to the server's batch limit of messages (the running server's document
+        /// says its own).
         #[schema(min_items = 1, max_items = 1000)]
         messages: Vec<NewMessageBody>,
     },

@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod cors;
 mod create_messages;
+mod docs;
 mod durability;
 mod errors;
 mod failures;
