@@ -804,7 +804,7 @@ fn help_lists_the_subcommands_and_the_global_options() {
 }
 
 /// Every server option with its environment variable, as `serve --help` shows them.
-const SERVER_OPTIONS: [(&str, &str); 12] = [
+const SERVER_OPTIONS: [(&str, &str); 15] = [
     ("--bind", "NEPTUN_BIND"),
     ("--max-body-bytes", "NEPTUN_MAX_BODY_BYTES"),
     ("--max-batch", "NEPTUN_MAX_BATCH"),
@@ -817,6 +817,9 @@ const SERVER_OPTIONS: [(&str, &str); 12] = [
     ("--cookie-secure", "NEPTUN_COOKIE_SECURE"),
     ("--sync", "NEPTUN_SYNC"),
     ("--shutdown-grace-secs", "NEPTUN_SHUTDOWN_GRACE_SECS"),
+    ("--max-user-messages", "NEPTUN_MAX_USER_MESSAGES"),
+    ("--max-user-bytes", "NEPTUN_MAX_USER_BYTES"),
+    ("--cors-origin", "NEPTUN_CORS_ORIGIN"),
 ];
 
 #[test]
