@@ -1,6 +1,8 @@
 //! The `neptun-chat` binary itself: the admin commands' one-line output and exit codes,
-//! the global options and their environment variables, `healthcheck`, start-up failures,
-//! and the CLI working together with a running server on the same database file.
+//! which options each subcommand takes (the server's only on `serve` and the bare
+//! command, `--database` everywhere) and their environment variables, the limits the
+//! parser refuses, `healthcheck`, start-up failures, and the CLI working together with a
+//! running server on the same database file.
 //!
 //! Every command runs with the `NEPTUN_*` variables and `RUST_LOG` removed, inside a
 //! fresh temporary folder, and every wait is bounded (see [`crate::process`]).
