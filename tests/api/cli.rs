@@ -806,7 +806,7 @@ fn help_lists_the_subcommands_and_the_global_options() {
 }
 
 /// Every server option with its environment variable, as `serve --help` shows them.
-const SERVER_OPTIONS: [(&str, &str); 15] = [
+const SERVER_OPTIONS: [(&str, &str); 20] = [
     ("--bind", "NEPTUN_BIND"),
     ("--max-body-bytes", "NEPTUN_MAX_BODY_BYTES"),
     ("--max-batch", "NEPTUN_MAX_BATCH"),
@@ -822,6 +822,14 @@ const SERVER_OPTIONS: [(&str, &str); 15] = [
     ("--max-user-messages", "NEPTUN_MAX_USER_MESSAGES"),
     ("--max-user-bytes", "NEPTUN_MAX_USER_BYTES"),
     ("--cors-origin", "NEPTUN_CORS_ORIGIN"),
+    ("--trusted-proxy", "NEPTUN_TRUSTED_PROXIES"),
+    ("--login-failures", "NEPTUN_LOGIN_FAILURES"),
+    (
+        "--login-failures-per-address",
+        "NEPTUN_LOGIN_FAILURES_PER_ADDRESS",
+    ),
+    ("--sign-ups-per-address", "NEPTUN_SIGN_UPS_PER_ADDRESS"),
+    ("--hash-queue", "NEPTUN_HASH_QUEUE"),
 ];
 
 #[test]
