@@ -885,11 +885,13 @@ mod tests {
         reader.join().unwrap();
 
         // Every write added at least one page; a WAL that never started over would
-        // hold them all.
+        // hold them all (2.5 times the threshold). One that started over holds what came
+        // after its last restart: below the threshold, plus the frames written while the
+        // restart waited for a read, which a loaded machine makes longer.
         let wal = std::fs::metadata(dir.path().join("t.db-wal"))
             .unwrap()
             .len();
-        let limit = 3 * 4096 * u64::try_from(RESTART_CHECKPOINT_PAGES / 2).unwrap();
+        let limit = 2 * 4096 * u64::try_from(RESTART_CHECKPOINT_PAGES).unwrap();
         assert!(wal < limit, "the WAL is {wal} bytes after {writes} writes");
     }
 
