@@ -218,7 +218,7 @@ def summarize(records):
     rows = []
     sync_order = {"-": 0, "normal": 1, "full": 2}
     keys = sorted(http, key=lambda k: (list(WORKLOADS).index(k[2]), k[0] != "echo",
-                                       sync_order.get(k[1], 3)))
+                                       sync_order.get(k[1], 3), k[0] == "compare"))
     for target, sync, workload in keys:
         runs = http[(target, sync, workload)]
         row = {"target": target, "sync": sync, "workload": workload,
@@ -228,7 +228,7 @@ def summarize(records):
             row[metric] = spread([m[metric] for m in runs.values()])
         row["non2xx"] = sum(m["non2xx"] for m in runs.values())
         row["socket_errors"] = sum(m["socket_errors"] for m in runs.values())
-        if target == "server":
+        if target != "echo":
             echo = http.get(("echo", "-", workload), {})
             row["vs_echo"] = spread([m["rps"] / echo[run]["rps"]
                                      for run, m in runs.items() if run in echo])
@@ -382,7 +382,8 @@ def markdown(summary, meta, checks):
                "peak RSS | CPU µs/req | × echo | × SQLite 100/tx |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in summary["http"]:
-        server = "echo (a)" if row["target"] == "echo" else f"neptun --sync {row['sync']}"
+        server = {"echo": "echo (a)", "compare": f"neptun B --sync {row['sync']}"}.get(
+            row["target"], f"neptun --sync {row['sync']}")
         ms = lambda m: cell(row[m], lambda v: f"{v:.2f}" if v < 10 else f"{v:.1f}")
         out.append("| " + " | ".join([
             row["workload"],
@@ -393,7 +394,7 @@ def markdown(summary, meta, checks):
             ms("p99_ms"),
             ms("max_ms"),
             str(row["non2xx"] + row["socket_errors"]),
-            cell(row["peak_rss_mib"], lambda v: f"{v:.1f}") if row["target"] == "server" else "",
+            cell(row["peak_rss_mib"], lambda v: f"{v:.1f}") if row["target"] != "echo" else "",
             cell(row["cpu_us_per_req"], lambda v: f"{v:.0f}"),
             cell(row.get("vs_echo"), fmt_pct),
             cell(row.get("vs_sqlite_100"), fmt_pct),

@@ -30,6 +30,9 @@ usage: bash bench/run.sh [options]
   --out DIR           where results go (default bench/results)
   --no-build          use the binaries already built
   --log LEVEL         the server's RUST_LOG (default warn: one log line per request costs a write)
+  --compare BIN       also measure this neptun-chat binary (another build, e.g. of an older
+                      commit) in every run, interleaved with the built one; the report
+                      lists it as "neptun B"
 EOF
 }
 
@@ -47,6 +50,7 @@ SQLITE_SECONDS=2
 OUT=bench/results
 BUILD=1
 LOG_LEVEL=warn
+COMPARE_BIN=""
 COMMAND="bash bench/run.sh${*:+ $*}"
 
 while [ $# -gt 0 ]; do
@@ -63,6 +67,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --log) LOG_LEVEL=$2; shift 2 ;;
+    --compare) COMPARE_BIN=$(realpath "$2"); shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -100,7 +105,9 @@ fi
 BIN=$TARGET_DIR/release/neptun-chat
 ECHO_BIN=$TARGET_DIR/release/examples/bench_echo
 SQLITE_BIN=$TARGET_DIR/release/examples/bench_sqlite
-for b in "$BIN" "$ECHO_BIN" "$SQLITE_BIN"; do [ -x "$b" ] || die "missing $b"; done
+for b in "$BIN" "$ECHO_BIN" "$SQLITE_BIN" ${COMPARE_BIN:+"$COMPARE_BIN"}; do
+  [ -x "$b" ] || die "missing $b"
+done
 
 # --- processes and clean-up ---------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/neptun-bench.XXXXXX")
@@ -143,9 +150,9 @@ wait_healthy() { # PORT PID
   die "the server on port $port was not healthy within 15 s"
 }
 
-start_server() { # DATABASE SYNC -> SERVER_PID, SERVER_PORT
+start_server() { # DATABASE SYNC [BINARY] -> SERVER_PID, SERVER_PORT
   SERVER_PORT=$(report port)
-  RUST_LOG=$LOG_LEVEL "$BIN" --database "$1" serve --bind "127.0.0.1:$SERVER_PORT" --sync "$2" \
+  RUST_LOG=$LOG_LEVEL "${3:-$BIN}" --database "$1" serve --bind "127.0.0.1:$SERVER_PORT" --sync "$2" \
     >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   wait_healthy "$SERVER_PORT" "$SERVER_PID"
@@ -236,6 +243,10 @@ measure() {
   local port pid idle=null
   if [ "$target" = echo ]; then
     port=$ECHO_PORT pid=$ECHO_PID
+  elif [ "$target" = compare ]; then
+    start_server "$(fresh_copy)" "$sync" "$COMPARE_BIN"
+    port=$SERVER_PORT pid=$SERVER_PID
+    idle=$(status_kib "$pid" VmRSS)
   else
     start_server "$(fresh_copy)" "$sync"
     port=$SERVER_PORT pid=$SERVER_PID
@@ -252,7 +263,7 @@ measure() {
   peak=$(status_kib "$pid" VmHWM)
   json=$(sed -n 's/^BENCH_JSON //p' <<<"$out")
   [ -n "$json" ] || die "no result from wrk: $out"
-  [ "$target" = server ] && stop_server
+  [ "$target" != echo ] && stop_server
   local kind=http
   [ "$workload" = overload ] && kind=overload
   printf '{"kind":"%s","target":"%s","sync":"%s","workload":"%s","run":%d,"connections":%d,"wrk_threads":%d,"messages_per_request":%d,"idle_rss_kib":%s,"peak_rss_kib":%s,"cpu_seconds":%s,"loadavg":"%s","wrk":%s}\n' \
@@ -278,7 +289,10 @@ for run in $(seq "$RUNS"); do
   for workload in $WORKLOADS; do
     log "run $run of $RUNS: $workload"
     measure echo - "$workload" "$run"
-    for sync in $SYNCS; do measure server "$sync" "$workload" "$run"; done
+    for sync in $SYNCS; do
+      measure server "$sync" "$workload" "$run"
+      [ -z "$COMPARE_BIN" ] || measure compare "$sync" "$workload" "$run"
+    done
   done
 done
 stop_pid "$ECHO_PID"
@@ -308,9 +322,11 @@ fi
 # --- report ---------------------------------------------------------------------
 META=$(python3 -c 'import json, sys; print(json.dumps({"command": sys.argv[1], "date": sys.argv[2],
   "runs": int(sys.argv[3]), "duration_s": float(sys.argv[4]), "syncs": sys.argv[5].split(),
-  "wrk_threads": int(sys.argv[6]), "log_level": sys.argv[7], "git": sys.argv[8]}))' \
+  "wrk_threads": int(sys.argv[6]), "log_level": sys.argv[7], "git": sys.argv[8],
+  "compare": sys.argv[9] or None}))' \
   "$COMMAND" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$RUNS" "$DURATION" "$SYNCS" "$WRK_THREADS" \
-  "$LOG_LEVEL" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')")
+  "$LOG_LEVEL" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')" \
+  "$COMPARE_BIN")
 report summarize "$RAW" --meta "$META" --json-out "$OUT/latest.json" --md-out "$OUT/latest.md"
 cp "$OUT/latest.json" "$OUT/$(date -u +%Y%m%dT%H%M%SZ).json"
 log "results: $OUT/latest.json, $OUT/latest.md (raw: $RAW)"
