@@ -1,4 +1,4 @@
--- neptun-chat schema, version 4.
+-- neptun-chat schema, version 5.
 -- Compiled into the binary and applied at start-up inside one transaction when the
 -- database is new (PRAGMA user_version = 0). Later changes are migrations keyed on
 -- PRAGMA user_version; this file always describes the newest version as a whole.
@@ -33,11 +33,17 @@ CREATE TABLE IF NOT EXISTS chat_conversations (
     name           TEXT NOT NULL,
     model          TEXT NOT NULL,
     created_at     TEXT NOT NULL,
-    updated_at     TEXT NOT NULL
+    updated_at     TEXT NOT NULL,
+    -- Set when the chat is deleted (schema version 5): from then on it is gone for its
+    -- user, and the writer purges its messages a slice at a time, then this row.
+    deleted_at     TEXT
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS chat_conversations_by_user
     ON chat_conversations (neptun_user_id, updated_at);
+
+CREATE INDEX IF NOT EXISTS chat_conversations_deleted
+    ON chat_conversations (id) WHERE deleted_at IS NOT NULL;
 
 -- AUTOINCREMENT: ids are never reused after a delete, so an id is a stable cursor.
 CREATE TABLE IF NOT EXISTS chat_messages (

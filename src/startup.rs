@@ -23,7 +23,7 @@ use std::time::Duration;
 use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
+use actix_web::middleware::{Compress, Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
@@ -85,6 +85,9 @@ impl Application {
                     !cors_origins.is_empty(),
                     cors(&cors_origins),
                 ))
+                // gzip for clients that accept it: a whole chat's JSON shrinks several
+                // times over. Streamed bodies go through the encoder as they come.
+                .wrap(Compress::default())
                 .wrap(from_fn(telemetry::log_request))
                 .wrap(security_headers())
                 .app_data(app_db.clone())

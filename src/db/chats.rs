@@ -1,8 +1,16 @@
 //! The `chat_conversations` table.
+//!
+//! A deleted chat is only marked (`deleted_at`) by the request that deletes it, unless it
+//! is small enough to purge at once; every query here treats a marked chat as absent.
+//! The writer purges marked chats a slice at a time between groups of writes
+//! ([`purge_deleted_chats`]), so deleting a huge chat never holds the other writes up
+//! for long, and a purge cut short by a restart carries on at the next start.
+
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result, sessions};
+use super::{Entity, Error, Result, messages, sessions};
 use crate::domain::{Chat, ChatOrder, ChatSortField, SessionClaim, Timestamp};
 
 const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
@@ -45,7 +53,8 @@ pub fn insert_chat(
 /// else's (the same error, so a caller cannot learn that another user's chat exists).
 pub fn find_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<Chat> {
     conn.prepare_cached(&format!(
-        "SELECT {CHAT_COLUMNS} FROM chat_conversations WHERE id = ?1 AND neptun_user_id = ?2"
+        "SELECT {CHAT_COLUMNS} FROM chat_conversations \
+         WHERE id = ?1 AND neptun_user_id = ?2 AND deleted_at IS NULL"
     ))?
     .query_row(params![chat_id, owner], chat_from_row)
     .optional()?
@@ -64,7 +73,7 @@ pub fn require_claimed_chat(
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "SELECT s.user_id, EXISTS (SELECT 1 FROM chat_conversations c \
-         WHERE c.id = ?3 AND c.neptun_user_id = s.user_id) \
+         WHERE c.id = ?3 AND c.neptun_user_id = s.user_id AND c.deleted_at IS NULL) \
          FROM sessions s WHERE s.token_hash = ?1 AND s.expires_at > ?2",
     )?;
     let mut rows = stmt.query(params![&claim.token_hash[..], now.as_str(), chat_id])?;
@@ -81,10 +90,24 @@ pub fn require_claimed_chat(
 
 /// Like [`find_owned_chat`], without reading the row.
 pub fn require_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<()> {
-    conn.prepare_cached("SELECT 1 FROM chat_conversations WHERE id = ?1 AND neptun_user_id = ?2")?
-        .query_row(params![chat_id, owner], |_| Ok(()))
-        .optional()?
-        .ok_or(Error::NotFound(Entity::Chat))
+    conn.prepare_cached(
+        "SELECT 1 FROM chat_conversations \
+         WHERE id = ?1 AND neptun_user_id = ?2 AND deleted_at IS NULL",
+    )?
+    .query_row(params![chat_id, owner], |_| Ok(()))
+    .optional()?
+    .ok_or(Error::NotFound(Entity::Chat))
+}
+
+/// Whether chat `chat_id` exists and is not deleted (a whole-chat read checks it before
+/// every slice after the first).
+pub fn chat_is_live(conn: &Connection, chat_id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM chat_conversations \
+             WHERE id = ?1 AND deleted_at IS NULL)",
+        )?
+        .query_row([chat_id], |row| row.get(0))?)
 }
 
 /// All of `owner`'s chats in the given order (ties broken by id in the same direction).
@@ -96,8 +119,8 @@ pub fn list_chats(conn: &Connection, owner: &str, order: ChatOrder) -> Result<Ve
     };
     let direction = if order.descending { "DESC" } else { "ASC" };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CHAT_COLUMNS} FROM chat_conversations WHERE neptun_user_id = ?1 \
-         ORDER BY {column} {direction}, id {direction}"
+        "SELECT {CHAT_COLUMNS} FROM chat_conversations \
+         WHERE neptun_user_id = ?1 AND deleted_at IS NULL ORDER BY {column} {direction}, id {direction}"
     ))?;
     let chats = stmt
         .query_map([owner], chat_from_row)?
@@ -116,7 +139,7 @@ pub fn rename_chat(
     let changed = conn
         .prepare_cached(
             "UPDATE chat_conversations SET name = ?3, updated_at = ?4 \
-             WHERE id = ?1 AND neptun_user_id = ?2",
+             WHERE id = ?1 AND neptun_user_id = ?2 AND deleted_at IS NULL",
         )?
         .execute(params![chat_id, owner, name, now.as_str()])?;
     if changed == 0 {
@@ -125,18 +148,100 @@ pub fn rename_chat(
     find_owned_chat(conn, owner, chat_id)
 }
 
-/// Deletes those of `chat_ids` that are `owner`'s (their messages go with them) and
-/// returns the ids that were deleted, in the order given, each once.
-pub fn delete_chats(conn: &Connection, owner: &str, chat_ids: &[i64]) -> Result<Vec<i64>> {
-    let mut delete = conn
-        .prepare_cached("DELETE FROM chat_conversations WHERE id = ?1 AND neptun_user_id = ?2")?;
-    let mut deleted = Vec::new();
+/// Most messages one step of purging deletes, whether in the request that deletes the
+/// chats or on the writer between groups: a few milliseconds of the writer's time.
+pub const PURGE_SLICE: usize = 256;
+
+/// What [`delete_chats`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeletedChats {
+    /// The ids deleted, in the order given, each once.
+    pub deleted: Vec<i64>,
+    /// Whether some of them still hold messages, left for [`purge_deleted_chats`].
+    pub purge_pending: bool,
+}
+
+/// Deletes those of `chat_ids` that are `owner`'s: from now on they are gone for every
+/// query of this module. Their messages go too: at once while they add up to at most
+/// [`PURGE_SLICE`], the rest later, by [`purge_deleted_chats`].
+pub fn delete_chats(
+    conn: &Connection,
+    owner: &str,
+    chat_ids: &[i64],
+    now: &Timestamp,
+) -> Result<DeletedChats> {
+    let mut mark = conn.prepare_cached(
+        "UPDATE chat_conversations SET deleted_at = ?3 \
+         WHERE id = ?1 AND neptun_user_id = ?2 AND deleted_at IS NULL",
+    )?;
+    let mut result = DeletedChats::default();
+    let mut budget = PURGE_SLICE;
     for &chat_id in chat_ids {
-        if delete.execute(params![chat_id, owner])? > 0 {
-            deleted.push(chat_id);
+        if mark.execute(params![chat_id, owner, now.as_str()])? == 0 {
+            continue;
+        }
+        result.deleted.push(chat_id);
+        if result.purge_pending || !purge_chat(conn, chat_id, &mut budget)? {
+            result.purge_pending = true;
         }
     }
-    Ok(deleted)
+    Ok(result)
+}
+
+/// Deletes up to `budget` messages of the marked chat `chat_id`, and the chat's row once
+/// none are left; takes what it deleted from `budget`. Whether the chat is gone.
+fn purge_chat(conn: &Connection, chat_id: i64, budget: &mut usize) -> Result<bool> {
+    let removed = messages::delete_chat_messages(conn, chat_id, *budget)?;
+    *budget -= removed;
+    if *budget == 0 {
+        // Maybe more are left; the next step finds out.
+        return Ok(false);
+    }
+    conn.prepare_cached("DELETE FROM chat_conversations WHERE id = ?1")?
+        .execute([chat_id])?;
+    Ok(true)
+}
+
+/// How long one step of [`purge_deleted_chats`] may go on deleting: a write that comes
+/// in meanwhile waits for this (and the step's commit) at most.
+pub const PURGE_STEP_TIME: Duration = Duration::from_millis(2);
+
+/// Messages deleted at a time within a step, between looks at the clock.
+const PURGE_CHUNK: usize = 32;
+
+/// One step of purging deleted chats: their messages, [`PURGE_CHUNK`] at a time, for
+/// about [`PURGE_STEP_TIME`] or up to [`PURGE_SLICE`] of them, and the rows of those
+/// left empty. Whether any deleted chat is left to purge. The writer runs it in a
+/// transaction of its own between groups of writes while this says there is more, and
+/// once at every start, to finish a purge that a restart cut short.
+pub fn purge_deleted_chats(conn: &Connection) -> Result<bool> {
+    let started = Instant::now();
+    let mut deleted = 0;
+    while deleted < PURGE_SLICE && started.elapsed() < PURGE_STEP_TIME {
+        let mut chunk = PURGE_CHUNK;
+        if !purge_some(conn, &mut chunk)? {
+            return Ok(false);
+        }
+        deleted += PURGE_CHUNK - chunk;
+    }
+    Ok(true)
+}
+
+/// Deletes up to `budget` messages of deleted chats, and the rows of those left empty;
+/// takes what it deleted from `budget`. Whether any deleted chat may be left.
+fn purge_some(conn: &Connection, budget: &mut usize) -> Result<bool> {
+    // Read first, then delete: not while a query over the same rows is still open.
+    let doomed = conn
+        .prepare_cached("SELECT id FROM chat_conversations WHERE deleted_at IS NOT NULL LIMIT 64")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    for &chat_id in &doomed {
+        if !purge_chat(conn, chat_id, budget)? {
+            return Ok(true);
+        }
+    }
+    // All of these are gone; the next round looks for more.
+    Ok(!doomed.is_empty())
 }
 
 /// Moves the chat's `updated_at` to `now`.

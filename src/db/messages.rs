@@ -21,6 +21,18 @@ const PAGE_START: &str = "SELECT id FROM chat_messages \
 const LAST_TURN: &str =
     "SELECT id, actor FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id DESC";
 
+/// Messages of chat ?1 with ids above ?2 and up to ?3, oldest first, at most ?4: one
+/// slice of a whole chat.
+const SLICE: &str = "SELECT id, neptun_user_id, message, actor, created_at FROM chat_messages \
+     WHERE chat_conversation_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id ASC LIMIT ?4";
+
+/// The newest message id of chat ?1 (NULL when it has none).
+const LAST_ID: &str = "SELECT max(id) FROM chat_messages WHERE chat_conversation_id = ?1";
+
+/// Deletes up to ?2 messages of chat ?1, walking the `(chat_conversation_id, id)` index.
+const DELETE_SLICE: &str = "DELETE FROM chat_messages WHERE id IN \
+     (SELECT id FROM chat_messages WHERE chat_conversation_id = ?1 LIMIT ?2)";
+
 /// Appends `messages` to `owner`'s chat `chat_id`, in order, and returns them as stored;
 /// adds them to the owner's storage counts (see [`users::add_stored`]).
 ///
@@ -64,7 +76,8 @@ pub fn insert_messages(
 }
 
 /// The messages of chat `chat_id` with ids `first_id` to `last_id`, oldest first: the
-/// batch an idempotency key stored, read again to answer its retry.
+/// batch an idempotency key stored, read again to answer its retry. None once the chat
+/// is deleted, even while its messages wait to be purged.
 pub fn find_message_range(
     conn: &Connection,
     chat_id: i64,
@@ -73,7 +86,8 @@ pub fn find_message_range(
 ) -> Result<Vec<ChatMessage>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, neptun_user_id, message, actor, created_at FROM chat_messages \
-         WHERE id BETWEEN ?1 AND ?2 AND chat_conversation_id = ?3 ORDER BY id",
+         WHERE id BETWEEN ?1 AND ?2 AND chat_conversation_id = ?3 AND EXISTS \
+         (SELECT 1 FROM chat_conversations WHERE id = ?3 AND deleted_at IS NULL) ORDER BY id",
     )?;
     let rows = stmt.query_map(params![first_id, last_id, chat_id], |row| {
         Ok(ChatMessage {
@@ -133,22 +147,80 @@ where
         if limit.is_some_and(|limit| seen == limit) {
             return Ok(last);
         }
-        each(MessageRef {
-            id,
-            chat_conversation_id: chat_id,
-            neptun_user_id: text(row, 1)?,
-            message: text(row, 2)?,
-            actor: Role::parse(text(row, 3)?).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(3, Type::Text, "unknown actor".into())
-            })?,
-            created_at: text(row, 4)?,
-        })
-        .map_err(Error::Render)?;
+        each(message_ref(row, chat_id)?).map_err(Error::Render)?;
         seen += 1;
         first = first.or(Some(id));
         last = Some(id);
     }
     Ok(if more_before { first } else { None })
+}
+
+/// The newest message id of chat `chat_id`; `None` when it has no messages.
+pub fn last_message_id(conn: &Connection, chat_id: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(LAST_ID)?
+        .query_row([chat_id], |row| row.get(0))?)
+}
+
+/// Whether the message with this id is stored.
+pub fn message_exists(conn: &Connection, id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM chat_messages WHERE id = ?1)")?
+        .query_row([id], |row| row.get(0))?)
+}
+
+/// How much one slice of a whole-chat read takes: whichever limit comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceBudget {
+    /// Most messages.
+    pub rows: usize,
+    /// Most bytes of message text (the last message read may go past it).
+    pub text_bytes: usize,
+}
+
+/// Reads one slice of chat `chat_id`: its messages with ids above `after` and up to
+/// `through`, oldest first, until `budget` is spent, handing each to `each` as
+/// [`visit_messages`] does. Returns the id of the last message read if more may follow,
+/// `None` once `through` is reached.
+pub fn visit_slice<F>(
+    conn: &Connection,
+    chat_id: i64,
+    after: i64,
+    through: i64,
+    budget: SliceBudget,
+    mut each: F,
+) -> Result<Option<i64>>
+where
+    F: FnMut(MessageRef<'_>) -> Result<(), BoxError>,
+{
+    let mut stmt = conn.prepare_cached(SLICE)?;
+    let mut rows = stmt.query(params![chat_id, after, through, to_sql_count(budget.rows)])?;
+    let (mut seen, mut text_bytes) = (0_usize, 0_usize);
+    while let Some(row) = rows.next()? {
+        let message = message_ref(row, chat_id)?;
+        let id = message.id;
+        text_bytes += message.message.len();
+        each(message).map_err(Error::Render)?;
+        seen += 1;
+        if id < through && (seen == budget.rows || text_bytes >= budget.text_bytes) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// The message in `row` (a row of [`PAGE`] or [`SLICE`]), borrowed from SQLite.
+fn message_ref<'row>(row: &'row rusqlite::Row<'_>, chat_id: i64) -> Result<MessageRef<'row>> {
+    Ok(MessageRef {
+        id: row.get(0)?,
+        chat_conversation_id: chat_id,
+        neptun_user_id: text(row, 1)?,
+        message: text(row, 2)?,
+        actor: Role::parse(text(row, 3)?).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(3, Type::Text, "unknown actor".into())
+        })?,
+        created_at: text(row, 4)?,
+    })
 }
 
 /// A count as SQLite's LIMIT and OFFSET take it.
@@ -209,6 +281,14 @@ pub fn delete_last_turn(
     Ok(doomed)
 }
 
+/// Deletes up to `limit` messages of chat `chat_id`; how many it deleted (fewer than
+/// `limit`: none are left).
+pub fn delete_chat_messages(conn: &Connection, chat_id: i64, limit: usize) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(DELETE_SLICE)?
+        .execute(params![chat_id, to_sql_count(limit)])?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,7 +309,7 @@ mod tests {
     fn reading_a_chat_in_order_walks_the_chat_and_id_index_without_sorting() {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::db::schema::migrate(&mut conn).unwrap();
-        for sql in [PAGE, PAGE_START, LAST_TURN] {
+        for sql in [PAGE, PAGE_START, LAST_TURN, SLICE, LAST_ID, DELETE_SLICE] {
             let plan = plan(&conn, sql);
             assert!(plan.contains("chat_messages_by_chat"), "{sql}:\n{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");

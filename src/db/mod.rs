@@ -8,6 +8,24 @@
 //! concurrent requests queue in memory instead of failing with `SQLITE_BUSY`. The admin
 //! commands write from another process while the server runs; both sides use IMMEDIATE
 //! transactions and a busy timeout, so they wait for each other instead of failing.
+//!
+//! **Whole chats in slices.** A read of a whole chat (no `limit`) may be huge: 100,000
+//! messages make 22 MB of JSON. It is read in slices of [`SLICE_BUDGET`], each in a
+//! short read transaction of its own, and each handed on only when the one before has
+//! been taken ([`ChatRest`]), so memory does not grow with the chat, no connection or WAL
+//! snapshot is held while a slow client reads, and the reads of pages queue behind one
+//! slice at most, not behind whole chats. Whole-chat slices also take turns for a
+//! quarter of the read connections (at least one), so pages always find the rest free.
+//!
+//! The answer is still one consistent state of the chat, as one transaction would give:
+//! the read stops at the newest message when it began, messages are never changed, and
+//! only deleting the last turn removes messages, always the newest. So while the last
+//! message already read is still stored, nothing before it changed, and the slices add
+//! up to the chat as it was at the last slice, without the messages added after the
+//! read began: a state the chat was in (right after the latest delete of a last turn
+//! that reached that far back, or when the read began). When that message is gone (its
+//! turn was deleted) or the chat is deleted, the rest could not fit what was already
+//! sent, so the read ends with an error instead (the client sees the answer cut short).
 
 mod admin;
 mod chats;
@@ -21,10 +39,14 @@ mod users;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;
+use tokio::sync::{Semaphore, mpsc};
 
 pub use admin::{Admin, DeletedUser, PrefixMatch, SessionInfo};
 pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
@@ -35,7 +57,8 @@ use crate::domain::{
     Chat, ChatMessage, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessageRef, MessageWindow,
     NewMessage, SessionClaim, Timestamp, User,
 };
-use writer::Writer;
+use messages::SliceBudget;
+use writer::{Background, Writer};
 
 /// What a [`Error::NotFound`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,12 +148,23 @@ impl Default for Options {
     }
 }
 
+/// How much one slice of a whole-chat read holds: about 100 KB of JSON for messages of
+/// a few hundred bytes, read in about a millisecond.
+const SLICE_BUDGET: SliceBudget = SliceBudget {
+    rows: 256,
+    text_bytes: 64 * 1024,
+};
+
 /// The server's handle on the database: a read pool and the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     writer: Writer,
     quota: Quota,
+    /// Turns for reading one slice of a whole chat (see the module docs).
+    slice_turns: Arc<Semaphore>,
+    /// Set when deleted chats are left for the writer to purge.
+    purge_pending: Arc<AtomicBool>,
 }
 
 impl Db {
@@ -174,12 +208,21 @@ impl Db {
         let mut checkpoints = Connection::open(path)?;
         configure_connection(&mut checkpoints, durability)?;
         checkpoints.busy_timeout(busy_timeout)?;
-        let writer =
-            Writer::spawn(conn, checkpoints, write_queue).map_err(|_| Error::writer_gone())?;
+        // Set at start: a purge that a restart cut short carries on.
+        let purge_pending = Arc::new(AtomicBool::new(true));
+        let purge = Background {
+            pending: Arc::clone(&purge_pending),
+            step: Box::new(chats::purge_deleted_chats),
+        };
+        let writer = Writer::spawn(conn, checkpoints, write_queue, purge)
+            .map_err(|_| Error::writer_gone())?;
+        let slice_turns = Arc::new(Semaphore::new((read_connections as usize / 4).max(1)));
         Ok(Db {
             pool,
             writer,
             quota,
+            slice_turns,
+            purge_pending,
         })
     }
 
@@ -427,10 +470,19 @@ impl Db {
     }
 
     /// Deletes those of `chat_ids` that are `owner`'s, with their messages, in one
-    /// transaction; returns the ids deleted.
+    /// transaction; returns the ids deleted. They are gone at once; the messages of
+    /// large ones are purged afterwards, a slice at a time, by the writer between other
+    /// writes (see [`chats::purge_deleted_chats`]).
     pub async fn delete_chats(&self, owner: String, chat_ids: Vec<i64>) -> Result<Vec<i64>> {
-        self.write(move |tx| chats::delete_chats(tx, &owner, &chat_ids))
-            .await
+        let purge_pending = Arc::clone(&self.purge_pending);
+        self.write(move |tx| {
+            let done = chats::delete_chats(tx, &owner, &chat_ids, &Timestamp::now())?;
+            if done.purge_pending {
+                purge_pending.store(true, Ordering::Relaxed);
+            }
+            Ok(done.deleted)
+        })
+        .await
     }
 
     /// Reads a window of the claimed user's chat `chat_id`, oldest first, after checking
@@ -444,11 +496,11 @@ impl Db {
         chat_id: i64,
         window: MessageWindow,
         mut out: S,
-        each: F,
+        mut each: F,
     ) -> Result<(S, Option<i64>)>
     where
         S: Send + 'static,
-        F: Fn(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
+        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
     {
         self.read(move |conn| {
             in_read_transaction(conn, || {
@@ -460,10 +512,145 @@ impl Db {
         .await
     }
 
+    /// Reads the claimed user's whole chat `chat_id`, oldest first, after checking `claim`
+    /// (see [`Db::check_claim`]), in slices (see the module docs): `each` gets `first`
+    /// and the messages of the first slice, then a new `S` per slice for the rest.
+    /// Returns the first slice, and the rest if there is more, read as it is taken.
+    /// [`Error::NotFound`] if the chat is not theirs.
+    pub async fn read_whole_chat<S, F>(
+        &self,
+        claim: SessionClaim,
+        chat_id: i64,
+        mut first: S,
+        mut each: F,
+    ) -> Result<(S, Option<ChatRest<S>>)>
+    where
+        S: Default + Send + 'static,
+        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
+    {
+        let turn = self.slice_turn().await?;
+        let (first, each, cursor) = self
+            .read(move |conn| {
+                let cursor = in_read_transaction(conn, || {
+                    chats::require_claimed_chat(conn, &claim, chat_id, &Timestamp::now())?;
+                    let Some(through) = messages::last_message_id(conn, chat_id)? else {
+                        return Ok(None);
+                    };
+                    let after =
+                        messages::visit_slice(conn, chat_id, 0, through, SLICE_BUDGET, |m| {
+                            each(&mut first, m)
+                        })?;
+                    Ok(after.map(|after| (after, through)))
+                })?;
+                Ok((first, each, cursor))
+            })
+            .await?;
+        drop(turn);
+        let Some((after, through)) = cursor else {
+            return Ok((first, None));
+        };
+        // One slice waits while the next is read: enough to keep the client busy.
+        let (slices, rest) = mpsc::channel(1);
+        tokio::spawn(
+            self.clone()
+                .read_slices(chat_id, after, through, each, slices),
+        );
+        Ok((first, Some(ChatRest { rest })))
+    }
+
+    /// Reads chat `chat_id` after message `after`, through message `through`, a slice at
+    /// a time, and sends each slice to `slices` until the chat is read, a slice fails, or
+    /// the receiver is gone (the client went away).
+    async fn read_slices<S, F>(
+        self,
+        chat_id: i64,
+        mut after: i64,
+        through: i64,
+        mut each: F,
+        slices: mpsc::Sender<Result<S>>,
+    ) where
+        S: Default + Send + 'static,
+        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
+    {
+        loop {
+            let turn = match self.slice_turn().await {
+                Ok(turn) => turn,
+                Err(err) => return cut_short(&slices, chat_id, err).await,
+            };
+            let read = self
+                .read(move |conn| {
+                    let mut out = S::default();
+                    let next = in_read_transaction(conn, || {
+                        if !chats::chat_is_live(conn, chat_id)? {
+                            return Err(Error::NotFound(Entity::Chat));
+                        }
+                        // Its turn was deleted: the rest would not fit the part sent.
+                        if !messages::message_exists(conn, after)? {
+                            return Err(Error::NotFound(Entity::Message));
+                        }
+                        messages::visit_slice(conn, chat_id, after, through, SLICE_BUDGET, |m| {
+                            each(&mut out, m)
+                        })
+                    });
+                    Ok((next.map(|next| (out, next)), each))
+                })
+                .await;
+            drop(turn);
+            let (out, next) = match read {
+                Ok((Ok(slice), returned)) => {
+                    each = returned;
+                    slice
+                }
+                Ok((Err(err), _)) | Err(err) => return cut_short(&slices, chat_id, err).await,
+            };
+            if slices.send(Ok(out)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(next) => after = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Waits for a turn to read a slice of a whole chat.
+    async fn slice_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this cannot fail; if it ever did, no
+        // connection could be had.
+        Arc::clone(&self.slice_turns)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable {
+                reason: Unavailable::NoConnection,
+                source: None,
+            })
+    }
+
     /// Deletes the last turn of `owner`'s chat; returns the deleted ids.
     pub async fn delete_last_turn(&self, owner: String, chat_id: i64) -> Result<Vec<i64>> {
         self.write(move |tx| messages::delete_last_turn(tx, &owner, chat_id, &Timestamp::now()))
             .await
+    }
+}
+
+/// Ends a whole-chat read with `err`, which its receiver gets instead of the next slice.
+async fn cut_short<S>(slices: &mpsc::Sender<Result<S>>, chat_id: i64, err: Error) {
+    log::warn!("reading the whole of chat {chat_id} was cut short: {err}");
+    let _ = slices.send(Err(err)).await;
+}
+
+/// The rest of a whole-chat read after its first slice (see [`Db::read_whole_chat`]):
+/// each slice is read once the one before it has been taken.
+pub struct ChatRest<S> {
+    rest: mpsc::Receiver<Result<S>>,
+}
+
+impl<S> ChatRest<S> {
+    /// The next slice, or `None` once the chat has been read to the end. An error ends
+    /// the read: the chat, or its last turn back past the part already read, was deleted
+    /// meanwhile, or the database failed.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<S>>> {
+        self.rest.poll_recv(cx)
     }
 }
 

@@ -39,6 +39,15 @@
 //! the WAL over. A read that runs longer than that wait (a whole, huge chat) only
 //! postpones this to the next try.
 //!
+//! **Background work between groups.** Work that may take long but need not be done at
+//! once (purging a deleted chat's messages) is given to the writer as a [`Background`]
+//! job: while it says more is left, the writer runs one short step of it, in a
+//! transaction of its own, after each group, and after each step waits as long as the
+//! step took for a write to come in, so the work takes at most about half of the
+//! writer's time. A write that arrives meanwhile waits for one step at most, not for all
+//! of the work. The writer also runs it once at start, to finish work a restart cut
+//! short.
+//!
 //! The thread stops after a [`Writer::close`] (checkpointing the WAL first), or when the
 //! last handle is dropped.
 
@@ -46,9 +55,10 @@ use std::cell::Cell;
 use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use metrics::gauge;
 use rusqlite::Connection;
@@ -153,6 +163,20 @@ enum Message {
     Close(oneshot::Sender<Result<()>>),
 }
 
+/// One step of [`Background`] work; whether more is left.
+pub type BackgroundStep = Box<dyn FnMut(&Connection) -> Result<bool> + Send>;
+
+/// Work the writer does a step at a time between groups (see the module docs).
+pub struct Background {
+    /// Set (by anyone) when there may be work; cleared by the writer when a step says
+    /// none is left. Start it set, so that work a restart cut short is finished.
+    pub pending: Arc<AtomicBool>,
+    /// One short step of the work, run inside its own transaction; whether more is left.
+    /// A step must leave the work in a state from which it can go on after any step,
+    /// even one lost to a crash: the writer does not sync its commit.
+    pub step: BackgroundStep,
+}
+
 /// A handle for sending work to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
@@ -171,12 +195,14 @@ struct Counters {
 
 impl Writer {
     /// Starts the writer thread, which takes ownership of `conn`, with a queue of at
-    /// most `capacity` waiting jobs, and the checkpointer thread, which takes
-    /// `checkpoints`, a second connection to the same database.
+    /// most `capacity` waiting jobs and `background` to do between groups, and the
+    /// checkpointer thread, which takes `checkpoints`, a second connection to the same
+    /// database.
     pub fn spawn(
         conn: Connection,
         checkpoints: Connection,
         capacity: usize,
+        background: Background,
     ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::sync_channel::<Message>(capacity);
         let writer = Writer {
@@ -202,7 +228,7 @@ impl Writer {
         let counters = Arc::clone(&writer.counters);
         thread::Builder::new()
             .name("neptun-db-writer".to_owned())
-            .spawn(move || run(conn, &queue, &counters, checkpointer))?;
+            .spawn(move || run(conn, &queue, &counters, checkpointer, background))?;
         Ok(writer)
     }
 
@@ -336,22 +362,41 @@ fn checkpoint_when_asked(conn: &Connection, asked: &Receiver<()>) {
 }
 
 /// The writer thread's loop: wait for a job, gather the others waiting, commit them as
-/// one group, answer them, repeat.
+/// one group, answer them, do one step of background work if there is some, repeat.
 fn run(
     conn: Connection,
     queue: &Receiver<Message>,
     counters: &Counters,
     checkpointer: Checkpointer,
+    mut background: Background,
 ) {
     conn.wal_hook(Some(note_wal_pages));
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut closing = None;
-    while let Ok(first) = queue.recv() {
+    // How long the last background step took: the writer then waits as long for a job
+    // before the next step, so background work takes at most about half of its time
+    // and leaves the CPU to the requests in between.
+    let mut pause = Duration::ZERO;
+    loop {
+        // With background work to do, wait for a job only briefly.
+        let first = if background.pending.load(Ordering::Relaxed) {
+            match queue.recv_timeout(pause) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match queue.recv() {
+                Ok(message) => Some(message),
+                Err(_) => break,
+            }
+        };
         match first {
-            Message::Run(job) => group.push(job),
-            Message::Close(reply) => closing = Some(reply),
+            Some(Message::Run(job)) => group.push(job),
+            Some(Message::Close(reply)) => closing = Some(reply),
+            None => {}
         }
-        while closing.is_none() && group.len() < MAX_GROUP {
+        while !group.is_empty() && closing.is_none() && group.len() < MAX_GROUP {
             match queue.try_recv() {
                 Ok(Message::Run(job)) => group.push(job),
                 Ok(Message::Close(reply)) => closing = Some(reply),
@@ -365,12 +410,65 @@ fn run(
             checkpointer.after_commit(&conn);
         }
         if let Some(reply) = closing {
+            // Background work left over is finished after the next start.
             checkpointer.stop();
             let _ = reply.send(checkpoint_and_close(conn));
             return;
         }
+        if background.pending.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            run_background_step(&conn, &mut background);
+            checkpointer.after_commit(&conn);
+            pause = started.elapsed();
+        }
     }
     checkpointer.stop();
+}
+
+/// Runs one step of `background` in a transaction of its own; clears its `pending` flag
+/// when it says it is done, or when it fails (so that a failing step is not retried in
+/// a busy loop; it is tried again when more work is flagged, or at the next start).
+///
+/// The step's commit is not synced (`synchronous=NORMAL`): a step that a power cut
+/// undoes is simply done again after the restart (see [`Background::step`]), and the
+/// next write's synced commit makes it durable anyway. This saves the writes waiting
+/// behind it a disk sync per step.
+fn run_background_step(conn: &Connection, background: &mut Background) {
+    let outcome = conn
+        .pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
+        .map_err(Error::from)
+        .and_then(|synchronous| {
+            conn.pragma_update(None, "synchronous", synchronous.min(1))?;
+            let more = background_step(conn, background);
+            if !conn.is_autocommit() {
+                let _ = run_statement(conn, "ROLLBACK");
+            }
+            conn.pragma_update(None, "synchronous", synchronous)?;
+            more
+        });
+    let more = outcome.unwrap_or_else(|err| {
+        log::error!("background work on the database failed: {err}");
+        false
+    });
+    if !more {
+        background.pending.store(false, Ordering::Relaxed);
+    }
+}
+
+/// One step of `background` between `BEGIN IMMEDIATE` and `COMMIT`; whether more is left.
+fn background_step(conn: &Connection, background: &mut Background) -> Result<bool> {
+    run_statement(conn, "BEGIN IMMEDIATE")?;
+    match catch_unwind(AssertUnwindSafe(|| (background.step)(conn))) {
+        Ok(more) => {
+            let more = more?;
+            run_statement(conn, "COMMIT")?;
+            Ok(more)
+        }
+        Err(_) => {
+            log::error!("background work on the database panicked; it was rolled back");
+            Ok(false)
+        }
+    }
 }
 
 /// Runs `jobs` in one transaction, each in its own savepoint, commits, and answers them.
@@ -485,6 +583,13 @@ mod tests {
 
     use super::*;
 
+    fn no_background() -> Background {
+        Background {
+            pending: Arc::default(),
+            step: Box::new(|_| Ok(false)),
+        }
+    }
+
     fn writer_on_a_fresh_table(capacity: usize) -> (tempfile::TempDir, Writer) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
@@ -492,7 +597,10 @@ mod tests {
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL)")
             .unwrap();
         let checkpoints = Connection::open(&path).unwrap();
-        (dir, Writer::spawn(conn, checkpoints, capacity).unwrap())
+        (
+            dir,
+            Writer::spawn(conn, checkpoints, capacity, no_background()).unwrap(),
+        )
     }
 
     /// Waits (bounded) until `n` writes are queued behind the one running.
@@ -812,7 +920,7 @@ mod tests {
                 rusqlite::hooks::Authorization::Allow
             }))
             .unwrap();
-        let writer = Writer::spawn(conn, checkpoints, 16).unwrap();
+        let writer = Writer::spawn(conn, checkpoints, 16, no_background()).unwrap();
         let before = std::fs::metadata(&file).unwrap().len();
         // Each write adds a 4 KiB value: past the threshold after about 1000 writes.
         for _ in 0..(CHECKPOINT_PAGES + 100) {

@@ -7,8 +7,12 @@
 //! per request; 401 and then 403 still come before every other answer.
 
 use std::io::Write as _;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{ContentType, HeaderName};
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use metrics::counter;
 use serde::Serialize;
@@ -17,7 +21,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Check, Claim, Unsettled};
 use crate::config::Limits;
-use crate::db::{Appended, BoxError, Db};
+use crate::db::{self, Appended, BoxError, ChatRest, Db};
 use crate::domain::{ChatMessage, IdempotencyKey, MessageRef, MessageWindow, NewMessage};
 use crate::error::ApiError;
 use crate::extract::{self, JsonBody, PARSE_OFF_WORKER_OVER};
@@ -265,19 +269,94 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let inputs = |key| async move { parse_list(path.open(&key), &req) };
-    let (mut body, next) = claim
-        .run(Check::InStorage, inputs, |claim, (chat_id, window)| {
-            let mut body = Vec::with_capacity(PAGE_BUFFER);
-            body.extend_from_slice(PAGE_OPEN);
-            db.read_messages(claim, chat_id, window, body, |body, message| {
-                write_page_entry(body, message)
-            })
-        })
+    let read = claim
+        .run(
+            Check::InStorage,
+            inputs,
+            |claim, (chat_id, window)| async move {
+                let mut body = Vec::with_capacity(PAGE_BUFFER);
+                body.extend_from_slice(PAGE_OPEN);
+                if window == MessageWindow::All {
+                    let (first, rest) = db
+                        .read_whole_chat(claim, chat_id, body, page_entries())
+                        .await?;
+                    return Ok(Answer::Whole(first, rest));
+                }
+                let (body, next) = db
+                    .read_messages(claim, chat_id, window, body, page_entries())
+                    .await?;
+                Ok(Answer::Page(body, next))
+            },
+        )
         .await?;
-    write_page_close(&mut body, next);
-    Ok(HttpResponse::Ok()
-        .content_type(ContentType::json())
-        .body(body))
+    let mut response = HttpResponse::Ok();
+    response.content_type(ContentType::json());
+    Ok(match read {
+        Answer::Page(mut body, next) => {
+            write_page_close(&mut body, next);
+            response.body(body)
+        }
+        Answer::Whole(mut body, None) => {
+            write_page_close(&mut body, None);
+            response.body(body)
+        }
+        Answer::Whole(first, Some(rest)) => response.body(WholeChatBody {
+            first: Some(first),
+            rest,
+            ended: false,
+        }),
+    })
+}
+
+/// What a read found: a page and its cursor, or the first slice of a whole chat and,
+/// if it is larger than one slice, the rest.
+enum Answer {
+    Page(Vec<u8>, Option<i64>),
+    Whole(Vec<u8>, Option<ChatRest<Vec<u8>>>),
+}
+
+/// The body of a whole chat too large for one slice: the first slice, then each of the
+/// rest as it is read (so the answer never sits in memory whole), then the page's end.
+/// If the read is cut short, the connection is closed, so the client cannot mistake
+/// the part it got for the whole chat.
+struct WholeChatBody {
+    first: Option<Vec<u8>>,
+    rest: ChatRest<Vec<u8>>,
+    ended: bool,
+}
+
+impl MessageBody for WholeChatBody {
+    type Error = db::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, db::Error>>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Bytes::from(first))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(match ready!(this.rest.poll_next(cx)) {
+            Some(Ok(slice)) => Some(Ok(Bytes::from(slice))),
+            Some(Err(err)) => {
+                this.ended = true;
+                Some(Err(err))
+            }
+            None => {
+                this.ended = true;
+                let mut end = Vec::new();
+                write_page_close(&mut end, None);
+                Some(Ok(Bytes::from(end)))
+            }
+        })
+    }
 }
 
 /// The chat id and the window a read asks for.
@@ -304,13 +383,24 @@ const PAGE_OPEN: &[u8] = b"{\"chatMessages\":[";
 /// A page body's starting capacity: a page of 100 short messages fits.
 const PAGE_BUFFER: usize = 32 * 1024;
 
-/// Appends one message to a page body started with [`PAGE_OPEN`]: the same JSON as
-/// serialising a [`ChatMessage`] (a unit test compares them), with the keys written as
-/// they are instead of being escaped anew for every message of every page.
-fn write_page_entry(body: &mut Vec<u8>, message: MessageRef<'_>) -> Result<(), BoxError> {
-    if body.len() > PAGE_OPEN.len() {
-        body.push(b',');
+/// Writes a page's messages, one by one, into the buffers the reads hand it: the first
+/// starts with [`PAGE_OPEN`], and every message but the first of the page is preceded
+/// by a comma, whichever buffer it lands in.
+fn page_entries()
+-> impl FnMut(&mut Vec<u8>, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static {
+    let mut first = true;
+    move |body, message| {
+        if !std::mem::take(&mut first) {
+            body.push(b',');
+        }
+        write_page_entry(body, message)
     }
+}
+
+/// Appends one message to a page body: the same JSON as serialising a [`ChatMessage`]
+/// (a unit test compares them), with the keys written as they are instead of being
+/// escaped anew for every message of every page.
+fn write_page_entry(body: &mut Vec<u8>, message: MessageRef<'_>) -> Result<(), BoxError> {
     write!(
         body,
         "{{\"id\":{},\"chat_conversation_id\":{},\"neptun_user_id\":",
@@ -391,8 +481,9 @@ mod tests {
     /// The page as [`list`] writes it, message by message.
     fn written(messages: &[ChatMessage], next: Option<i64>) -> String {
         let mut body = PAGE_OPEN.to_vec();
+        let mut entries = page_entries();
         for m in messages {
-            write_page_entry(&mut body, MessageRef::from(m)).unwrap();
+            entries(&mut body, MessageRef::from(m)).unwrap();
         }
         write_page_close(&mut body, next);
         String::from_utf8(body).unwrap()

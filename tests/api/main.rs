@@ -16,6 +16,7 @@ mod flows;
 mod helpers;
 mod hostile;
 mod idempotency;
+mod large_chats;
 mod login_flood;
 mod operations;
 mod process;
