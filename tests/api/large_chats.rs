@@ -414,8 +414,9 @@ async fn deleting_a_100000_message_chat_hides_it_at_once_and_purges_it_without_h
 
     // Assert: gone for alice at once, purged in the end, and no write waited long. The
     // slowest of some hundred writes shows the machine's hiccups as much as the purge,
-    // so it is compared with the slowest of as many idle writes, with a generous
-    // ratio: a write that waited for the whole delete took 20 to 50 times as long.
+    // so it is compared with the slowest of as many idle writes (or ten idle medians,
+    // should the idle writes have met no hiccup at all), with a generous ratio: a
+    // write that waited for the whole delete took 20 to 50 times as long.
     assert_eq!(deleted.status().as_u16(), 200);
     assert_eq!(
         json_body(deleted).await,
@@ -423,18 +424,20 @@ async fn deleting_a_100000_message_chat_hides_it_at_once_and_purges_it_without_h
     );
     assert_eq!(messages.status().as_u16(), 404);
     assert_eq!(json_body(chats).await["chats"], json!([]));
-    let (idle_slowest, slowest) = (idle[idle.len() - 1], during[during.len() - 1]);
+    let (idle_median, idle_slowest) = (idle[idle.len() / 2], idle[idle.len() - 1]);
+    let slowest = during[during.len() - 1];
     eprintln!(
-        "a write: median {:?}, slowest {idle_slowest:?} in {} idle writes; median {:?}, \
-         slowest {slowest:?} in {} writes during the purge",
-        idle[idle.len() / 2],
+        "a write: median {idle_median:?}, slowest {idle_slowest:?} in {} idle writes; \
+         median {:?}, slowest {slowest:?} in {} writes during the purge",
         idle.len(),
         during[during.len() / 2],
         during.len()
     );
+    let baseline = idle_slowest.max(idle_median * 10);
     assert!(
-        slowest < idle_slowest * 5,
-        "a write took {slowest:?} during the purge; the slowest idle write {idle_slowest:?}"
+        slowest < baseline * 5,
+        "a write took {slowest:?} during the purge; idle, the slowest took {idle_slowest:?}, \
+         the median {idle_median:?}"
     );
 }
 
