@@ -487,3 +487,64 @@ async fn a_purge_cut_short_by_a_crash_resumes_after_the_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in the status of {pid}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_whole_reads_of_a_100000_message_chat_at_once_take_less_memory_than_one_answer() {
+    // Arrange: a server (its own process, so its memory is its own) and a large chat.
+    let db = TempDb::new();
+    db.create_user("alice");
+    let token = db.create_session("alice", &[]);
+    let chat = db.create_chat("alice");
+    bulk_insert_messages(&db.path, "alice", chat, 100_000);
+    let server = db.serve(&[]);
+    let client = reqwest::Client::new();
+    let url = server.messages_url("alice", chat);
+    let before = status_kib(server.pid(), "VmRSS");
+
+    // Act: eight clients read the whole chat at once.
+    let reads: Vec<_> = (0..8)
+        .map(|_| {
+            let request = client
+                .get(&url)
+                .header(COOKIE, format!("neptun-session={token}"));
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+                rest_of_body(response).await.expect("the whole chat")
+            })
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    for read in reads {
+        sizes.push(read.await.unwrap());
+    }
+    let peak = status_kib(server.pid(), "VmHWM");
+
+    // Assert: every read got the whole chat, and the server grew by less than one
+    // answer (building each answer whole took eight of them: 16 such reads took RSS
+    // to 346 MiB).
+    assert!(
+        sizes
+            .iter()
+            .all(|&size| size == sizes[0] && size > 10_000_000),
+        "{sizes:?}"
+    );
+    let answer_kib = u64::try_from(sizes[0] / 1024).unwrap();
+    let grown = peak.saturating_sub(before);
+    eprintln!("memory: {before} KiB before, {peak} KiB at the peak; one answer {answer_kib} KiB");
+    assert!(
+        grown < answer_kib,
+        "the server grew by {grown} KiB for answers of {answer_kib} KiB"
+    );
+}
