@@ -10,9 +10,9 @@
 //! transactions and a busy timeout, so they wait for each other instead of failing.
 //!
 //! **Whole chats in slices.** A read of a whole chat (no `limit`) may be huge: 100,000
-//! messages make 22 MB of JSON. It is read in slices of [`SLICE_BUDGET`], each in a
+//! messages make 22 MB of JSON. It is read in slices of a few hundred messages (`SLICE_BUDGET`), each in a
 //! short read transaction of its own, and each handed on only when the one before has
-//! been taken ([`ChatRest`]), so memory does not grow with the chat, no connection or WAL
+//! been taken ([`ChatRest`](crate::db::ChatRest)), so memory does not grow with the chat, no connection or WAL
 //! snapshot is held while a slow client reads, and the reads of pages queue behind one
 //! slice at most, not behind whole chats. Whole-chat slices also take turns for a
 //! quarter of the read connections (at least one), so pages always find the rest free.
@@ -472,7 +472,7 @@ impl Db {
     /// Deletes those of `chat_ids` that are `owner`'s, with their messages, in one
     /// transaction; returns the ids deleted. They are gone at once; the messages of
     /// large ones are purged afterwards, a slice at a time, by the writer between other
-    /// writes (see [`chats::purge_deleted_chats`]).
+    /// writes (see the `chats` module).
     pub async fn delete_chats(&self, owner: String, chat_ids: Vec<i64>) -> Result<Vec<i64>> {
         let purge_pending = Arc::clone(&self.purge_pending);
         self.write(move |tx| {
