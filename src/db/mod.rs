@@ -10,11 +10,12 @@
 //! transactions and a busy timeout, so they wait for each other instead of failing.
 //!
 //! **Whole chats in slices.** A read of a whole chat (no `limit`) may be huge: 100,000
-//! messages make 22 MB of JSON. It is read in slices of a few hundred messages (`SLICE_BUDGET`), each in a
-//! short read transaction of its own, and each handed on only when the one before has
-//! been taken ([`ChatRest`](crate::db::ChatRest)), so memory does not grow with the chat, no connection or WAL
-//! snapshot is held while a slow client reads, and the reads of pages queue behind one
-//! slice at most, not behind whole chats. Whole-chat slices also take turns for a
+//! messages make 22 MB of JSON. It is read in slices of a few hundred messages
+//! (`SLICE_BUDGET`), each in a short read transaction of its own, and each handed on
+//! only when the one before has been taken ([`ChatRest`](crate::db::ChatRest)), so
+//! memory does not grow with the chat, no connection or WAL snapshot is held while a
+//! slow client reads, and the reads of pages queue behind one slice at most, not
+//! behind whole chats. Whole-chat slices also take turns for a
 //! quarter of the read connections (at least one), so pages always find the rest free.
 //!
 //! The answer is still one consistent state of the chat, as one transaction would give:
