@@ -54,15 +54,19 @@ pub struct ServeArgs {
     #[arg(long, env = "NEPTUN_BIND", default_value = DEFAULT_BIND)]
     pub bind: String,
 
+    /// Request size, connection and write-queue limits.
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    /// Sessions made by sign-up and login.
     #[command(flatten)]
     pub sessions: SessionArgs,
 
+    /// The per-user storage quota.
     #[command(flatten)]
     pub quota: QuotaArgs,
 
+    /// Login and sign-up throttling, hashing and the trusted proxies.
     #[command(flatten)]
     pub logins: LoginArgs,
 

@@ -27,7 +27,7 @@ fn chat_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Chat> {
 }
 
 /// Inserts a chat owned by `owner` and returns it.
-pub fn insert_chat(
+pub(super) fn insert_chat(
     conn: &Connection,
     owner: &str,
     name: &str,
@@ -51,7 +51,7 @@ pub fn insert_chat(
 
 /// `owner`'s chat `chat_id`; [`Error::NotFound`] if it does not exist or is someone
 /// else's (the same error, so a caller cannot learn that another user's chat exists).
-pub fn find_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<Chat> {
+pub(super) fn find_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<Chat> {
     conn.prepare_cached(&format!(
         "SELECT {CHAT_COLUMNS} FROM chat_conversations \
          WHERE id = ?1 AND neptun_user_id = ?2 AND deleted_at IS NULL"
@@ -65,7 +65,7 @@ pub fn find_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<C
 /// read runs it for every page): [`Error::NotFound`]`(Session)` if the session is unknown
 /// or expired at `now`, [`Error::WrongUser`] if it is another user's, then
 /// [`Error::NotFound`]`(Chat)` if the chat is not the user's.
-pub fn require_claimed_chat(
+pub(super) fn require_claimed_chat(
     conn: &Connection,
     claim: &SessionClaim,
     chat_id: i64,
@@ -89,7 +89,7 @@ pub fn require_claimed_chat(
 }
 
 /// Like [`find_owned_chat`], without reading the row.
-pub fn require_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<()> {
+pub(super) fn require_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Result<()> {
     conn.prepare_cached(
         "SELECT 1 FROM chat_conversations \
          WHERE id = ?1 AND neptun_user_id = ?2 AND deleted_at IS NULL",
@@ -101,7 +101,7 @@ pub fn require_owned_chat(conn: &Connection, owner: &str, chat_id: i64) -> Resul
 
 /// Whether chat `chat_id` exists and is not deleted (a whole-chat read checks it before
 /// every slice after the first).
-pub fn chat_is_live(conn: &Connection, chat_id: i64) -> Result<bool> {
+pub(super) fn chat_is_live(conn: &Connection, chat_id: i64) -> Result<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM chat_conversations \
@@ -111,7 +111,7 @@ pub fn chat_is_live(conn: &Connection, chat_id: i64) -> Result<bool> {
 }
 
 /// All of `owner`'s chats in the given order (ties broken by id in the same direction).
-pub fn list_chats(conn: &Connection, owner: &str, order: ChatOrder) -> Result<Vec<Chat>> {
+pub(super) fn list_chats(conn: &Connection, owner: &str, order: ChatOrder) -> Result<Vec<Chat>> {
     let column = match order.field {
         ChatSortField::CreatedAt => "created_at",
         ChatSortField::UpdatedAt => "updated_at",
@@ -129,7 +129,7 @@ pub fn list_chats(conn: &Connection, owner: &str, order: ChatOrder) -> Result<Ve
 }
 
 /// Renames `owner`'s chat and moves its `updated_at`; returns it as stored.
-pub fn rename_chat(
+pub(super) fn rename_chat(
     conn: &Connection,
     owner: &str,
     chat_id: i64,
@@ -150,11 +150,11 @@ pub fn rename_chat(
 
 /// Most messages one step of purging deletes, whether in the request that deletes the
 /// chats or on the writer between groups: a few milliseconds of the writer's time.
-pub const PURGE_SLICE: usize = 256;
+pub(super) const PURGE_SLICE: usize = 256;
 
 /// What [`delete_chats`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct DeletedChats {
+pub(super) struct DeletedChats {
     /// The ids deleted, in the order given, each once.
     pub deleted: Vec<i64>,
     /// Whether some of them still hold messages, left for [`purge_deleted_chats`].
@@ -164,7 +164,7 @@ pub struct DeletedChats {
 /// Deletes those of `chat_ids` that are `owner`'s: from now on they are gone for every
 /// query of this module. Their messages go too: at once while they add up to at most
 /// [`PURGE_SLICE`], the rest later, by [`purge_deleted_chats`].
-pub fn delete_chats(
+pub(super) fn delete_chats(
     conn: &Connection,
     owner: &str,
     chat_ids: &[i64],
@@ -204,7 +204,7 @@ fn purge_chat(conn: &Connection, chat_id: i64, budget: &mut usize) -> Result<boo
 
 /// How long one step of [`purge_deleted_chats`] may go on deleting: a write that comes
 /// in meanwhile waits for this (and the step's commit) at most.
-pub const PURGE_STEP_TIME: Duration = Duration::from_millis(2);
+pub(super) const PURGE_STEP_TIME: Duration = Duration::from_millis(2);
 
 /// Messages deleted at a time within a step, between looks at the clock.
 const PURGE_CHUNK: usize = 32;
@@ -214,7 +214,7 @@ const PURGE_CHUNK: usize = 32;
 /// left empty. Whether any deleted chat is left to purge. The writer runs it in a
 /// transaction of its own between groups of writes while this says there is more, and
 /// once at every start, to finish a purge that a restart cut short.
-pub fn purge_deleted_chats(conn: &Connection) -> Result<bool> {
+pub(super) fn purge_deleted_chats(conn: &Connection) -> Result<bool> {
     let started = Instant::now();
     let mut deleted = 0;
     while deleted < PURGE_SLICE && started.elapsed() < PURGE_STEP_TIME {
@@ -245,7 +245,7 @@ fn purge_some(conn: &Connection, budget: &mut usize) -> Result<bool> {
 }
 
 /// Moves the chat's `updated_at` to `now`.
-pub fn touch_chat(conn: &Connection, chat_id: i64, now: &Timestamp) -> Result<()> {
+pub(super) fn touch_chat(conn: &Connection, chat_id: i64, now: &Timestamp) -> Result<()> {
     conn.prepare_cached("UPDATE chat_conversations SET updated_at = ?2 WHERE id = ?1")?
         .execute(params![chat_id, now.as_str()])?;
     Ok(())

@@ -10,7 +10,7 @@ use crate::domain::Timestamp;
 
 /// What a key's first request stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeptKey {
+pub(super) struct KeptKey {
     /// The SHA-256 of the request.
     pub request_hash: [u8; 32],
     /// The first stored message's id.
@@ -24,7 +24,7 @@ pub struct KeptKey {
 /// What `user_id`'s `key` stored, if it was stored after `not_before`. A stored hash
 /// that is not 32 bytes long is a damaged row: an error, never a hash of zeros that
 /// would call the retry a different request.
-pub fn find_key(
+pub(super) fn find_key(
     conn: &Connection,
     user_id: &str,
     key: &str,
@@ -47,7 +47,7 @@ pub fn find_key(
 }
 
 /// Keeps what `user_id`'s `key` stored (replacing an expired entry).
-pub fn store_key(
+pub(super) fn store_key(
     conn: &Connection,
     user_id: &str,
     key: &str,
@@ -72,7 +72,7 @@ pub fn store_key(
 }
 
 /// Deletes the keys stored at or before `before`; how many there were.
-pub fn delete_expired_keys(conn: &Connection, before: &Timestamp) -> Result<usize> {
+pub(super) fn delete_expired_keys(conn: &Connection, before: &Timestamp) -> Result<usize> {
     Ok(conn
         .prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?1")?
         .execute([before.as_str()])?)

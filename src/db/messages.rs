@@ -39,7 +39,7 @@ const DELETE_SLICE: &str = "DELETE FROM chat_messages WHERE id IN \
 /// Run it inside a transaction: the ids then increase strictly in array order (one
 /// after the other: nothing else inserts meanwhile), and a failure part-way leaves
 /// nothing behind once the caller rolls back.
-pub fn insert_messages(
+pub(super) fn insert_messages(
     conn: &Connection,
     owner: &str,
     chat_id: i64,
@@ -78,7 +78,7 @@ pub fn insert_messages(
 /// The messages of chat `chat_id` with ids `first_id` to `last_id`, oldest first: the
 /// batch an idempotency key stored, read again to answer its retry. None once the chat
 /// is deleted, even while its messages wait to be purged.
-pub fn find_message_range(
+pub(super) fn find_message_range(
     conn: &Connection,
     chat_id: i64,
     first_id: i64,
@@ -112,7 +112,7 @@ pub fn find_message_range(
 /// beyond the window. Ids are never reused, so paging by id never skips or repeats a
 /// message, even while messages are being added. Run it inside a read transaction: a
 /// backward page is found by two queries, which must see the same messages.
-pub fn visit_messages<F>(
+pub(super) fn visit_messages<F>(
     conn: &Connection,
     chat_id: i64,
     window: MessageWindow,
@@ -156,14 +156,14 @@ where
 }
 
 /// The newest message id of chat `chat_id`; `None` when it has no messages.
-pub fn last_message_id(conn: &Connection, chat_id: i64) -> Result<Option<i64>> {
+pub(super) fn last_message_id(conn: &Connection, chat_id: i64) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached(LAST_ID)?
         .query_row([chat_id], |row| row.get(0))?)
 }
 
 /// Whether the message with this id is stored.
-pub fn message_exists(conn: &Connection, id: i64) -> Result<bool> {
+pub(super) fn message_exists(conn: &Connection, id: i64) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM chat_messages WHERE id = ?1)")?
         .query_row([id], |row| row.get(0))?)
@@ -171,7 +171,7 @@ pub fn message_exists(conn: &Connection, id: i64) -> Result<bool> {
 
 /// How much one slice of a whole-chat read takes: whichever limit comes first.
 #[derive(Debug, Clone, Copy)]
-pub struct SliceBudget {
+pub(super) struct SliceBudget {
     /// Most messages.
     pub rows: usize,
     /// Most bytes of message text (the last message read may go past it).
@@ -182,7 +182,7 @@ pub struct SliceBudget {
 /// `through`, oldest first, until `budget` is spent, handing each to `each` as
 /// [`visit_messages`] does. Returns the id of the last message read if more may follow,
 /// `None` once `through` is reached.
-pub fn visit_slice<F>(
+pub(super) fn visit_slice<F>(
     conn: &Connection,
     chat_id: i64,
     after: i64,
@@ -242,7 +242,7 @@ fn text<'row>(row: &'row rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'
 /// - the last message is a system message: that message alone.
 ///
 /// [`Error::NotFound`]`(Message)` when the chat has no messages.
-pub fn delete_last_turn(
+pub(super) fn delete_last_turn(
     conn: &Connection,
     owner: &str,
     chat_id: i64,
@@ -283,7 +283,7 @@ pub fn delete_last_turn(
 
 /// Deletes up to `limit` messages of chat `chat_id`; how many it deleted (fewer than
 /// `limit`: none are left).
-pub fn delete_chat_messages(conn: &Connection, chat_id: i64, limit: usize) -> Result<usize> {
+pub(super) fn delete_chat_messages(conn: &Connection, chat_id: i64, limit: usize) -> Result<usize> {
     Ok(conn
         .prepare_cached(DELETE_SLICE)?
         .execute(params![chat_id, to_sql_count(limit)])?)

@@ -30,7 +30,7 @@ const APPLICATION_ID: i64 = 0x4E50_5443;
 /// start-up stays fast on a large database. A file with another application's mark,
 /// an unmarked file that already has tables, or a file from a newer version of this
 /// program is refused and left untouched.
-pub fn migrate(conn: &mut Connection) -> Result<()> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let application_id: i64 = tx.pragma_query_value(None, "application_id", |r| r.get(0))?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;

@@ -11,7 +11,7 @@ const LIVE_SESSION_USER: &str =
     "SELECT user_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2";
 
 /// Stores a session for `user_id`, valid until `expires_at`.
-pub fn insert_session(
+pub(super) fn insert_session(
     conn: &Connection,
     token_hash: &[u8; 32],
     user_id: &str,
@@ -31,7 +31,7 @@ pub fn insert_session(
 }
 
 /// The user of the session with this token hash, if it exists and has not expired at `now`.
-pub fn find_session_user(
+pub(super) fn find_session_user(
     conn: &Connection,
     token_hash: &[u8; 32],
     now: &Timestamp,
@@ -45,7 +45,7 @@ pub fn find_session_user(
 /// Checks that `claim`'s session is live at `now` and belongs to the claimed user:
 /// [`Error::NotFound`]`(Session)` if it is unknown or expired, [`Error::WrongUser`] if it
 /// is another user's.
-pub fn check_claim(conn: &Connection, claim: &SessionClaim, now: &Timestamp) -> Result<()> {
+pub(super) fn check_claim(conn: &Connection, claim: &SessionClaim, now: &Timestamp) -> Result<()> {
     let mut stmt = conn.prepare_cached(LIVE_SESSION_USER)?;
     let mut rows = stmt.query(params![&claim.token_hash[..], now.as_str()])?;
     match rows.next()? {
@@ -56,7 +56,7 @@ pub fn check_claim(conn: &Connection, claim: &SessionClaim, now: &Timestamp) -> 
 
 /// Checks that a live session's `user_id`, as read, is the user `claim` acts for:
 /// [`Error::WrongUser`] if not. Compared without copying the stored id.
-pub fn check_claimed_user(user_id: ValueRef<'_>, claim: &SessionClaim) -> Result<()> {
+pub(super) fn check_claimed_user(user_id: ValueRef<'_>, claim: &SessionClaim) -> Result<()> {
     if matches!(user_id, ValueRef::Text(user) if user == claim.user_id.as_bytes()) {
         Ok(())
     } else {
@@ -65,7 +65,7 @@ pub fn check_claimed_user(user_id: ValueRef<'_>, claim: &SessionClaim) -> Result
 }
 
 /// Deletes the session with this token hash; whether there was one.
-pub fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool> {
+pub(super) fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool> {
     let deleted = conn
         .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
         .execute([&token_hash[..]])?;
@@ -73,21 +73,21 @@ pub fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool> 
 }
 
 /// Deletes every session of a user; how many there were.
-pub fn delete_user_sessions(conn: &Connection, user_id: &str) -> Result<usize> {
+pub(super) fn delete_user_sessions(conn: &Connection, user_id: &str) -> Result<usize> {
     Ok(conn
         .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
         .execute([user_id])?)
 }
 
 /// Deletes the sessions that expired before `now`; how many there were.
-pub fn delete_expired_sessions(conn: &Connection, now: &Timestamp) -> Result<usize> {
+pub(super) fn delete_expired_sessions(conn: &Connection, now: &Timestamp) -> Result<usize> {
     Ok(conn
         .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
         .execute([now.as_str()])?)
 }
 
 /// The sessions of a user, newest first.
-pub fn list_sessions(conn: &Connection, user_id: &str) -> Result<Vec<SessionInfo>> {
+pub(super) fn list_sessions(conn: &Connection, user_id: &str) -> Result<Vec<SessionInfo>> {
     let mut stmt = conn.prepare_cached(
         "SELECT token_hash, created_at, expires_at FROM sessions WHERE user_id = ?1 \
          ORDER BY created_at DESC",
@@ -107,7 +107,10 @@ pub fn list_sessions(conn: &Connection, user_id: &str) -> Result<Vec<SessionInfo
 
 /// The token hashes of the sessions whose hash, in lower-case hex, starts with
 /// `hex_prefix` (itself lower-case hex). Scans the table: only the admin command asks.
-pub fn find_sessions_by_hash_prefix(conn: &Connection, hex_prefix: &str) -> Result<Vec<Vec<u8>>> {
+pub(super) fn find_sessions_by_hash_prefix(
+    conn: &Connection,
+    hex_prefix: &str,
+) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(
         "SELECT token_hash FROM sessions \
          WHERE substr(lower(hex(token_hash)), 1, length(?1)) = ?1",

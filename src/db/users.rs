@@ -7,7 +7,7 @@ use crate::domain::{Timestamp, User};
 
 /// Inserts a user. [`Error::Conflict`] naming the value taken if the id or the email
 /// is; any other constraint the row breaks is a failure, not a conflict.
-pub fn insert_user(
+pub(super) fn insert_user(
     conn: &Connection,
     id: &str,
     email: Option<&str>,
@@ -48,7 +48,7 @@ fn taken(err: &rusqlite::Error) -> Option<Taken> {
 /// Adds `messages` stored messages holding `bytes` bytes of text to `id`'s storage
 /// counts. Every insert of messages calls this once per batch; deletes are counted by
 /// the `chat_messages_uncount` trigger (see `schema.sql`).
-pub fn add_stored(conn: &Connection, id: &str, messages: i64, bytes: i64) -> Result<()> {
+pub(super) fn add_stored(conn: &Connection, id: &str, messages: i64, bytes: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE users SET stored_messages = stored_messages + ?2, \
          stored_bytes = stored_bytes + ?3 WHERE id = ?1",
@@ -58,7 +58,7 @@ pub fn add_stored(conn: &Connection, id: &str, messages: i64, bytes: i64) -> Res
 }
 
 /// How many messages `id` keeps, and how many bytes of text they hold.
-pub fn find_stored(conn: &Connection, id: &str) -> Result<(i64, i64)> {
+pub(super) fn find_stored(conn: &Connection, id: &str) -> Result<(i64, i64)> {
     Ok(conn
         .prepare_cached("SELECT stored_messages, stored_bytes FROM users WHERE id = ?1")?
         .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -67,7 +67,7 @@ pub fn find_stored(conn: &Connection, id: &str) -> Result<(i64, i64)> {
 }
 
 /// Whether a user with this id exists.
-pub fn user_exists(conn: &Connection, id: &str) -> Result<bool> {
+pub(super) fn user_exists(conn: &Connection, id: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
         .query_row([id], |_| Ok(()))
@@ -76,7 +76,7 @@ pub fn user_exists(conn: &Connection, id: &str) -> Result<bool> {
 }
 
 /// Fails with [`Error::NotFound`] unless the user exists.
-pub fn require_user(conn: &Connection, id: &str) -> Result<()> {
+pub(super) fn require_user(conn: &Connection, id: &str) -> Result<()> {
     if user_exists(conn, id)? {
         Ok(())
     } else {
@@ -93,7 +93,7 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 }
 
 /// The user with this id.
-pub fn find_user(conn: &Connection, id: &str) -> Result<Option<User>> {
+pub(super) fn find_user(conn: &Connection, id: &str) -> Result<Option<User>> {
     Ok(conn
         .prepare_cached("SELECT id, primary_email, created_at FROM users WHERE id = ?1")?
         .query_row([id], user_from_row)
@@ -101,7 +101,7 @@ pub fn find_user(conn: &Connection, id: &str) -> Result<Option<User>> {
 }
 
 /// The user with this (already lower-cased) email, and their password hash if they have one.
-pub fn find_user_by_email(
+pub(super) fn find_user_by_email(
     conn: &Connection,
     email: &str,
 ) -> Result<Option<(User, Option<String>)>> {
@@ -114,7 +114,7 @@ pub fn find_user_by_email(
 }
 
 /// Every user, oldest first (ties by id).
-pub fn list_users(conn: &Connection) -> Result<Vec<User>> {
+pub(super) fn list_users(conn: &Connection) -> Result<Vec<User>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, primary_email, created_at FROM users ORDER BY created_at, id",
     )?;
@@ -125,7 +125,11 @@ pub fn list_users(conn: &Connection) -> Result<Vec<User>> {
 }
 
 /// Replaces the user's password hash; whether the user exists.
-pub fn update_password_hash(conn: &Connection, id: &str, password_hash: &str) -> Result<bool> {
+pub(super) fn update_password_hash(
+    conn: &Connection,
+    id: &str,
+    password_hash: &str,
+) -> Result<bool> {
     Ok(conn
         .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
         .execute(params![id, password_hash])?
@@ -148,7 +152,7 @@ pub struct DeletedUser {
 /// Deletes a user and everything of theirs; `None` if there is no such user. The rows
 /// are deleted table by table, children first, rather than left to `ON DELETE
 /// CASCADE`, so that the counts are known; run it in one transaction.
-pub fn delete_user(conn: &Connection, id: &str) -> Result<Option<DeletedUser>> {
+pub(super) fn delete_user(conn: &Connection, id: &str) -> Result<Option<DeletedUser>> {
     if !user_exists(conn, id)? {
         return Ok(None);
     }

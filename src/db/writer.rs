@@ -70,18 +70,18 @@ use crate::metric_names::WRITE_QUEUE_DEPTH;
 
 /// Most jobs committed together. Bounds the time the first job of a group waits for
 /// the others, and the size of one transaction.
-pub const MAX_GROUP: usize = 256;
+pub(super) const MAX_GROUP: usize = 256;
 
 /// WAL size, in pages, at which the writer asks the checkpointer for a checkpoint
 /// (SQLite's own default threshold for its automatic checkpoint).
-pub const CHECKPOINT_PAGES: c_int = 1000;
+pub(super) const CHECKPOINT_PAGES: c_int = 1000;
 
 /// WAL size, in pages, at which the writer runs a `RESTART` checkpoint itself, so that
 /// the WAL starts over: 16 MiB with 4 KiB pages.
-pub const RESTART_CHECKPOINT_PAGES: c_int = 4 * CHECKPOINT_PAGES;
+pub(super) const RESTART_CHECKPOINT_PAGES: c_int = 4 * CHECKPOINT_PAGES;
 
 /// How long the writer's `RESTART` checkpoint waits for running reads to end.
-pub const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+pub(super) const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 thread_local! {
     /// Pages in the WAL after the last commit on this thread's connection, as told by
@@ -164,10 +164,10 @@ enum Message {
 }
 
 /// One step of [`Background`] work; whether more is left.
-pub type BackgroundStep = Box<dyn FnMut(&Connection) -> Result<bool> + Send>;
+pub(super) type BackgroundStep = Box<dyn FnMut(&Connection) -> Result<bool> + Send>;
 
 /// Work the writer does a step at a time between groups (see the module docs).
-pub struct Background {
+pub(super) struct Background {
     /// Set (by anyone) when there may be work; cleared by the writer when a step says
     /// none is left. Start it set, so that work a restart cut short is finished.
     pub pending: Arc<AtomicBool>,
@@ -179,7 +179,7 @@ pub struct Background {
 
 /// A handle for sending work to the writer thread. Cheap to clone.
 #[derive(Clone)]
-pub struct Writer {
+pub(super) struct Writer {
     jobs: SyncSender<Message>,
     counters: Arc<Counters>,
     capacity: usize,
@@ -198,7 +198,7 @@ impl Writer {
     /// most `capacity` waiting jobs and `background` to do between groups, and the
     /// checkpointer thread, which takes `checkpoints`, a second connection to the same
     /// database.
-    pub fn spawn(
+    pub(super) fn spawn(
         conn: Connection,
         checkpoints: Connection,
         capacity: usize,
@@ -234,7 +234,7 @@ impl Writer {
 
     /// Runs `f` in the next group commit and returns its result once that commit is
     /// durable. [`Error::Overloaded`] at once if the queue is full.
-    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    pub(super) async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -256,23 +256,23 @@ impl Writer {
     }
 
     /// How many writes are waiting in the queue.
-    pub fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.counters.queued.load(Ordering::Relaxed)
     }
 
     /// Whether the queue is at least half full.
-    pub fn backlogged(&self) -> bool {
+    pub(super) fn backlogged(&self) -> bool {
         self.queued() >= self.capacity / 2
     }
 
     /// How many transactions the writer has committed (each holds one or more jobs).
-    pub fn commits(&self) -> u64 {
+    pub(super) fn commits(&self) -> u64 {
         self.counters.commits.load(Ordering::Relaxed)
     }
 
     /// Stops the writer after the jobs already queued: checkpoints the WAL into the
     /// database file and closes the connection.
-    pub async fn close(&self) -> Result<()> {
+    pub(super) async fn close(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         // Blocking here is fine: close runs once, at shutdown, after the server stopped.
         self.jobs

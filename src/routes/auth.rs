@@ -28,13 +28,13 @@ const FIELDS: &str = "email, password";
 
 /// `{"user": User}`
 #[derive(Serialize, ToSchema)]
-pub struct UserBody {
+pub(super) struct UserBody {
     user: User,
 }
 
 /// `{"ok": true}`
 #[derive(Serialize, ToSchema)]
-pub struct LoggedOut {
+pub(super) struct LoggedOut {
     /// Always true.
     ok: bool,
 }
@@ -56,7 +56,7 @@ pub struct LoggedOut {
         HashingBusy,
     )
 )]
-pub async fn sign_up(
+pub(super) async fn sign_up(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
     hasher: web::Data<Hasher>,
@@ -110,7 +110,7 @@ pub async fn sign_up(
         HashingBusy,
     )
 )]
-pub async fn login(
+pub(super) async fn login(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
     hasher: web::Data<Hasher>,
@@ -159,7 +159,7 @@ pub async fn login(
         Overloaded,
     )
 )]
-pub async fn logout(
+pub(super) async fn logout(
     db: web::Data<Db>,
     settings: web::Data<SessionSettings>,
     req: actix_web::HttpRequest,
@@ -184,7 +184,7 @@ pub async fn logout(
         (status = 401, description = "No valid session", body = ErrorBody),
     )
 )]
-pub async fn current_session(
+pub(super) async fn current_session(
     db: web::Data<Db>,
     session: Session,
 ) -> Result<HttpResponse, ApiError> {
@@ -207,7 +207,7 @@ pub async fn current_session(
         (status = 401, description = "No valid session"),
     )
 )]
-pub async fn check(_session: Session) -> HttpResponse {
+pub(super) async fn check(_session: Session) -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 

@@ -19,19 +19,19 @@ use crate::validation;
 
 /// `{"chat": Chat}`
 #[derive(Serialize, ToSchema)]
-pub struct ChatBody {
+pub(super) struct ChatBody {
     chat: Chat,
 }
 
 /// `{"chats": [Chat]}`
 #[derive(Serialize, ToSchema)]
-pub struct ChatList {
+pub(super) struct ChatList {
     chats: Vec<Chat>,
 }
 
 /// `{"deleted": [chat ids]}` (and, for a bulk delete, the ids that were not found).
 #[derive(Serialize, ToSchema)]
-pub struct Deleted {
+pub(super) struct Deleted {
     /// The ids of the chats deleted.
     deleted: Vec<i64>,
     /// For a bulk delete: the ids given that are not this user's chats.
@@ -41,12 +41,14 @@ pub struct Deleted {
 
 /// The path of a single chat, as text: a malformed id is this handler's 400.
 #[derive(Deserialize)]
-pub struct ChatPath {
+pub(super) struct ChatPath {
     chat_id: String,
 }
 
 /// The chat id of a route about one chat, or the route-parameter 400.
-pub fn chat_id(path: Result<web::Path<ChatPath>, actix_web::Error>) -> Result<i64, ApiError> {
+pub(super) fn chat_id(
+    path: Result<web::Path<ChatPath>, actix_web::Error>,
+) -> Result<i64, ApiError> {
     path.ok()
         .and_then(|path| validation::parse_chat_id(&path.chat_id))
         .ok_or(ApiError::InvalidRouteParams)
@@ -79,7 +81,7 @@ async fn json_body(
         SessionErrors,
     )
 )]
-pub async fn list(
+pub(super) async fn list(
     db: web::Data<Db>,
     claim: Claim,
     req: HttpRequest,
@@ -124,7 +126,7 @@ pub async fn list(
         Overloaded,
     )
 )]
-pub async fn create(
+pub(super) async fn create(
     db: web::Data<Db>,
     claim: Claim,
     req: HttpRequest,
@@ -160,7 +162,7 @@ pub async fn create(
         SessionErrors,
     )
 )]
-pub async fn get_one(
+pub(super) async fn get_one(
     db: web::Data<Db>,
     claim: Claim,
     path: Unsettled<web::Path<ChatPath>>,
@@ -194,7 +196,7 @@ pub async fn get_one(
         Overloaded,
     )
 )]
-pub async fn rename(
+pub(super) async fn rename(
     db: web::Data<Db>,
     claim: Claim,
     path: Unsettled<web::Path<ChatPath>>,
@@ -235,7 +237,7 @@ pub async fn rename(
         Overloaded,
     )
 )]
-pub async fn delete_one(
+pub(super) async fn delete_one(
     db: web::Data<Db>,
     claim: Claim,
     path: Unsettled<web::Path<ChatPath>>,
@@ -275,7 +277,7 @@ pub async fn delete_one(
         Overloaded,
     )
 )]
-pub async fn delete_many(
+pub(super) async fn delete_many(
     db: web::Data<Db>,
     claim: Claim,
     req: HttpRequest,

@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use actix_web::http::header;
 
 /// 204 No Content, cacheable for a day.
-pub async fn favicon() -> HttpResponse {
+pub(super) async fn favicon() -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
         .finish()

@@ -10,7 +10,7 @@ use crate::routes::schema::ErrorBody;
 
 /// `{"status": "ok"}`
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub(super) struct Health {
     /// Always `"ok"`.
     #[schema(example = "ok")]
     status: &'static str,
@@ -27,14 +27,14 @@ pub struct Health {
         (status = 503, description = "The database does not answer", body = ErrorBody),
     )
 )]
-pub async fn healthz(db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn healthz(db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     db.ping().await.map_err(ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(Health { status: "ok" }))
 }
 
 /// `{"status": "ready"}`
 #[derive(Serialize, ToSchema)]
-pub struct Ready {
+pub(super) struct Ready {
     /// Always `"ready"`.
     #[schema(example = "ready")]
     status: &'static str,
@@ -52,7 +52,7 @@ pub struct Ready {
         (status = 503, description = "The database cannot take writes", body = ErrorBody),
     )
 )]
-pub async fn readyz(db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn readyz(db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     db.ready().await.map_err(ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(Ready { status: "ready" }))
 }

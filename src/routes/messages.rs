@@ -36,7 +36,7 @@ use crate::validation::{self, CreateMessages, Issue, MessageLimits};
 /// rows by [`list`]; this type describes them for the API document and the tests.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Page {
+pub(super) struct Page {
     /// The messages, in id order.
     chat_messages: Vec<ChatMessage>,
     /// Pass as `after` (or, when paging with `before`, as `before`) for the next page;
@@ -48,7 +48,7 @@ pub struct Page {
 /// (in array order) for a batch.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum CreatedMessages {
+pub(super) enum CreatedMessages {
     /// The single form's answer.
     One {
         /// The stored message.
@@ -80,7 +80,7 @@ impl CreatedMessages {
 
 /// `{"deleted": [message ids]}`
 #[derive(Serialize, ToSchema)]
-pub struct DeletedMessages {
+pub(super) struct DeletedMessages {
     /// The ids of the deleted messages, oldest first.
     deleted: Vec<i64>,
 }
@@ -119,7 +119,7 @@ const FIELDS: &str = "message | messages";
         Overloaded,
     )
 )]
-pub async fn create(
+pub(super) async fn create(
     db: web::Data<Db>,
     limits: web::Data<Limits>,
     claim: Claim,
@@ -261,7 +261,7 @@ fn request_hash(chat_id: i64, input: &CreateMessages) -> [u8; 32] {
         SessionErrors,
     )
 )]
-pub async fn list(
+pub(super) async fn list(
     db: web::Data<Db>,
     claim: Claim,
     path: Unsettled<web::Path<ChatPath>>,
@@ -434,7 +434,7 @@ fn write_page_close(body: &mut Vec<u8>, next: Option<i64>) {
         Overloaded,
     )
 )]
-pub async fn delete_last(
+pub(super) async fn delete_last(
     db: web::Data<Db>,
     claim: Claim,
     path: Unsettled<web::Path<ChatPath>>,

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// A running application and the temporary folder that holds its database.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub address: String,
     pub db_path: PathBuf,
     pub client: reqwest::Client,
@@ -22,19 +22,19 @@ pub struct TestApp {
 }
 
 /// A user with a live session and one chat of their own.
-pub struct TestUser {
+pub(crate) struct TestUser {
     pub id: String,
     pub token: String,
     pub chat_id: i64,
 }
 
 /// Starts the application with default limits.
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(Limits::default()).await
 }
 
 /// Starts the application with the given limits.
-pub async fn spawn_app_with(limits: Limits) -> TestApp {
+pub(crate) async fn spawn_app_with(limits: Limits) -> TestApp {
     spawn_app_with_settings(Settings {
         limits,
         ..Settings::default()
@@ -44,12 +44,12 @@ pub async fn spawn_app_with(limits: Limits) -> TestApp {
 
 impl TestApp {
     /// A handle for seeding, as the admin commands use it.
-    pub fn admin(&self) -> Admin {
+    pub(crate) fn admin(&self) -> Admin {
         Admin::open(&self.db_path).expect("the database opens")
     }
 
     /// Creates a user, a 30-day session and a chat.
-    pub fn seed_user(&self, id: &str) -> TestUser {
+    pub(crate) fn seed_user(&self, id: &str) -> TestUser {
         let mut admin = self.admin();
         admin.create_user(id, None, None).expect("user created");
         let token = self.create_session(id, 30);
@@ -64,7 +64,7 @@ impl TestApp {
     }
 
     /// A new session token for `user_id`, expiring in `days` (0: already expired).
-    pub fn create_session(&self, user_id: &str, days: i64) -> String {
+    pub(crate) fn create_session(&self, user_id: &str, days: i64) -> String {
         let token = SessionToken::generate().expect("random token");
         let expires_at =
             Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(days));
@@ -75,14 +75,14 @@ impl TestApp {
     }
 
     /// Another chat for an existing user.
-    pub fn create_chat(&self, user_id: &str) -> i64 {
+    pub(crate) fn create_chat(&self, user_id: &str) -> i64 {
         self.admin()
             .create_chat(user_id, "Another chat", "test-model")
             .expect("chat created")
     }
 
     /// The messages path of a chat.
-    pub fn messages_url(&self, user_id: &str, chat_id: impl std::fmt::Display) -> String {
+    pub(crate) fn messages_url(&self, user_id: &str, chat_id: impl std::fmt::Display) -> String {
         format!(
             "{}/api/users/{user_id}/chats/{chat_id}/messages",
             self.address
@@ -90,7 +90,7 @@ impl TestApp {
     }
 
     /// POSTs a JSON body to `user`'s own chat with `user`'s session.
-    pub async fn post_messages(&self, user: &TestUser, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post_messages(&self, user: &TestUser, body: &Value) -> reqwest::Response {
         self.post_raw(
             &self.messages_url(&user.id, user.chat_id),
             Some(&user.token),
@@ -101,7 +101,7 @@ impl TestApp {
     }
 
     /// POSTs raw bytes with an optional session token and content type.
-    pub async fn post_raw(
+    pub(crate) async fn post_raw(
         &self,
         url: &str,
         token: Option<&str>,
@@ -120,7 +120,7 @@ impl TestApp {
 
     /// The stored messages of a chat in id order, as `(id, text, actor)`, read straight
     /// from the database file.
-    pub fn stored_messages(&self, chat_id: i64) -> Vec<(i64, String, String)> {
+    pub(crate) fn stored_messages(&self, chat_id: i64) -> Vec<(i64, String, String)> {
         let conn = rusqlite::Connection::open(&self.db_path).expect("the database opens");
         let mut stmt = conn
             .prepare(
@@ -136,7 +136,7 @@ impl TestApp {
 }
 
 /// The JSON body of a response, checking that it is the JSON it says it is.
-pub async fn json_body(response: reqwest::Response) -> Value {
+pub(crate) async fn json_body(response: reqwest::Response) -> Value {
     let content_type = response
         .headers()
         .get(CONTENT_TYPE)
@@ -151,7 +151,11 @@ pub async fn json_body(response: reqwest::Response) -> Value {
 }
 
 /// Asserts the error envelope's status code and status message, and returns it.
-pub async fn assert_error(response: reqwest::Response, status: u16, status_message: &str) -> Value {
+pub(crate) async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    status_message: &str,
+) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
     let body = json_body(response).await;
     assert_eq!(body["statusCode"], status, "statusCode in {body}");
@@ -170,7 +174,7 @@ pub async fn assert_error(response: reqwest::Response, status: u16, status_messa
 impl TestApp {
     /// Sends `method` to `path` (e.g. `/api/auth/session`) with an optional session
     /// token and an optional JSON body.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -192,12 +196,12 @@ impl TestApp {
     }
 
     /// GETs `path` with an optional session token.
-    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         self.send(reqwest::Method::GET, path, token, None).await
     }
 
     /// POSTs a JSON body to `path` with an optional session token.
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         path: &str,
         token: Option<&str>,
@@ -208,7 +212,7 @@ impl TestApp {
     }
 
     /// PATCHes a JSON body to `path` with an optional session token.
-    pub async fn patch_json(
+    pub(crate) async fn patch_json(
         &self,
         path: &str,
         token: Option<&str>,
@@ -219,7 +223,7 @@ impl TestApp {
     }
 
     /// DELETEs `path` with an optional session token and an optional JSON body.
-    pub async fn delete(
+    pub(crate) async fn delete(
         &self,
         path: &str,
         token: Option<&str>,
@@ -230,7 +234,7 @@ impl TestApp {
 
     /// Signs up through `POST /api/auth/sign-up`, expecting success; returns the
     /// `user` object and the session token from `Set-Cookie`.
-    pub async fn sign_up(&self, email: &str, password: &str) -> (Value, String) {
+    pub(crate) async fn sign_up(&self, email: &str, password: &str) -> (Value, String) {
         let response = self
             .post_json(
                 "/api/auth/sign-up",
@@ -248,7 +252,7 @@ impl TestApp {
 /// The `neptun-session` cookie a response sets: its value and its attributes as
 /// written (e.g. `["HttpOnly", "SameSite=Lax", "Path=/"]`). Parsed by hand because
 /// reqwest's cookie store will not keep a `Secure` cookie over plain HTTP.
-pub fn session_cookie(response: &reqwest::Response) -> Option<(String, Vec<String>)> {
+pub(crate) fn session_cookie(response: &reqwest::Response) -> Option<(String, Vec<String>)> {
     let prefix = format!("{SESSION_COOKIE}=");
     response
         .headers()
@@ -264,7 +268,7 @@ pub fn session_cookie(response: &reqwest::Response) -> Option<(String, Vec<Strin
 
 /// Starts the application with `settings`, except that `database` and `bind` are
 /// replaced by a fresh temporary database and `127.0.0.1:0`.
-pub async fn spawn_app_with_settings(settings: Settings) -> TestApp {
+pub(crate) async fn spawn_app_with_settings(settings: Settings) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let db_path = dir.path().join("data").join("neptun.db");
     let settings = Settings {

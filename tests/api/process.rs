@@ -19,14 +19,14 @@ use reqwest::header::{CONTENT_TYPE, COOKIE};
 use tempfile::TempDir;
 
 /// The longest any single command or start-up may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
 /// How often a start-up or an exit is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The binary, with a clean environment: every `NEPTUN_*` variable of the test's own
 /// environment and `RUST_LOG` removed, so the caller's settings cannot leak in.
-pub fn neptun() -> Command {
+pub(crate) fn neptun() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_neptun-chat"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("NEPTUN_") {
@@ -40,7 +40,7 @@ pub fn neptun() -> Command {
 
 /// How a finished command ended.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -48,7 +48,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// Asserts success with exactly one line on stdout, and returns that line.
-    pub fn single_line(&self) -> &str {
+    pub(crate) fn single_line(&self) -> &str {
         assert!(self.status.success(), "expected success: {self:#?}");
         let lines: Vec<&str> = self.stdout.lines().collect();
         assert_eq!(lines.len(), 1, "exactly one line on stdout: {self:#?}");
@@ -61,7 +61,7 @@ impl Outcome {
 
     /// Asserts a non-zero exit with one `error: ...` line on stderr, nothing on stdout
     /// and no panic, and returns the error line.
-    pub fn clear_error(&self) -> &str {
+    pub(crate) fn clear_error(&self) -> &str {
         assert!(!self.status.success(), "expected failure: {self:#?}");
         assert_ne!(
             self.status.code(),
@@ -78,7 +78,7 @@ impl Outcome {
 }
 
 /// Runs `command` to completion within [`DEADLINE`], killing it if it overruns.
-pub fn run(command: &mut Command) -> Outcome {
+pub(crate) fn run(command: &mut Command) -> Outcome {
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -88,7 +88,7 @@ pub fn run(command: &mut Command) -> Outcome {
 }
 
 /// [`run`], with `input` on the command's standard input.
-pub fn run_with_input(command: &mut Command, input: &str) -> Outcome {
+pub(crate) fn run_with_input(command: &mut Command, input: &str) -> Outcome {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -141,26 +141,26 @@ fn read_in_background(mut pipe: impl Read + Send + 'static) -> thread::JoinHandl
 
 /// A port that was free a moment ago. Another process could take it before the server
 /// binds it; the start-up check then fails loudly rather than testing the wrong thing.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("an ephemeral port");
     listener.local_addr().expect("a local address").port()
 }
 
 /// A temporary folder with a database path inside a not-yet-existing subfolder.
-pub struct TempDb {
+pub(crate) struct TempDb {
     pub dir: TempDir,
     pub path: PathBuf,
 }
 
 impl TempDb {
-    pub fn new() -> TempDb {
+    pub(crate) fn new() -> TempDb {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let path = dir.path().join("data").join("neptun.db");
         TempDb { dir, path }
     }
 
     /// Runs `neptun-chat --database <this db> <args...>` in the temporary folder.
-    pub fn cli(&self, args: &[&str]) -> Outcome {
+    pub(crate) fn cli(&self, args: &[&str]) -> Outcome {
         run(neptun()
             .current_dir(self.dir.path())
             .arg("--database")
@@ -169,7 +169,7 @@ impl TempDb {
     }
 
     /// [`TempDb::cli`] with `input` on standard input.
-    pub fn cli_with_input(&self, args: &[&str], input: &str) -> Outcome {
+    pub(crate) fn cli_with_input(&self, args: &[&str], input: &str) -> Outcome {
         run_with_input(
             neptun()
                 .current_dir(self.dir.path())
@@ -181,19 +181,19 @@ impl TempDb {
     }
 
     /// Creates a user, asserting the command prints its id.
-    pub fn create_user(&self, id: &str) {
+    pub(crate) fn create_user(&self, id: &str) {
         assert_eq!(self.cli(&["user", "create", id]).single_line(), id);
     }
 
     /// Creates a session, returning the printed token.
-    pub fn create_session(&self, user_id: &str, extra: &[&str]) -> String {
+    pub(crate) fn create_session(&self, user_id: &str, extra: &[&str]) -> String {
         let mut args = vec!["session", "create", user_id];
         args.extend_from_slice(extra);
         self.cli(&args).single_line().to_owned()
     }
 
     /// Creates a chat, returning the printed id.
-    pub fn create_chat(&self, user_id: &str) -> i64 {
+    pub(crate) fn create_chat(&self, user_id: &str) -> i64 {
         let line = self
             .cli(&["chat", "create", user_id])
             .single_line()
@@ -202,11 +202,11 @@ impl TempDb {
             .unwrap_or_else(|_| panic!("a chat id, not {line:?}"))
     }
 
-    pub fn connection(&self) -> rusqlite::Connection {
+    pub(crate) fn connection(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.path).expect("the database opens")
     }
 
-    pub fn count(&self, table: &str) -> i64 {
+    pub(crate) fn count(&self, table: &str) -> i64 {
         self.connection()
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .expect("the table can be counted")
@@ -214,12 +214,12 @@ impl TempDb {
 
     /// Starts `neptun-chat serve` on this database with extra environment variables and
     /// waits until it is healthy.
-    pub fn serve(&self, env: &[(&str, &str)]) -> ServerProcess {
+    pub(crate) fn serve(&self, env: &[(&str, &str)]) -> ServerProcess {
         self.serve_with(&[], env)
     }
 
     /// Starts `neptun-chat serve <args...>` on this database and waits until it is healthy.
-    pub fn serve_with_args(&self, args: &[&str]) -> ServerProcess {
+    pub(crate) fn serve_with_args(&self, args: &[&str]) -> ServerProcess {
         self.serve_with(args, &[])
     }
 
@@ -239,7 +239,7 @@ impl TempDb {
 
 /// A running server process, killed and reaped when dropped, so a failing assertion
 /// never leaves it behind.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -249,7 +249,7 @@ impl ServerProcess {
     /// Spawns `command` (a server on some `127.0.0.1` port, 0 for any), logging to a file
     /// in `dir`; reads the port it bound from its start-up line and polls `healthcheck`
     /// until it answers, each within [`DEADLINE`].
-    pub fn start(mut command: Command, dir: &Path) -> ServerProcess {
+    pub(crate) fn start(mut command: Command, dir: &Path) -> ServerProcess {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(format!(
             "server-{}.log",
@@ -318,36 +318,36 @@ impl ServerProcess {
     }
 
     /// The port the server reported it bound.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The server's process id, e.g. to read `/proc/PID/status`.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn healthz_url(&self) -> String {
+    pub(crate) fn healthz_url(&self) -> String {
         format!("{}/healthz", self.address())
     }
 
-    pub fn messages_url(&self, user_id: &str, chat_id: i64) -> String {
+    pub(crate) fn messages_url(&self, user_id: &str, chat_id: i64) -> String {
         format!(
             "{}/api/users/{user_id}/chats/{chat_id}/messages",
             self.address()
         )
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// POSTs `body` to a chat with a session cookie.
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         user_id: &str,
         chat_id: i64,
@@ -365,7 +365,7 @@ impl ServerProcess {
     }
 
     /// Sends a signal (`"TERM"`, `"INT"`, ...) to the server with `kill(1)`.
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let outcome = run(Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string()));
@@ -377,13 +377,13 @@ impl ServerProcess {
 
     /// Kills the server with SIGKILL, as a crash or an out-of-memory kill would, and
     /// reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().expect("SIGKILL is sent");
         self.child.wait().expect("the killed server is reaped");
     }
 
     /// Waits up to `limit` for the server to exit by itself, and returns its status.
-    pub fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("the server can be polled") {
@@ -413,7 +413,7 @@ const NOBODY: u32 = 65534;
 /// file or a folder it may not write is as unusable to it as to a service account: as
 /// `nobody` (with `dir`, its working folder, handed to `nobody`) when the tests run as
 /// root; unchanged otherwise.
-pub fn unprivileged<'c>(command: &'c mut Command, dir: &Path) -> &'c mut Command {
+pub(crate) fn unprivileged<'c>(command: &'c mut Command, dir: &Path) -> &'c mut Command {
     use std::os::unix::process::CommandExt;
 
     if !rustix::process::geteuid().is_root() {
