@@ -2,6 +2,7 @@
 //! temporary database, plus typed request helpers and seeding through [`Admin`], the
 //! same code the admin commands use.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use neptun_chat::auth::{SESSION_COOKIE, SessionToken};
@@ -286,4 +287,14 @@ pub(crate) async fn spawn_app_with_settings(settings: Settings) -> TestApp {
         client: reqwest::Client::new(),
         _dir: dir,
     }
+}
+
+/// A client whose connections come from `local` (e.g. `127.0.0.2`), so that a test can
+/// act from several client addresses on loopback.
+pub(crate) fn client_from(local: &str) -> reqwest::Client {
+    let local: IpAddr = local.parse().unwrap();
+    reqwest::Client::builder()
+        .local_address(local)
+        .build()
+        .unwrap()
 }

@@ -6,13 +6,13 @@
 //! hashing threads: this is about what a flood from many addresses, or from one
 //! before any lock, can cost.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::helpers::client_from;
 use crate::process::{ServerProcess, TempDb};
 
 /// Connections sending bogus logins at once.
@@ -35,14 +35,6 @@ fn status_kb(server: &ServerProcess, field: &str) -> u64 {
         .and_then(|value| value.trim().strip_suffix("kB"))
         .and_then(|kb| kb.trim().parse().ok())
         .unwrap_or_else(|| panic!("{field} in {status}"))
-}
-
-fn client_from(local: &str) -> reqwest::Client {
-    let local: IpAddr = local.parse().unwrap();
-    reqwest::Client::builder()
-        .local_address(local)
-        .build()
-        .unwrap()
 }
 
 /// One real login from `client`; its status and how long it took.

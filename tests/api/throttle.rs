@@ -6,14 +6,13 @@
 //! Clients at other addresses connect from other loopback addresses (127.0.0.2 ...), so
 //! the server sees a real different TCP peer.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use neptun_chat::config::{Backoff, HashSettings, Settings, ThrottleSettings, TrustedProxies};
 use reqwest::header::RETRY_AFTER;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_error, session_cookie, spawn_app_with_settings};
+use crate::helpers::{TestApp, assert_error, client_from, session_cookie, spawn_app_with_settings};
 
 const PASSWORD: &str = "correct horse";
 
@@ -42,15 +41,6 @@ fn per_account(free: u32) -> ThrottleSettings {
         sign_up_per_address: Backoff::OFF,
         ..ThrottleSettings::default()
     }
-}
-
-/// A client whose connections come from `local` (e.g. `127.0.0.2`).
-fn client_from(local: &str) -> reqwest::Client {
-    let local: IpAddr = local.parse().unwrap();
-    reqwest::Client::builder()
-        .local_address(local)
-        .build()
-        .unwrap()
 }
 
 /// `POST path` with credentials from `client`, with an optional `X-Forwarded-For`.
