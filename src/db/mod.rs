@@ -205,6 +205,9 @@ impl Db {
             .max_size(read_connections.max(1))
             // A local file does not go stale: skip r2d2's check query on every checkout.
             .test_on_check_out(false)
+            // There is a connection per blocking thread, so a read waits for one only
+            // when something is wrong; then it should be a prompt 503, not r2d2's 30 s.
+            .connection_timeout(busy_timeout.max(std::time::Duration::from_millis(1)))
             .build(manager)?;
         let mut checkpoints = Connection::open(path)?;
         configure_connection(&mut checkpoints, durability)?;
