@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
-use crate::helpers::{json_body, spawn_app};
+use crate::helpers::{chat_message_ids, json_body, spawn_app};
 
 const CLIENTS: usize = 32;
 const BATCHES_PER_CLIENT: usize = 20;
@@ -37,12 +37,7 @@ async fn concurrent_batches_stay_contiguous_in_order_and_none_is_lost() {
                     "client {client} batch {batch}"
                 );
                 let body = json_body(response).await;
-                let ids: Vec<i64> = body["chatMessages"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| m["id"].as_i64().unwrap())
-                    .collect();
+                let ids: Vec<i64> = chat_message_ids(&body);
                 returned.push((client, batch, ids));
             }
             returned

@@ -298,3 +298,13 @@ pub(crate) fn client_from(local: &str) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The ids of the `chatMessages` of an answer, in order.
+pub(crate) fn chat_message_ids(body: &Value) -> Vec<i64> {
+    body["chatMessages"]
+        .as_array()
+        .expect("chatMessages is an array")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("every message has an id"))
+        .collect()
+}

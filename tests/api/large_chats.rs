@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, COOKIE};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, json_body, spawn_app};
+use crate::helpers::{TestApp, TestUser, chat_message_ids, json_body, spawn_app};
 use crate::process::TempDb;
 
 /// How long a test polls for something before it fails.
@@ -83,12 +83,7 @@ async fn timed_small_read(app: &TestApp, user: &TestUser, expected: &[i64]) -> D
     assert_eq!(response.status().as_u16(), 200);
     let body = json_body(response).await;
     let elapsed = started.elapsed();
-    let ids: Vec<i64> = body["chatMessages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let ids: Vec<i64> = chat_message_ids(&body);
     assert_eq!(ids, expected);
     elapsed
 }
@@ -113,12 +108,7 @@ async fn user_with_ten_messages(app: &TestApp, id: &str) -> (TestUser, Vec<i64>)
         .post_messages(&user, &json!({ "messages": messages }))
         .await;
     let body = json_body(response).await;
-    let ids = body["chatMessages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let ids = chat_message_ids(&body);
     (user, ids)
 }
 
