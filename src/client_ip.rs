@@ -11,7 +11,7 @@
 //! by the client and are never read.
 
 use std::future::{Ready, ready};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -69,7 +69,18 @@ fn canonical(address: IpAddr) -> IpAddr {
     }
 }
 
-/// The address a request comes from, by the rules above.
+/// The group of addresses that counts as one client for the login throttle and the
+/// hashing queue: an IPv4 address itself, an IPv6 address's /64 (one subscriber's
+/// network usually holds a whole /64, so counting its addresses apart would let one
+/// client take as many places as it likes).
+pub(crate) fn bucket(address: IpAddr) -> IpAddr {
+    match canonical(address) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (!0u128 << 64))),
+        v4 => v4,
+    }
+}
+
+/// The client a request comes from, by the rules above, as its [`bucket`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
@@ -93,7 +104,7 @@ impl FromRequest for ClientIp {
             ),
             None => peer,
         };
-        ready(Ok(ClientIp(client)))
+        ready(Ok(ClientIp(bucket(client))))
     }
 }
 
@@ -103,6 +114,18 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn one_ipv6_network_is_one_client_and_a_mapped_ipv4_address_is_its_ipv4_address() {
+        assert_eq!(
+            bucket(ip("2001:db8:1:2::1")),
+            bucket(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_eq!(bucket(ip("2001:db8:1:2::1")), ip("2001:db8:1:2::"));
+        assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
+        assert_eq!(bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(bucket(ip("192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

@@ -367,12 +367,9 @@ fn forgotten(record: &Record, backoff: &Backoff, now: Instant) -> bool {
 fn key(kind: Kind, client: IpAddr, email: &str) -> Key {
     let mut digest = Sha256::new();
     digest.update([kind as u8]);
-    match client {
+    match crate::client_ip::bucket(client) {
         IpAddr::V4(v4) => digest.update(v4.octets()),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => digest.update(v4.octets()),
-            None => digest.update(&v6.octets()[..8]),
-        },
+        IpAddr::V6(v6) => digest.update(v6.octets()),
     }
     digest.update(email.as_bytes());
     digest.finalize().into()
