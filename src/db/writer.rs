@@ -215,6 +215,10 @@ impl Writer {
             .pragma_query_value(None, "busy_timeout", |row| row.get::<_, u32>(0))
             .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
             .map_err(std::io::Error::other)?;
+        // The writer's durability, which background steps lower for their own commits.
+        let synchronous = conn
+            .pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
+            .map_err(std::io::Error::other)?;
         let (ask, asked) = mpsc::sync_channel::<()>(1);
         let checkpointer = thread::Builder::new()
             .name("neptun-db-checkpointer".to_owned())
@@ -228,7 +232,16 @@ impl Writer {
         let counters = Arc::clone(&writer.counters);
         thread::Builder::new()
             .name("neptun-db-writer".to_owned())
-            .spawn(move || run(conn, &queue, &counters, checkpointer, background))?;
+            .spawn(move || {
+                run(
+                    conn,
+                    &queue,
+                    &counters,
+                    checkpointer,
+                    background,
+                    synchronous,
+                )
+            })?;
         Ok(writer)
     }
 
@@ -369,6 +382,7 @@ fn run(
     counters: &Counters,
     checkpointer: Checkpointer,
     mut background: Background,
+    synchronous: i64,
 ) {
     conn.wal_hook(Some(note_wal_pages));
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
@@ -417,7 +431,7 @@ fn run(
         }
         if background.pending.load(Ordering::Relaxed) {
             let started = Instant::now();
-            run_background_step(&conn, &mut background);
+            run_background_step(&conn, &mut background, synchronous);
             checkpointer.after_commit(&conn);
             pause = started.elapsed();
         }
@@ -433,19 +447,23 @@ fn run(
 /// undoes is simply done again after the restart (see [`Background::step`]), and the
 /// next write's synced commit makes it durable anyway. This saves the writes waiting
 /// behind it a disk sync per step.
-fn run_background_step(conn: &Connection, background: &mut Background) {
-    let outcome = conn
-        .pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))
-        .map_err(Error::from)
-        .and_then(|synchronous| {
-            conn.pragma_update(None, "synchronous", synchronous.min(1))?;
-            let more = background_step(conn, background);
-            if !conn.is_autocommit() {
-                let _ = run_statement(conn, "ROLLBACK");
-            }
+/// `synchronous` is the writer's own level, read once at start; only a level above
+/// NORMAL needs lowering and restoring.
+fn run_background_step(conn: &Connection, background: &mut Background, synchronous: i64) {
+    let lowered = synchronous > 1;
+    let outcome = (|| {
+        if lowered {
+            conn.pragma_update(None, "synchronous", 1)?;
+        }
+        let more = background_step(conn, background);
+        if !conn.is_autocommit() {
+            let _ = run_statement(conn, "ROLLBACK");
+        }
+        if lowered {
             conn.pragma_update(None, "synchronous", synchronous)?;
-            more
-        });
+        }
+        more
+    })();
     let more = outcome.unwrap_or_else(|err| {
         log::error!("background work on the database failed: {err}");
         false
