@@ -369,7 +369,7 @@ fn check_write_limit(limiter: &RateLimiter, user_id: &str) -> Result<(), ApiErro
     limiter.check(user_id).map_err(|wait| {
         log::debug!("429: write rate limit");
         ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            retry_after_secs: crate::error::retry_after_secs(wait),
         }
     })
 }

@@ -248,6 +248,12 @@ impl ApiError {
     }
 }
 
+/// A `Retry-After` in whole seconds for a wait of `wait`: rounded up, so that a client
+/// that waits that long is let through, and at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// One line listing every issue, for the envelope's `message`.
 fn summarize(issues: &[Issue]) -> String {
     issues

@@ -217,12 +217,10 @@ fn credentials(body: Result<JsonBody, ApiError>) -> Result<Credentials, ApiError
     validation::parse_credentials(body.0).map_err(ApiError::invalid_body(FIELDS))
 }
 
-/// The 429 for a throttled attempt; `Retry-After` in whole seconds, rounded up, so a
-/// client that waits that long is let through.
+/// The 429 for a throttled attempt.
 fn too_many_attempts(wait: std::time::Duration) -> ApiError {
-    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     ApiError::TooManyAttempts {
-        retry_after_secs: whole.max(1),
+        retry_after_secs: crate::error::retry_after_secs(wait),
     }
 }
 
