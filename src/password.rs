@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::password_hash::{Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// The most hashing threads a process starts, whatever its core count: each keeps
@@ -354,13 +354,7 @@ fn argon2_into(
 
 /// Hashes `password` on the calling thread: for the command line, never for a request.
 pub fn hash_now(password: &str) -> Result<String, HashError> {
-    let mut salt_bytes = [0u8; 16];
-    getrandom::fill(&mut salt_bytes).map_err(failed)?;
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(failed)?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(failed)
+    hash_with(&mut Vec::new(), password)
 }
 
 /// An Argon2id hash (default parameters) of a random password nobody knows.
