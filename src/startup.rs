@@ -28,7 +28,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::db::{self, Db, Durability};
+use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::password::Hasher;
 use crate::rate_limit::RateLimiter;
@@ -137,7 +137,7 @@ impl Application {
         log::info!(
             "neptun-chat listening on {address} with the database {} (durability {}, {workers} workers)",
             settings.database.display(),
-            durability_name(settings.durability),
+            settings.durability.name(),
         );
         Ok(Application {
             port,
@@ -248,14 +248,6 @@ pub fn database_error(err: crate::db::Error, path: &std::path::Path) -> anyhow::
         return err.into();
     }
     anyhow::Error::new(err).context(format!("cannot use the database {}", path.display()))
-}
-
-/// How the start-up line names a durability: as `--sync` spells it.
-fn durability_name(durability: Durability) -> &'static str {
-    match durability {
-        Durability::Full => "full",
-        Durability::Normal => "normal",
-    }
 }
 
 /// Threads each worker has for blocking work, which is reading (password hashing has

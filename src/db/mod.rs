@@ -107,6 +107,14 @@ pub enum Durability {
 }
 
 impl Durability {
+    /// The level as `--sync` spells it, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        }
+    }
+
     fn pragma_value(self) -> &'static str {
         match self {
             Durability::Full => "FULL",
@@ -310,17 +318,8 @@ impl Db {
             .await
     }
 
-    /// Checks `claim` on its own: [`Error::NotFound`]`(Session)` for an unknown or
-    /// expired session, [`Error::WrongUser`] for a session of another user. The calls
-    /// that take a claim check it themselves, in the same step as their work; this is
-    /// for deciding between a 401/403 and another error before any work is done.
-    pub async fn check_claim(&self, claim: SessionClaim) -> Result<()> {
-        self.read(move |conn| sessions::check_claim(conn, &claim, &Timestamp::now()))
-            .await
-    }
-
     /// Appends `messages` to the claimed user's chat `chat_id` in one transaction, in
-    /// order, after checking `claim` in that same transaction (see [`Db::check_claim`])
+    /// order, after checking `claim` in that same transaction (an unknown or expired session is [`Error::NotFound`]`(Session)`, one of another user [`Error::WrongUser`])
     /// and, then, that the user's storage quota leaves room for them
     /// ([`Error::QuotaExceeded`] otherwise).
     ///
@@ -490,7 +489,7 @@ impl Db {
     }
 
     /// Reads a window of the claimed user's chat `chat_id`, oldest first, after checking
-    /// `claim` (see [`Db::check_claim`]), all in one step on a blocking thread: `each`
+    /// `claim` (an unknown or expired session is [`Error::NotFound`]`(Session)`, one of another user [`Error::WrongUser`]), all in one step on a blocking thread: `each`
     /// gets `out` and every message, borrowed, in order. Returns `out` and the cursor
     /// for the next page (`None` when there is none). [`Error::NotFound`] if the chat is
     /// not theirs.
@@ -517,7 +516,7 @@ impl Db {
     }
 
     /// Reads the claimed user's whole chat `chat_id`, oldest first, after checking `claim`
-    /// (see [`Db::check_claim`]), in slices (see the module docs): `each` gets `first`
+    /// (an unknown or expired session is [`Error::NotFound`]`(Session)`, one of another user [`Error::WrongUser`]), in slices (see the module docs): `each` gets `first`
     /// and the messages of the first slice, then a new `S` per slice for the rest.
     /// Returns the first slice, and the rest if there is more, read as it is taken.
     /// [`Error::NotFound`] if the chat is not theirs.
