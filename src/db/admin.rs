@@ -123,9 +123,7 @@ impl Admin {
             match found.as_slice() {
                 [] => Ok(PrefixMatch::None),
                 [hash] => {
-                    let hash = <[u8; 32]>::try_from(hash.as_slice())
-                        .map_err(|_| Error::NotFound(Entity::Session))?;
-                    sessions::delete_session(tx, &hash)?;
+                    sessions::delete_session(tx, hash)?;
                     Ok(PrefixMatch::Revoked)
                 }
                 many => Ok(PrefixMatch::Ambiguous(many.len())),

@@ -110,7 +110,7 @@ pub(super) fn list_sessions(conn: &Connection, user_id: &str) -> Result<Vec<Sess
 pub(super) fn find_sessions_by_hash_prefix(
     conn: &Connection,
     hex_prefix: &str,
-) -> Result<Vec<Vec<u8>>> {
+) -> Result<Vec<[u8; 32]>> {
     let mut stmt = conn.prepare_cached(
         "SELECT token_hash FROM sessions \
          WHERE substr(lower(hex(token_hash)), 1, length(?1)) = ?1",
