@@ -279,7 +279,10 @@ pub(super) async fn list(
                     let (first, rest) = db
                         .read_whole_chat(claim, chat_id, body, page_entries())
                         .await?;
-                    return Ok(Answer::Whole(first, rest));
+                    return Ok(match rest {
+                        Some(rest) => Answer::Whole(first, rest),
+                        None => Answer::Page(first, None),
+                    });
                 }
                 let (body, next) = db
                     .read_messages(claim, chat_id, window, body, page_entries())
@@ -295,11 +298,7 @@ pub(super) async fn list(
             write_page_close(&mut body, next);
             response.body(body)
         }
-        Answer::Whole(mut body, None) => {
-            write_page_close(&mut body, None);
-            response.body(body)
-        }
-        Answer::Whole(first, Some(rest)) => response.body(WholeChatBody {
+        Answer::Whole(first, rest) => response.body(WholeChatBody {
             first: Some(first),
             rest,
             ended: false,
@@ -307,11 +306,11 @@ pub(super) async fn list(
     })
 }
 
-/// What a read found: a page and its cursor, or the first slice of a whole chat and,
-/// if it is larger than one slice, the rest.
+/// What a read found: a page and its cursor (a whole chat that fits in one slice is
+/// such a page), or the first slice of a larger whole chat and the rest.
 enum Answer {
     Page(Vec<u8>, Option<i64>),
-    Whole(Vec<u8>, Option<ChatRest<Vec<u8>>>),
+    Whole(Vec<u8>, ChatRest<Vec<u8>>),
 }
 
 /// The body of a whole chat too large for one slice: the first slice, then each of the
