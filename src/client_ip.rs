@@ -80,7 +80,8 @@ pub(crate) fn bucket(address: IpAddr) -> IpAddr {
     }
 }
 
-/// The client a request comes from, by the rules above, as its [`bucket`].
+/// The client a request comes from, by the rules above: an IPv4 address, or an IPv6
+/// address's /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
