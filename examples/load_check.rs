@@ -148,7 +148,8 @@ struct Account {
 
 /// Creates `users` users, each with a one-day session and one chat.
 fn seed(db_path: &Path, users: usize) -> anyhow::Result<Vec<Account>> {
-    let mut admin = Admin::open(db_path).context("cannot create the database")?;
+    let location = neptun_chat::db::Location::Sqlite(db_path.to_path_buf());
+    let mut admin = Admin::open(&location).context("cannot create the database")?;
     let expires_at = Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(1));
     (0..users)
         .map(|n| {

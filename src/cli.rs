@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -17,7 +17,7 @@ use crate::config::{
     Backoff, Durability, HashSettings, Limits, Quota, SessionSettings, Settings, ThrottleSettings,
     TrustedProxies,
 };
-use crate::db::{self, Admin, Entity, PrefixMatch};
+use crate::db::{self, Admin, Entity, Location, PrefixMatch};
 use crate::domain::Timestamp;
 use crate::startup::Application;
 
@@ -28,14 +28,18 @@ use crate::startup::Application;
 #[derive(Debug, Parser)]
 #[command(name = "neptun-chat", version, about)]
 pub struct Cli {
-    /// SQLite database file; its folder is created if missing.
+    /// The database: an SQLite file (its folder is created if missing) or a PostgreSQL
+    /// URL, postgresql://[user[:password]@][host][:port]/dbname[?host=/socket/dir&sslmode=...]
     #[arg(
         long,
         global = true,
         env = "NEPTUN_DATABASE",
-        default_value = "data/neptun.db"
+        // The variable may hold a password: --help never shows its value.
+        hide_env_values = true,
+        default_value = "data/neptun.db",
+        value_parser = parse_location,
     )]
-    pub database: PathBuf,
+    pub database: Location,
 
     /// The server options for `neptun-chat` without a subcommand. They are not global,
     /// so the admin commands' `--help` shows only what those commands use.
@@ -160,7 +164,13 @@ pub struct LimitArgs {
     #[arg(long, env = "NEPTUN_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections, value_parser = at_least_one::<usize>("connection"))]
     pub max_connections: usize,
 
-    /// Most writes waiting for the database writer, at least 1; beyond it, 503 with Retry-After.
+    /// Database connections the server keeps, at least 1: SQLite's read connections
+    /// (default: 2 per worker) or all of PostgreSQL's (default: 16). A request that waits
+    /// longer than the busy timeout for one gets 503 with Retry-After.
+    #[arg(long, env = "NEPTUN_DATABASE_POOL_SIZE", value_parser = at_least_one::<u32>("database request"))]
+    pub database_pool_size: Option<u32>,
+
+    /// Most writes waiting for the SQLite writer, at least 1; beyond it, 503 with Retry-After.
     #[arg(long, env = "NEPTUN_WRITE_QUEUE", default_value_t = Settings::default().write_queue, value_parser = at_least_one::<usize>("write"))]
     pub write_queue: usize,
 
@@ -490,9 +500,10 @@ impl Cli {
 
 impl ServeArgs {
     /// The server settings these options describe, for the database at `database`.
-    pub fn settings(&self, database: &Path) -> Settings {
+    pub fn settings(&self, database: &Location) -> Settings {
         Settings {
-            database: database.to_path_buf(),
+            database: database.clone(),
+            database_pool_size: self.limits.database_pool_size,
             bind: self.bind.clone(),
             limits: Limits {
                 max_body_bytes: self.limits.max_body_bytes,
@@ -549,13 +560,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(settings)?;
+        let app = Application::build(settings).await?;
         app.run_until_stopped().await
     })
 }
 
 fn open_admin(cli: &Cli) -> anyhow::Result<Admin> {
     Admin::open(&cli.database).map_err(|err| crate::startup::database_error(err, &cli.database))
+}
+
+/// `--database`: a path or a PostgreSQL URL. The error never shows a password.
+fn parse_location(text: &str) -> Result<Location, String> {
+    text.parse()
 }
 
 /// Prints `value` as the command's one line of output.
@@ -734,9 +750,12 @@ fn revoke_sessions(cli: &Cli, opts: &SessionRevokeOpts) -> anyhow::Result<()> {
 }
 
 /// Fails unless the database file exists: `backup` and `check` must not create one.
+/// (A PostgreSQL database exists once it is created; its schema is then set up.)
 fn existing_database(cli: &Cli) -> anyhow::Result<Admin> {
-    if !cli.database.is_file() {
-        bail!("no database at {}", cli.database.display());
+    if let Some(path) = cli.database.sqlite_path() {
+        if !path.is_file() {
+            bail!("no database at {}", path.display());
+        }
     }
     open_admin(cli)
 }

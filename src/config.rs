@@ -2,11 +2,10 @@
 //! the command line by [`cli`](crate::cli); does no I/O, so tests build it directly.
 
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::client_ip::TrustedProxies;
-pub use crate::db::{Durability, Quota};
+pub use crate::db::{Durability, Location, Quota};
 pub use crate::password::HashSettings;
 pub use crate::throttle::{Backoff, ThrottleSettings};
 
@@ -67,8 +66,11 @@ impl Default for SessionSettings {
 /// Everything [`Application::build`](crate::startup::Application::build) needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// The SQLite database file; its folder is created if missing.
-    pub database: PathBuf,
+    /// The database: an SQLite file (its folder is created if missing) or PostgreSQL.
+    pub database: Location,
+    /// Pooled database connections; `None`: the backend's default (SQLite: 2 read
+    /// connections per worker; PostgreSQL: [`DEFAULT_POOL_SIZE`](crate::db::DEFAULT_POOL_SIZE)).
+    pub database_pool_size: Option<u32>,
     /// The address to listen on, e.g. `127.0.0.1:8080` (port 0 picks a free port).
     pub bind: String,
     /// Request size limits.
@@ -105,7 +107,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            database: PathBuf::from("data/neptun.db"),
+            database: Location::default(),
+            database_pool_size: None,
             bind: "127.0.0.1:8080".to_owned(),
             limits: Limits::default(),
             sessions: SessionSettings::default(),

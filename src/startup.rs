@@ -28,7 +28,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::db::{self, Db};
+use crate::db::{self, Db, Location};
 use crate::error::ApiError;
 use crate::password::Hasher;
 use crate::rate_limit::RateLimiter;
@@ -47,22 +47,30 @@ pub struct Application {
 impl Application {
     /// Binds `settings.bind`, opens the database and builds the server. Every start-up
     /// problem (address in use, unusable database) comes back as an error with context.
-    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let address = listener.local_addr()?;
         let port = address.port();
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
-        // One read connection per blocking thread, so a read never waits for one.
-        let read_connections = u32::try_from(workers * BLOCKING_THREADS_PER_WORKER).unwrap_or(64);
+        let pool_size = settings
+            .database_pool_size
+            .unwrap_or(match settings.database {
+                // One read connection per blocking thread, so a read never waits for one.
+                Location::Sqlite(_) => {
+                    u32::try_from(workers * BLOCKING_THREADS_PER_WORKER).unwrap_or(64)
+                }
+                Location::Postgres(_) => db::DEFAULT_POOL_SIZE,
+            });
         let options = db::Options {
             durability: settings.durability,
             write_queue: settings.write_queue,
-            read_connections,
+            pool_size,
             busy_timeout: settings.busy_timeout,
             quota: settings.quota,
         };
         let db = Db::open_with(&settings.database, options)
+            .await
             .map_err(|err| database_error(err, &settings.database))?;
         telemetry::metrics();
         let app_db = web::Data::new(db.clone());
@@ -136,7 +144,7 @@ impl Application {
         // The one start-up line: tests and operators read the bound port from it.
         log::info!(
             "neptun-chat listening on {address} with the database {} (durability {}, {workers} workers)",
-            settings.database.display(),
+            settings.database,
             settings.durability.name(),
         );
         Ok(Application {
@@ -240,14 +248,15 @@ impl StopSignals {
     }
 }
 
-/// A database error on opening `path` (for the server or an admin command), naming the
-/// file once: an [`Unusable`](crate::db::Error::Unusable) error already names it and
-/// says why; any other gets "cannot use the database PATH" as its context.
-pub fn database_error(err: crate::db::Error, path: &std::path::Path) -> anyhow::Error {
+/// A database error on opening `location` (for the server or an admin command), naming
+/// the database once: an [`Unusable`](crate::db::Error::Unusable) error already names it
+/// and says why; any other gets "cannot use the database LOCATION" as its context. A
+/// PostgreSQL URL is shown without its password.
+pub fn database_error(err: crate::db::Error, location: &Location) -> anyhow::Error {
     if matches!(err, crate::db::Error::Unusable { .. }) {
         return err.into();
     }
-    anyhow::Error::new(err).context(format!("cannot use the database {}", path.display()))
+    anyhow::Error::new(err).context(format!("cannot use the database {location}"))
 }
 
 /// Threads each worker has for blocking work, which is reading (password hashing has

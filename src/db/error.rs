@@ -1,9 +1,8 @@
 //! [`Error`], the storage layer's one error type, and the kinds it is made of. The kinds
-//! say what happened in terms any backend can keep (SQLite today, PostgreSQL next), so
-//! that the API maps them to statuses without knowing the backend; the backend's own
-//! error stays the `source`, for the log. SQLite's result codes are sorted into the
-//! kinds here; only which unique value a failed insert found taken is read from SQLite's
-//! message, by the repository that knows the table (`users.rs`).
+//! say what happened in terms either backend can keep, so that the API maps them to
+//! statuses without knowing the backend; the backend's own error stays the `source`, for
+//! the log. Each backend sorts its own errors into the kinds (`sqlite/error.rs`,
+//! `postgres/error.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,8 +10,7 @@ use std::sync::Arc;
 use super::{BoxError, Entity};
 
 /// The database layer's error. It knows nothing about HTTP: `ApiError` decides what a
-/// client sees. Each variant says what happened in terms any backend can keep (SQLite
-/// today, PostgreSQL next); the backend's own error, where there is one, is the
+/// client sees. Each variant says what happened in terms either backend can keep; the backend's own error, where there is one, is the
 /// `source`, so the logged cause chain shows it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -185,22 +183,6 @@ impl std::fmt::Display for QuotaExceeded {
 }
 
 impl Error {
-    /// The kind of error `err` is, with `err` kept as the source: the busy timeout
-    /// running out is [`Unavailable::Busy`]; anything else failed `step`.
-    pub(super) fn backend(step: Step, err: rusqlite::Error) -> Error {
-        if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
-            Error::Unavailable {
-                reason: Unavailable::Busy,
-                source: Some(Arc::new(err)),
-            }
-        } else {
-            Error::Failed {
-                step,
-                source: Arc::new(err),
-            }
-        }
-    }
-
     /// The writer has stopped.
     pub fn writer_gone() -> Error {
         Error::Unavailable {
@@ -257,21 +239,6 @@ impl std::fmt::Display for Described {
 }
 
 impl std::error::Error for Described {}
-
-impl From<rusqlite::Error> for Error {
-    fn from(err: rusqlite::Error) -> Self {
-        Error::backend(Step::Statement, err)
-    }
-}
-
-impl From<r2d2::Error> for Error {
-    fn from(err: r2d2::Error) -> Self {
-        Error::Unavailable {
-            reason: Unavailable::NoConnection,
-            source: Some(Arc::new(err)),
-        }
-    }
-}
 
 impl From<tokio::task::JoinError> for Error {
     fn from(err: tokio::task::JoinError) -> Self {

@@ -1,65 +1,40 @@
-//! SQLite storage. This module owns every SQL statement in the program; the rest of the
-//! crate sees [`Db`](crate::db::Db) (for the server) and [`Admin`](crate::db::Admin) (for the command line), both of which
-//! speak domain types only, so another backend can later sit behind the same methods.
+//! Storage. The rest of the crate sees [`Db`](crate::db::Db) (for the server) and
+//! [`Admin`](crate::db::Admin) (for the command line), which speak domain types only and
+//! fail with one backend-neutral [`Error`](crate::db::Error). Behind them sit two
+//! backends, each in its own module with its own SQL and migrations, and each owning
+//! every statement it runs:
 //!
-//! # Design
-//! Reads take a connection from an r2d2 pool on a blocking thread. Every write goes to
-//! one dedicated writer thread that owns the only write connection (the `writer` module), so
-//! concurrent requests queue in memory instead of failing with `SQLITE_BUSY`. The admin
-//! commands write from another process while the server runs; both sides use IMMEDIATE
-//! transactions and a busy timeout, so they wait for each other instead of failing.
+//! - `sqlite`: the embedded default, one file. Reads on a pool of connections on
+//!   blocking threads; every write through one writer thread that commits groups of
+//!   writes together.
+//! - `postgres`: one PostgreSQL database that several instances of the server share.
+//!   A pool of connections; each write is one transaction of its own, and the ordering
+//!   guarantees the API makes are kept by row locks (see that module).
 //!
-//! **Whole chats in slices.** A read of a whole chat (no `limit`) may be huge: 100,000
-//! messages make 22 MB of JSON. It is read in slices of a few hundred messages
-//! (`SLICE_BUDGET`), each in a short read transaction of its own, and each handed on
-//! only when the one before has been taken ([`ChatRest`](crate::db::ChatRest)), so
-//! memory does not grow with the chat, no connection or WAL snapshot is held while a
-//! slow client reads, and the reads of pages queue behind one slice at most, not
-//! behind whole chats. Whole-chat slices also take turns for a
-//! quarter of the read connections (at least one), so pages always find the rest free.
-//!
-//! The answer is still one consistent state of the chat, as one transaction would give:
-//! the read stops at the newest message when it began, messages are never changed, and
-//! only deleting the last turn removes messages, always the newest. So while the last
-//! message already read is still stored, nothing before it changed, and the slices add
-//! up to the chat as it was at the last slice, without the messages added after the
-//! read began: a state the chat was in (right after the latest delete of a last turn
-//! that reached that far back, or when the read began). When that message is gone (its
-//! turn was deleted) or the chat is deleted, the rest could not fit what was already
-//! sent, so the read ends with an error instead (the client sees the answer cut short).
+//! [`Location`](crate::db::Location) says which one, from `--database`: a file path or a
+//! `postgresql://` URL.
 
 mod admin;
-mod chats;
 mod error;
-mod idempotency;
-mod messages;
+mod location;
+mod postgres;
 mod quota;
-mod schema;
-mod sessions;
-mod users;
-mod writer;
+mod sqlite;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::Connection;
-use rusqlite::config::DbConfig;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 pub use admin::{Admin, DeletedUser, PrefixMatch, SessionInfo};
 pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
+pub use location::{Location, PostgresUrl};
 pub use quota::Quota;
-pub use schema::SCHEMA_VERSION;
 
 use crate::domain::{
-    Chat, ChatMessage, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessageRef, MessageWindow,
-    NewMessage, SessionClaim, Timestamp, User,
+    Chat, ChatMessage, ChatOrder, IdempotencyKey, MessageRef, MessageWindow, NewMessage,
+    SessionClaim, Timestamp, User,
 };
-use messages::SliceBudget;
-use writer::{Background, Writer};
 
 /// What a [`Error::NotFound`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,18 +66,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The `Result` of this layer.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-type Pool = r2d2::Pool<SqliteConnectionManager>;
-
-/// What a committed write survives (SQLite's `synchronous` setting, in WAL mode).
+/// What a committed write survives (`--sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `synchronous=FULL`: the WAL is synced at every commit, so an acknowledged write
-    /// survives power loss and an operating-system crash.
+    /// SQLite: `synchronous=FULL`, the WAL is synced at every commit. PostgreSQL:
+    /// `synchronous_commit=on`, the commit waits for the WAL flush. Either way an
+    /// acknowledged write survives power loss and an operating-system crash.
     #[default]
     Full,
-    /// `synchronous=NORMAL`: the WAL is synced at checkpoints only, so an acknowledged
-    /// write survives a crash of the process, but the last commits before a power loss
-    /// may be rolled back (never half-applied).
+    /// SQLite: `synchronous=NORMAL`, the WAL is synced at checkpoints only, so an
+    /// acknowledged write survives a crash of the process. PostgreSQL:
+    /// `synchronous_commit=off`, the commit returns before its WAL is flushed (within
+    /// three times `wal_writer_delay`, 600 ms by default), so it survives a crash of this
+    /// server but not one of PostgreSQL or of its machine. Either way the last commits
+    /// may be lost, never half-applied.
     Normal,
 }
 
@@ -114,33 +91,28 @@ impl Durability {
             Durability::Normal => "normal",
         }
     }
-
-    fn pragma_value(self) -> &'static str {
-        match self {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        }
-    }
 }
 
-/// Writes that may wait for the writer by default.
+/// Writes that may wait for the SQLite writer by default.
 pub const DEFAULT_WRITE_QUEUE: usize = 512;
 
-/// How many read connections [`Db::open`] keeps.
-pub const DEFAULT_READ_CONNECTIONS: u32 = 8;
+/// How many connections the pool keeps by default: SQLite's read connections (writes
+/// have one connection of their own), or all of PostgreSQL's.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// How [`Db::open_with`] sets the database up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     /// What an acknowledged write survives.
     pub durability: Durability,
-    /// Most writes waiting for the writer; more fail at once with [`Error::Overloaded`].
+    /// Most writes waiting for the SQLite writer; more fail at once with
+    /// [`Error::Overloaded`]. (PostgreSQL writes wait for a pooled connection instead.)
     pub write_queue: usize,
-    /// Pooled read connections.
-    pub read_connections: u32,
-    /// How long a statement waits for a lock another connection (an admin command, a
-    /// backup) holds before failing with [`Unavailable::Busy`].
-    pub busy_timeout: std::time::Duration,
+    /// Pooled connections: SQLite's read connections, or PostgreSQL's connections.
+    pub pool_size: u32,
+    /// How long a statement waits for a lock another connection holds, and a request
+    /// for a pooled connection, before failing with [`Error::Unavailable`].
+    pub busy_timeout: Duration,
     /// Per-user storage limits.
     pub quota: Quota,
 }
@@ -150,236 +122,10 @@ impl Default for Options {
         Options {
             durability: Durability::default(),
             write_queue: DEFAULT_WRITE_QUEUE,
-            read_connections: DEFAULT_READ_CONNECTIONS,
-            busy_timeout: BUSY_TIMEOUT,
+            pool_size: DEFAULT_POOL_SIZE,
+            busy_timeout: Duration::from_secs(5),
             quota: Quota::default(),
         }
-    }
-}
-
-/// How much one slice of a whole-chat read holds: about 100 KB of JSON for messages of
-/// a few hundred bytes, read in about a millisecond.
-const SLICE_BUDGET: SliceBudget = SliceBudget {
-    rows: 256,
-    text_bytes: 64 * 1024,
-};
-
-/// The server's handle on the database: a read pool and the writer. Cheap to clone.
-#[derive(Clone)]
-pub struct Db {
-    pool: Pool,
-    writer: Writer,
-    quota: Quota,
-    /// Turns for reading one slice of a whole chat (see the module docs).
-    slice_turns: Arc<Semaphore>,
-    /// Set when deleted chats are left for the writer to purge.
-    purge_pending: Arc<AtomicBool>,
-}
-
-impl Db {
-    /// Opens (creating if needed) the database at `path`, applies the schema and starts
-    /// the writer thread. Fails on a file that is not this program's database.
-    pub fn open(path: &Path, durability: Durability) -> Result<Db> {
-        Db::open_with(
-            path,
-            Options {
-                durability,
-                ..Options::default()
-            },
-        )
-    }
-
-    /// [`Db::open`] with all of its [`Options`].
-    pub fn open_with(path: &Path, options: Options) -> Result<Db> {
-        let Options {
-            durability,
-            write_queue,
-            read_connections,
-            busy_timeout,
-            quota,
-        } = options;
-        let conn = open_for_writing(path, durability)?;
-        conn.busy_timeout(busy_timeout)?;
-        let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
-            configure_connection(conn, durability)?;
-            conn.busy_timeout(busy_timeout)?;
-            // Keep the plans of cached statements across new bindings: without this,
-            // binding a new LIMIT re-prepares the page query on every request.
-            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-            // Pooled connections only read; all writes go through the writer.
-            conn.pragma_update(None, "query_only", true)
-        });
-        let pool = r2d2::Pool::builder()
-            .max_size(read_connections.max(1))
-            // A local file does not go stale: skip r2d2's check query on every checkout.
-            .test_on_check_out(false)
-            // There is a connection per blocking thread, so a read waits for one only
-            // when something is wrong; then it should be a prompt 503, not r2d2's 30 s.
-            .connection_timeout(busy_timeout.max(std::time::Duration::from_millis(1)))
-            .build(manager)?;
-        let mut checkpoints = Connection::open(path)?;
-        configure_connection(&mut checkpoints, durability)?;
-        checkpoints.busy_timeout(busy_timeout)?;
-        // Set at start: a purge that a restart cut short carries on.
-        let purge_pending = Arc::new(AtomicBool::new(true));
-        let purge = Background {
-            pending: Arc::clone(&purge_pending),
-            step: Box::new(chats::purge_deleted_chats),
-        };
-        let writer = Writer::spawn(conn, checkpoints, write_queue, purge)
-            .map_err(|_| Error::writer_gone())?;
-        let slice_turns = Arc::new(Semaphore::new((read_connections as usize / 4).max(1)));
-        Ok(Db {
-            pool,
-            writer,
-            quota,
-            slice_turns,
-            purge_pending,
-        })
-    }
-
-    /// Runs `f` with a pooled read connection on a blocking thread.
-    async fn read<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        count_busy(tokio::task::spawn_blocking(move || f(&*pool.get()?)).await?)
-    }
-
-    /// Runs `f` on the writer thread in the next group commit (see [`writer`]): inside
-    /// its own savepoint, so if `f` fails, everything it wrote is rolled back; the
-    /// result comes back once the commit is durable.
-    async fn write<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        count_busy(self.writer.call(f).await)
-    }
-
-    /// Whether writes are backlogged: the writer's queue is at least half full.
-    pub fn writes_backlogged(&self) -> bool {
-        self.writer.backlogged()
-    }
-
-    /// How many transactions the writer has committed; with group commit, fewer than
-    /// the writes it has run.
-    pub fn commits(&self) -> u64 {
-        self.writer.commits()
-    }
-
-    /// Answers whether the database is ready for writes: the writer, inside a write
-    /// transaction (so holding the write lock), sees the schema version this program
-    /// expects.
-    pub async fn ready(&self) -> Result<()> {
-        self.writer
-            .call(|conn| {
-                let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-                if version != SCHEMA_VERSION {
-                    return Err(Error::Incompatible(format!(
-                        "schema version {version}, expected {SCHEMA_VERSION}"
-                    )));
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    /// Lets the writes already queued finish, checkpoints the WAL into the database
-    /// file and closes the write connection. Writes sent after this fail with
-    /// [`Unavailable::WriterGone`].
-    pub async fn close(&self) -> Result<()> {
-        self.writer.close().await
-    }
-
-    /// Deletes expired sessions and idempotency answers older than 24 hours; how many
-    /// rows there were.
-    pub async fn purge_expired(&self) -> Result<usize> {
-        self.write(|tx| {
-            let sessions = sessions::delete_expired_sessions(tx, &Timestamp::now())?;
-            let keys_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
-            Ok(sessions + idempotency::delete_expired_keys(tx, &keys_before)?)
-        })
-        .await
-    }
-
-    /// Answers whether the database can be read.
-    pub async fn ping(&self) -> Result<()> {
-        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
-    }
-
-    /// The user a live session token hash belongs to; `None` if the session is unknown
-    /// or expired.
-    pub async fn session_user(&self, token_hash: [u8; 32]) -> Result<Option<String>> {
-        self.read(move |conn| sessions::find_session_user(conn, &token_hash, &Timestamp::now()))
-            .await
-    }
-
-    /// Appends `messages` to the claimed user's chat `chat_id` in one transaction, in
-    /// order, after checking `claim` in that same transaction (an unknown or expired session is [`Error::NotFound`]`(Session)`, one of another user [`Error::WrongUser`])
-    /// and, then, that the user's storage quota leaves room for them
-    /// ([`Error::QuotaExceeded`] otherwise).
-    ///
-    /// With an idempotency key, the same transaction first looks for what that key
-    /// stored in the last 24 hours: the same request gets those messages again and
-    /// stores nothing ([`Appended::Replayed`]; [`Error::KeyAnswerGone`] if some were
-    /// deleted since); a different request fails with [`Error::KeyReused`]. Otherwise
-    /// the messages are stored and the key is kept with their ids, in the same
-    /// transaction. All writes go through the one writer, so two racing retries are
-    /// answered one after the other, never both stored.
-    /// [`Error::NotFound`] if the chat does not exist or belongs to someone else.
-    pub async fn append_messages(
-        &self,
-        claim: SessionClaim,
-        chat_id: i64,
-        messages: Vec<NewMessage>,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Appended> {
-        let quota = self.quota;
-        self.write(move |tx| {
-            let now = Timestamp::now();
-            sessions::check_claim(tx, &claim, &now)?;
-            let owner = claim.user_id;
-            let not_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
-            if let Some(key) = &idempotency {
-                if let Some(kept) = idempotency::find_key(tx, &owner, &key.key, &not_before)? {
-                    if kept.request_hash != key.request_hash {
-                        return Err(Error::KeyReused);
-                    }
-                    let again = messages::find_message_range(
-                        tx,
-                        chat_id,
-                        kept.first_message_id,
-                        kept.last_message_id,
-                    )?;
-                    if i64::try_from(again.len()) != Ok(kept.message_count) {
-                        return Err(Error::KeyAnswerGone);
-                    }
-                    return Ok(Appended::Replayed(again));
-                }
-            }
-            if quota.is_set() {
-                let bytes = messages.iter().map(|m| m.content.len()).sum();
-                quota.admits(users::find_stored(tx, &owner)?, (messages.len(), bytes))?;
-            }
-            let stored = messages::insert_messages(tx, &owner, chat_id, messages, &now)?;
-            if let (Some(key), Some(first), Some(last)) =
-                (&idempotency, stored.first(), stored.last())
-            {
-                let kept = idempotency::KeptKey {
-                    request_hash: key.request_hash,
-                    first_message_id: first.id,
-                    last_message_id: last.id,
-                    message_count: i64::try_from(stored.len()).unwrap_or(i64::MAX),
-                };
-                idempotency::store_key(tx, &owner, &key.key, &kept, &now)?;
-            }
-            Ok(Appended::Stored(stored))
-        })
-        .await
     }
 }
 
@@ -391,255 +137,6 @@ pub enum Appended {
     /// Stored nothing: the request repeats an earlier one with the same idempotency
     /// key, which stored these messages.
     Replayed(Vec<ChatMessage>),
-}
-
-impl Db {
-    /// Signs a user up: creates the user, who logs in with `email` and a password (given
-    /// as its Argon2 PHC string), and their first session, in one transaction.
-    /// [`Error::Conflict`] if the email (or, improbably, the id) is taken.
-    pub async fn sign_up(
-        &self,
-        id: String,
-        email: String,
-        password_hash: String,
-        token_hash: [u8; 32],
-        expires_at: Timestamp,
-    ) -> Result<User> {
-        self.write(move |tx| {
-            let now = Timestamp::now();
-            users::insert_user(tx, &id, Some(&email), Some(&password_hash), &now)?;
-            sessions::insert_session(tx, &token_hash, &id, &now, &expires_at)?;
-            Ok(User {
-                id,
-                primary_email: Some(email),
-                created_at: now,
-            })
-        })
-        .await
-    }
-
-    /// The user with this id.
-    pub async fn user(&self, id: String) -> Result<Option<User>> {
-        self.read(move |conn| users::find_user(conn, &id)).await
-    }
-
-    /// The user with this lower-cased email and their password hash, for logging in.
-    pub async fn user_by_email(&self, email: String) -> Result<Option<(User, Option<String>)>> {
-        self.read(move |conn| users::find_user_by_email(conn, &email))
-            .await
-    }
-
-    /// Stores a session for `user_id` (by its token hash) until `expires_at`.
-    pub async fn create_session(
-        &self,
-        user_id: String,
-        token_hash: [u8; 32],
-        expires_at: Timestamp,
-    ) -> Result<()> {
-        self.write(move |tx| {
-            sessions::insert_session(tx, &token_hash, &user_id, &Timestamp::now(), &expires_at)
-        })
-        .await
-    }
-
-    /// Deletes the session with this token hash, if it exists.
-    pub async fn delete_session(&self, token_hash: [u8; 32]) -> Result<()> {
-        self.write(move |tx| sessions::delete_session(tx, &token_hash).map(drop))
-            .await
-    }
-
-    /// `owner`'s chats in the given order.
-    pub async fn list_chats(&self, owner: String, order: ChatOrder) -> Result<Vec<Chat>> {
-        self.read(move |conn| chats::list_chats(conn, &owner, order))
-            .await
-    }
-
-    /// `owner`'s chat `chat_id`. [`Error::NotFound`] if it is not theirs.
-    pub async fn chat(&self, owner: String, chat_id: i64) -> Result<Chat> {
-        self.read(move |conn| chats::find_owned_chat(conn, &owner, chat_id))
-            .await
-    }
-
-    /// Creates a chat for `owner`.
-    pub async fn create_chat(&self, owner: String, name: String, model: String) -> Result<Chat> {
-        self.write(move |tx| chats::insert_chat(tx, &owner, &name, &model, &Timestamp::now()))
-            .await
-    }
-
-    /// Renames `owner`'s chat. [`Error::NotFound`] if it is not theirs.
-    pub async fn rename_chat(&self, owner: String, chat_id: i64, name: String) -> Result<Chat> {
-        self.write(move |tx| chats::rename_chat(tx, &owner, chat_id, &name, &Timestamp::now()))
-            .await
-    }
-
-    /// Deletes those of `chat_ids` that are `owner`'s, with their messages, in one
-    /// transaction; returns the ids deleted. They are gone at once; the messages of
-    /// large ones are purged afterwards, a slice at a time, by the writer between other
-    /// writes (see the `chats` module).
-    pub async fn delete_chats(&self, owner: String, chat_ids: Vec<i64>) -> Result<Vec<i64>> {
-        let purge_pending = Arc::clone(&self.purge_pending);
-        self.write(move |tx| {
-            let done = chats::delete_chats(tx, &owner, &chat_ids, &Timestamp::now())?;
-            if done.purge_pending {
-                purge_pending.store(true, Ordering::Relaxed);
-            }
-            Ok(done.deleted)
-        })
-        .await
-    }
-
-    /// Reads a window of the claimed user's chat `chat_id`, oldest first, after checking
-    /// `claim` (an unknown or expired session is [`Error::NotFound`]`(Session)`, one of another user [`Error::WrongUser`]), all in one step on a blocking thread: `each`
-    /// gets `out` and every message, borrowed, in order. Returns `out` and the cursor
-    /// for the next page (`None` when there is none). [`Error::NotFound`] if the chat is
-    /// not theirs.
-    pub async fn read_messages<S, F>(
-        &self,
-        claim: SessionClaim,
-        chat_id: i64,
-        window: MessageWindow,
-        mut out: S,
-        mut each: F,
-    ) -> Result<(S, Option<i64>)>
-    where
-        S: Send + 'static,
-        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
-    {
-        self.read(move |conn| {
-            in_read_transaction(conn, || {
-                chats::require_claimed_chat(conn, &claim, chat_id, &Timestamp::now())?;
-                messages::visit_messages(conn, chat_id, window, |m| each(&mut out, m))
-            })
-            .map(|next| (out, next))
-        })
-        .await
-    }
-
-    /// Reads the claimed user's whole chat `chat_id`, oldest first, after checking `claim`
-    /// (an unknown or expired session is [`Error::NotFound`]`(Session)`, one of another user [`Error::WrongUser`]), in slices (see the module docs): `each` gets `first`
-    /// and the messages of the first slice, then a new `S` per slice for the rest.
-    /// Returns the first slice, and the rest if there is more, read as it is taken.
-    /// [`Error::NotFound`] if the chat is not theirs.
-    pub async fn read_whole_chat<S, F>(
-        &self,
-        claim: SessionClaim,
-        chat_id: i64,
-        mut first: S,
-        mut each: F,
-    ) -> Result<(S, Option<ChatRest<S>>)>
-    where
-        S: Default + Send + 'static,
-        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
-    {
-        let turn = self.slice_turn().await?;
-        let (first, each, cursor) = self
-            .read(move |conn| {
-                let cursor = in_read_transaction(conn, || {
-                    chats::require_claimed_chat(conn, &claim, chat_id, &Timestamp::now())?;
-                    let Some(through) = messages::last_message_id(conn, chat_id)? else {
-                        return Ok(None);
-                    };
-                    let after =
-                        messages::visit_slice(conn, chat_id, 0, through, SLICE_BUDGET, |m| {
-                            each(&mut first, m)
-                        })?;
-                    Ok(after.map(|after| (after, through)))
-                })?;
-                Ok((first, each, cursor))
-            })
-            .await?;
-        drop(turn);
-        let Some((after, through)) = cursor else {
-            return Ok((first, None));
-        };
-        // One slice waits while the next is read: enough to keep the client busy.
-        let (slices, rest) = mpsc::channel(1);
-        tokio::spawn(
-            self.clone()
-                .read_slices(chat_id, after, through, each, slices),
-        );
-        Ok((first, Some(ChatRest { rest })))
-    }
-
-    /// Reads chat `chat_id` after message `after`, through message `through`, a slice at
-    /// a time, and sends each slice to `slices` until the chat is read, a slice fails, or
-    /// the receiver is gone (the client went away).
-    async fn read_slices<S, F>(
-        self,
-        chat_id: i64,
-        mut after: i64,
-        through: i64,
-        mut each: F,
-        slices: mpsc::Sender<Result<S>>,
-    ) where
-        S: Default + Send + 'static,
-        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
-    {
-        loop {
-            let turn = match self.slice_turn().await {
-                Ok(turn) => turn,
-                Err(err) => return cut_short(&slices, chat_id, err).await,
-            };
-            let read = self
-                .read(move |conn| {
-                    let mut out = S::default();
-                    let next = in_read_transaction(conn, || {
-                        if !chats::chat_is_live(conn, chat_id)? {
-                            return Err(Error::NotFound(Entity::Chat));
-                        }
-                        // Its turn was deleted: the rest would not fit the part sent.
-                        if !messages::message_exists(conn, after)? {
-                            return Err(Error::NotFound(Entity::Message));
-                        }
-                        messages::visit_slice(conn, chat_id, after, through, SLICE_BUDGET, |m| {
-                            each(&mut out, m)
-                        })
-                    });
-                    Ok((next.map(|next| (out, next)), each))
-                })
-                .await;
-            drop(turn);
-            let (out, next) = match read {
-                Ok((Ok(slice), returned)) => {
-                    each = returned;
-                    slice
-                }
-                Ok((Err(err), _)) | Err(err) => return cut_short(&slices, chat_id, err).await,
-            };
-            if slices.send(Ok(out)).await.is_err() {
-                return;
-            }
-            match next {
-                Some(next) => after = next,
-                None => return,
-            }
-        }
-    }
-
-    /// Waits for a turn to read a slice of a whole chat.
-    async fn slice_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        // The semaphore is never closed, so this cannot fail; if it ever did, no
-        // connection could be had.
-        Arc::clone(&self.slice_turns)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable {
-                reason: Unavailable::NoConnection,
-                source: None,
-            })
-    }
-
-    /// Deletes the last turn of `owner`'s chat; returns the deleted ids.
-    pub async fn delete_last_turn(&self, owner: String, chat_id: i64) -> Result<Vec<i64>> {
-        self.write(move |tx| messages::delete_last_turn(tx, &owner, chat_id, &Timestamp::now()))
-            .await
-    }
-}
-
-/// Ends a whole-chat read with `err`, which its receiver gets instead of the next slice.
-async fn cut_short<S>(slices: &mpsc::Sender<Result<S>>, chat_id: i64, err: Error) {
-    log::warn!("reading the whole of chat {chat_id} was cut short: {err}");
-    let _ = slices.send(Err(err)).await;
 }
 
 /// The rest of a whole-chat read after its first slice (see [`Db::read_whole_chat`]):
@@ -657,183 +154,244 @@ impl<S> ChatRest<S> {
     }
 }
 
-/// Runs `f`'s statements in one read transaction, so that they all see the same
-/// snapshot of the database (a backward page is found by two queries). The statements
-/// come from the cache: this runs for every page read.
-fn in_read_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    if !conn.is_autocommit() {
-        // Left inside a transaction by a read that panicked half-way.
-        conn.prepare_cached("ROLLBACK")?.execute([])?;
-    }
-    conn.prepare_cached("BEGIN")?.execute([])?;
-    let result = f();
-    // A read transaction has nothing to keep: end it the same way either way.
-    conn.prepare_cached("ROLLBACK")?.execute([])?;
-    result
+/// Ends a whole-chat read with `err`, which its receiver gets instead of the next slice.
+async fn cut_short<S>(slices: &mpsc::Sender<Result<S>>, chat_id: i64, err: Error) {
+    log::warn!("reading the whole of chat {chat_id} was cut short: {err}");
+    let _ = slices.send(Err(err)).await;
 }
 
-/// Counts SQLITE_BUSY failures (the busy timeout ran out) for the metrics.
-fn count_busy<T>(result: Result<T>) -> Result<T> {
-    if let Err(Error::Unavailable {
-        reason: Unavailable::Busy,
-        ..
-    }) = &result
-    {
-        metrics::counter!(crate::metric_names::DB_BUSY).increment(1);
-    }
-    result
+/// The server's handle on the database, whichever backend holds it. Cheap to clone.
+#[derive(Clone)]
+pub struct Db(Backend);
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Db),
+    Postgres(postgres::Db),
 }
 
-/// Opens a read-write connection to `path` (creating the file and its folder), switches
-/// the file to WAL and brings its schema up to date. Used by the writer and by [`Admin`].
-fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection> {
-    prepare_database_file(path)?;
-    let mut conn = Connection::open(path)?;
-    configure_connection(&mut conn, durability)?;
-    // SQLite falls back to read-only when it cannot open the file for writing; the
-    // checks above catch the usual reasons in words, this one any other.
-    if conn.is_readonly(rusqlite::MAIN_DB)? {
-        return Err(unusable(
-            "write the database",
-            path,
-            "SQLite could only open it read-only".to_owned(),
-        ));
-    }
-    // Refuse a foreign file before changing anything about it, journal mode included.
-    schema::migrate(&mut conn)?;
-    conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
-        row.get::<_, String>(0)
-    })?;
-    Ok(conn)
-}
-
-/// Makes sure the database at `path` can be written before SQLite opens it: creates
-/// its folder (0700) and the file (0600) when they are missing, so that only the
-/// account running the server can read the password hashes and chats (SQLite gives the
-/// `-wal` and `-shm` files the main file's permissions), and checks that an existing
-/// file and its folder are writable.
-///
-/// A server on a database it cannot write would start, answer every write with a 500
-/// and still look healthy; refusing to start puts the reason in front of whoever
-/// started it, once and in words, instead of in every failed request. The check asks
-/// the kernel (`open` for writing, `access(W_OK)`), so it holds for root too: a
-/// read-only mount or an immutable file is refused even though root ignores file modes.
-fn prepare_database_file(path: &Path) -> Result<()> {
-    use std::fs::{DirBuilder, OpenOptions};
-    use std::io::ErrorKind;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|err| {
-                let reason = match err.kind() {
-                    ErrorKind::PermissionDenied => "a folder above it is not writable".to_owned(),
-                    ErrorKind::AlreadyExists | ErrorKind::NotADirectory => {
-                        "a part of the path is a file, not a folder".to_owned()
-                    }
-                    _ => in_words(&err),
-                };
-                Error::Unusable {
-                    what: format!(
-                        "create the folder {} for the database {}",
-                        dir.display(),
-                        path.display()
-                    ),
-                    reason,
-                }
-            })?;
-    }
-    let created = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match created {
-        Ok(_) => {}
-        Err(err) if err.kind() == ErrorKind::AlreadyExists => {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|err| {
-                    let reason = match err.kind() {
-                        ErrorKind::PermissionDenied => {
-                            "the file is read-only (for this user)".to_owned()
-                        }
-                        ErrorKind::IsADirectory => "it is a folder".to_owned(),
-                        _ => in_words(&err),
-                    };
-                    unusable("write the database", path, reason)
-                })?;
+/// Calls the same method on whichever backend `$db` is.
+macro_rules! dispatch {
+    ($self:expr, $db:ident => $call:expr) => {
+        match &$self.0 {
+            Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
         }
-        Err(err) => {
-            let reason = match err.kind() {
-                ErrorKind::PermissionDenied => "the folder is not writable".to_owned(),
-                _ => in_words(&err),
-            };
-            return Err(unusable("create the database", path, reason));
-        }
-    }
-    // SQLite creates the -wal and -shm files beside the database when it opens it.
-    rustix::fs::access(
-        dir,
-        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
-    )
-    .map_err(|errno| {
-        let err = std::io::Error::from(errno);
-        let reason = match err.kind() {
-            ErrorKind::PermissionDenied => "the folder is not writable".to_owned(),
-            _ => in_words(&err),
-        };
-        unusable(
-            "write the database",
-            path,
-            format!("{reason}, and SQLite keeps its -wal and -shm files in it"),
+    };
+}
+
+impl Db {
+    /// Opens the database at `location` with default [`Options`] but `durability`.
+    pub async fn open(location: &Location, durability: Durability) -> Result<Db> {
+        Db::open_with(
+            location,
+            Options {
+                durability,
+                ..Options::default()
+            },
         )
-    })?;
-    Ok(())
-}
-
-fn unusable(action: &str, path: &Path, reason: String) -> Error {
-    Error::Unusable {
-        what: format!("{action} {}", path.display()),
-        reason,
+        .await
     }
-}
 
-/// The reason of a file-system error as a phrase, without the `(os error N)` suffix.
-fn in_words(err: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match err.kind() {
-        ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        ErrorKind::ReadOnlyFilesystem => "the file system is mounted read-only".to_owned(),
-        ErrorKind::NotFound => "a folder on the path does not exist".to_owned(),
-        ErrorKind::NotADirectory => "a part of the path is a file, not a folder".to_owned(),
-        ErrorKind::StorageFull => "the disk is full".to_owned(),
-        _ => err.to_string(),
+    /// Opens (creating if needed) the database at `location` and brings its schema up to
+    /// date. Fails on a database that is not this program's, or has a newer schema.
+    pub async fn open_with(location: &Location, options: Options) -> Result<Db> {
+        match location {
+            Location::Sqlite(path) => {
+                let path = path.clone();
+                let opened =
+                    tokio::task::spawn_blocking(move || sqlite::Db::open_with(&path, options))
+                        .await??;
+                Ok(Db(Backend::Sqlite(opened)))
+            }
+            Location::Postgres(url) => Ok(Db(Backend::Postgres(
+                postgres::Db::open(url, options).await?,
+            ))),
+        }
     }
-}
 
-/// How long a connection waits for a lock another connection holds (the writer for the
-/// admin commands' writes, and the other way round) before failing with `SQLITE_BUSY`.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    /// Which backend this is, for logs and metrics: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
 
-/// The pragmas every connection gets, pooled or not.
-fn configure_connection(conn: &mut Connection, durability: Durability) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    // After a checkpoint lets the WAL start over, cut a WAL file that grew past 64 MiB.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    conn.pragma_update(None, "synchronous", durability.pragma_value())?;
-    // Fails with SQLITE_NOTADB here, not on first use, when the file is not a database.
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-    Ok(())
+    /// Whether writes are backlogged: SQLite's writer queue is at least half full, or
+    /// every PostgreSQL connection is in use with requests waiting.
+    pub fn writes_backlogged(&self) -> bool {
+        dispatch!(self, db => db.writes_backlogged())
+    }
+
+    /// How many write transactions have been committed; with SQLite's group commit,
+    /// fewer than the writes.
+    pub fn commits(&self) -> u64 {
+        dispatch!(self, db => db.commits())
+    }
+
+    /// Answers whether the database is ready for writes, with the schema this program
+    /// expects.
+    pub async fn ready(&self) -> Result<()> {
+        dispatch!(self, db => db.ready().await)
+    }
+
+    /// Lets the writes in flight finish and closes the database. Writes after this fail
+    /// with [`Unavailable::WriterGone`].
+    pub async fn close(&self) -> Result<()> {
+        dispatch!(self, db => db.close().await)
+    }
+
+    /// Deletes expired sessions and idempotency answers older than 24 hours; how many
+    /// rows there were.
+    pub async fn purge_expired(&self) -> Result<usize> {
+        dispatch!(self, db => db.purge_expired().await)
+    }
+
+    /// Answers whether the database can be read.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, db => db.ping().await)
+    }
+
+    /// The user a live session token hash belongs to; `None` if the session is unknown
+    /// or expired.
+    pub async fn session_user(&self, token_hash: [u8; 32]) -> Result<Option<String>> {
+        dispatch!(self, db => db.session_user(token_hash).await)
+    }
+
+    /// Appends `messages` to the claimed user's chat `chat_id` in one transaction, in
+    /// order, with strictly increasing ids and nothing else of that chat between them,
+    /// after checking `claim` in that same transaction (an unknown or expired session is
+    /// [`Error::NotFound`]`(Session)`, one of another user [`Error::WrongUser`]) and,
+    /// then, that the user's storage quota leaves room for them
+    /// ([`Error::QuotaExceeded`] otherwise).
+    ///
+    /// With an idempotency key, the same transaction first looks for what that key
+    /// stored in the last 24 hours: the same request gets those messages again and
+    /// stores nothing ([`Appended::Replayed`]; [`Error::KeyAnswerGone`] if some were
+    /// deleted since); a different request fails with [`Error::KeyReused`]. Otherwise
+    /// the messages are stored and the key is kept with their ids, in the same
+    /// transaction; two racing requests with one key are answered one after the other,
+    /// never both stored. [`Error::NotFound`] if the chat does not exist or belongs to
+    /// someone else.
+    pub async fn append_messages(
+        &self,
+        claim: SessionClaim,
+        chat_id: i64,
+        messages: Vec<NewMessage>,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Appended> {
+        dispatch!(self, db => db.append_messages(claim, chat_id, messages, idempotency).await)
+    }
+
+    /// Signs a user up: creates the user, who logs in with `email` and a password (given
+    /// as its Argon2 PHC string), and their first session, in one transaction.
+    /// [`Error::Conflict`] if the email (or, improbably, the id) is taken.
+    pub async fn sign_up(
+        &self,
+        id: String,
+        email: String,
+        password_hash: String,
+        token_hash: [u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<User> {
+        dispatch!(self, db => db.sign_up(id, email, password_hash, token_hash, expires_at).await)
+    }
+
+    /// The user with this id.
+    pub async fn user(&self, id: String) -> Result<Option<User>> {
+        dispatch!(self, db => db.user(id).await)
+    }
+
+    /// The user with this lower-cased email and their password hash, for logging in.
+    pub async fn user_by_email(&self, email: String) -> Result<Option<(User, Option<String>)>> {
+        dispatch!(self, db => db.user_by_email(email).await)
+    }
+
+    /// Stores a session for `user_id` (by its token hash) until `expires_at`.
+    pub async fn create_session(
+        &self,
+        user_id: String,
+        token_hash: [u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        dispatch!(self, db => db.create_session(user_id, token_hash, expires_at).await)
+    }
+
+    /// Deletes the session with this token hash, if it exists.
+    pub async fn delete_session(&self, token_hash: [u8; 32]) -> Result<()> {
+        dispatch!(self, db => db.delete_session(token_hash).await)
+    }
+
+    /// `owner`'s chats in the given order.
+    pub async fn list_chats(&self, owner: String, order: ChatOrder) -> Result<Vec<Chat>> {
+        dispatch!(self, db => db.list_chats(owner, order).await)
+    }
+
+    /// `owner`'s chat `chat_id`. [`Error::NotFound`] if it is not theirs.
+    pub async fn chat(&self, owner: String, chat_id: i64) -> Result<Chat> {
+        dispatch!(self, db => db.chat(owner, chat_id).await)
+    }
+
+    /// Creates a chat for `owner`.
+    pub async fn create_chat(&self, owner: String, name: String, model: String) -> Result<Chat> {
+        dispatch!(self, db => db.create_chat(owner, name, model).await)
+    }
+
+    /// Renames `owner`'s chat. [`Error::NotFound`] if it is not theirs.
+    pub async fn rename_chat(&self, owner: String, chat_id: i64, name: String) -> Result<Chat> {
+        dispatch!(self, db => db.rename_chat(owner, chat_id, name).await)
+    }
+
+    /// Deletes those of `chat_ids` that are `owner`'s, with their messages, in one
+    /// transaction; returns the ids deleted. They are gone at once; the messages of
+    /// large ones may be purged afterwards, a slice at a time.
+    pub async fn delete_chats(&self, owner: String, chat_ids: Vec<i64>) -> Result<Vec<i64>> {
+        dispatch!(self, db => db.delete_chats(owner, chat_ids).await)
+    }
+
+    /// Reads a window of the claimed user's chat `chat_id`, oldest first, after checking
+    /// `claim` (an unknown or expired session is [`Error::NotFound`]`(Session)`, one of
+    /// another user [`Error::WrongUser`]), all from one snapshot: `each` gets `out` and
+    /// every message, borrowed, in order. Returns `out` and the cursor for the next page
+    /// (`None` when there is none). [`Error::NotFound`] if the chat is not theirs.
+    pub async fn read_messages<S, F>(
+        &self,
+        claim: SessionClaim,
+        chat_id: i64,
+        window: MessageWindow,
+        out: S,
+        each: F,
+    ) -> Result<(S, Option<i64>)>
+    where
+        S: Send + 'static,
+        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
+    {
+        dispatch!(self, db => db.read_messages(claim, chat_id, window, out, each).await)
+    }
+
+    /// Reads the claimed user's whole chat `chat_id`, oldest first, after checking
+    /// `claim` (as [`Db::read_messages`] does), in slices, so that memory does not grow
+    /// with the chat: `each` gets `first` and the messages of the first slice, then a new
+    /// `S` per slice for the rest. Returns the first slice, and the rest if there is
+    /// more, read as it is taken. The slices add up to one state the chat was in (see
+    /// the `sqlite` module). [`Error::NotFound`] if the chat is not theirs.
+    pub async fn read_whole_chat<S, F>(
+        &self,
+        claim: SessionClaim,
+        chat_id: i64,
+        first: S,
+        each: F,
+    ) -> Result<(S, Option<ChatRest<S>>)>
+    where
+        S: Default + Send + 'static,
+        F: FnMut(&mut S, MessageRef<'_>) -> Result<(), BoxError> + Send + 'static,
+    {
+        dispatch!(self, db => db.read_whole_chat(claim, chat_id, first, each).await)
+    }
+
+    /// Deletes the last turn of `owner`'s chat; returns the deleted ids.
+    pub async fn delete_last_turn(&self, owner: String, chat_id: i64) -> Result<Vec<i64>> {
+        dispatch!(self, db => db.delete_last_turn(owner, chat_id).await)
+    }
 }

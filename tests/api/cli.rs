@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use neptun_chat::auth::hash_token;
+use neptun_chat::db::Location;
 use serde_json::json;
 
 use neptun_chat::auth::SESSION_COOKIE;
@@ -1310,7 +1311,7 @@ fn session_revoke_by_prefix_revokes_exactly_the_one_session_it_names() {
     // Arrange: two sessions whose hashes share their first two hex digits.
     let db = TempDb::new();
     db.create_user("alice");
-    let mut admin = Admin::open(&db.path).expect("the database opens");
+    let mut admin = Admin::open(&Location::Sqlite(db.path.clone())).expect("the database opens");
     let expires = neptun_chat::domain::Timestamp::from_datetime(
         chrono::Utc::now() + chrono::Duration::days(1),
     );

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use neptun_chat::auth::{SESSION_COOKIE, SessionToken, hash_token};
 use neptun_chat::db::Admin;
+use neptun_chat::db::Location;
 use neptun_chat::domain::Timestamp;
 use reqwest::header::{CONTENT_TYPE, COOKIE};
 use rusqlite::{Connection, OpenFlags};
@@ -1277,7 +1278,7 @@ fn seed_session(db: &TempDb, user: &str, days: i64) -> String {
         .find(|token| !token.expose().starts_with('-'))
         .expect("a token without a leading dash");
     let expires_at = Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(days));
-    Admin::open(&db.path)
+    Admin::open(&Location::Sqlite(db.path.clone()))
         .expect("the database opens")
         .create_session(user, &token.hash(), &expires_at)
         .expect("the session is stored");
@@ -1400,7 +1401,7 @@ async fn session_revoke_takes_a_token_that_starts_with_a_dash() {
     let token = "-leading-dash-token-for-the-revoke-test-000";
     assert_eq!(token.len(), 43, "as long as a real token");
     let expires_at = Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(1));
-    Admin::open(&db.path)
+    Admin::open(&Location::Sqlite(db.path.clone()))
         .expect("the database opens")
         .create_session("alice", &hash_token(token), &expires_at)
         .expect("the session is stored");

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::ResponseError;
 use neptun_chat::config::Settings;
+use neptun_chat::db::Location;
 use neptun_chat::db::{Db, Durability};
 use neptun_chat::domain::{NewMessage, Role, SessionClaim};
 use neptun_chat::error::ApiError;
@@ -206,7 +207,12 @@ fn user_create_with_a_taken_id_or_email_says_which_is_taken() {
 async fn a_write_after_the_writer_stopped_is_unavailable_not_a_failure() {
     // Arrange: a database whose writer has been closed, as at shutdown.
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("neptun.db"), Durability::Full).unwrap();
+    let db = Db::open(
+        &Location::Sqlite(dir.path().join("neptun.db")),
+        Durability::Full,
+    )
+    .await
+    .unwrap();
     db.close().await.unwrap();
 
     // Act

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use neptun_chat::auth::{SESSION_COOKIE, SessionToken};
 use neptun_chat::config::{Limits, Settings};
 use neptun_chat::db::Admin;
+use neptun_chat::db::Location;
 use neptun_chat::domain::Timestamp;
 use neptun_chat::startup::Application;
 use reqwest::header::{CONTENT_TYPE, COOKIE};
@@ -46,7 +47,7 @@ pub(crate) async fn spawn_app_with(limits: Limits) -> TestApp {
 impl TestApp {
     /// A handle for seeding, as the admin commands use it.
     pub(crate) fn admin(&self) -> Admin {
-        Admin::open(&self.db_path).expect("the database opens")
+        Admin::open(&Location::Sqlite(self.db_path.clone())).expect("the database opens")
     }
 
     /// Creates a user, a 30-day session and a chat.
@@ -273,11 +274,13 @@ pub(crate) async fn spawn_app_with_settings(settings: Settings) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let db_path = dir.path().join("data").join("neptun.db");
     let settings = Settings {
-        database: db_path.clone(),
+        database: Location::Sqlite(db_path.clone()),
         bind: "127.0.0.1:0".to_owned(),
         ..settings
     };
-    let app = Application::build(settings).expect("the application builds");
+    let app = Application::build(settings)
+        .await
+        .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     // The listener is already bound, so requests queue until the server polls it.
     tokio::spawn(app.run_ignoring_signals());

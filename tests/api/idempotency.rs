@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use neptun_chat::auth::SESSION_COOKIE;
+use neptun_chat::db::Location;
 use neptun_chat::db::{Db, Durability};
 use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderValue};
 use serde_json::{Value, json};
@@ -663,7 +664,9 @@ async fn purge_expired_deletes_keys_older_than_24_hours_and_keeps_fresh_ones() {
     );
     let fresh = Answer::of(post_keyed(&app, &alice, "fresh", &fresh_body).await).await;
     age_key(&app, "alice", "old", 25);
-    let db = Db::open(&app.db_path, Durability::Full).expect("a second handle opens");
+    let db = Db::open(&Location::Sqlite(app.db_path.clone()), Durability::Full)
+        .await
+        .expect("a second handle opens");
 
     // Act
     let purged = db.purge_expired().await.expect("the purge runs");

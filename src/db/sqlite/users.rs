@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result, Taken};
+use super::{DeletedUser, Entity, Error, Result, Taken};
 use crate::domain::{Timestamp, User};
 
 /// Inserts a user. [`Error::Conflict`] naming the value taken if the id or the email
@@ -137,18 +137,6 @@ pub(super) fn update_password_hash(
 }
 
 /// What deleting a user removed, table by table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DeletedUser {
-    /// Sessions (live or expired).
-    pub sessions: usize,
-    /// Chats.
-    pub chats: usize,
-    /// Messages, in all of the user's chats.
-    pub messages: usize,
-    /// Stored idempotency answers.
-    pub idempotency_keys: usize,
-}
-
 /// Deletes a user and everything of theirs; `None` if there is no such user. The rows
 /// are deleted table by table, children first, rather than left to `ON DELETE
 /// CASCADE`, so that the counts are known; run it in one transaction.
@@ -173,7 +161,7 @@ mod tests {
 
     fn database() -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
-        crate::db::schema::migrate(&mut conn).unwrap();
+        crate::db::sqlite::schema::migrate(&mut conn).unwrap();
         conn.pragma_update(None, "foreign_keys", true).unwrap();
         insert_user(
             &conn,

@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn a_stored_hash_of_the_wrong_length_is_an_error_not_zeros() {
         let mut conn = Connection::open_in_memory().unwrap();
-        crate::db::schema::migrate(&mut conn).unwrap();
+        crate::db::sqlite::schema::migrate(&mut conn).unwrap();
         conn.execute_batch(
             "INSERT INTO users (id, created_at) VALUES ('ada', 'now');
              INSERT INTO idempotency_keys VALUES ('ada', 'k', zeroblob(16), 1, 1, 1, 'now');",

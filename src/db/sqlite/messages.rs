@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn reading_a_chat_in_order_walks_the_chat_and_id_index_without_sorting() {
         let mut conn = Connection::open_in_memory().unwrap();
-        crate::db::schema::migrate(&mut conn).unwrap();
+        crate::db::sqlite::schema::migrate(&mut conn).unwrap();
         for sql in [PAGE, PAGE_START, LAST_TURN, SLICE, LAST_ID, DELETE_SLICE] {
             let plan = plan(&conn, sql);
             assert!(plan.contains("chat_messages_by_chat"), "{sql}:\n{plan}");

@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{Error, Result};
 
 /// The whole schema at its newest version.
-const SCHEMA_SQL: &str = include_str!("../../schema.sql");
+const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
 
 /// The migrations, in order: `MIGRATIONS[i]` takes a database from version `i + 1` to
 /// `i + 2`. A new database gets `SCHEMA_SQL` whole instead.
@@ -18,7 +18,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+pub(super) const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
 /// Marks a database file as this program's (`PRAGMA application_id`): "NPTC".
 const APPLICATION_ID: i64 = 0x4E50_5443;
@@ -106,7 +106,7 @@ mod tests {
     }
 
     /// The schema as the first release wrote it.
-    const V1_SCHEMA: &str = include_str!("../../tests/fixtures/schema_v1.sql");
+    const V1_SCHEMA: &str = include_str!("../../../tests/fixtures/schema_v1.sql");
 
     /// An in-memory database made with `schema` and marked as this program's version 1.
     fn version_1_database(schema: &str) -> Connection {
