@@ -207,12 +207,14 @@ where
     }
 }
 
-/// `--sync`: SQLite's `synchronous` level.
+/// `--sync`: SQLite's `synchronous` level, or PostgreSQL's `synchronous_commit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SyncArg {
-    /// Survives power loss: the WAL is synced at every commit.
+    /// Survives power loss: the WAL is synced at every commit (PostgreSQL:
+    /// synchronous_commit=on).
     Full,
-    /// Survives a crash of the process; synced at checkpoints only.
+    /// Survives a crash of this server; SQLite syncs at checkpoints only, PostgreSQL
+    /// commits before its WAL is flushed (synchronous_commit=off).
     Normal,
 }
 
@@ -302,9 +304,11 @@ pub enum Command {
     Chat(ChatCommand),
     /// Exit 0 if the running server answers GET /healthz with 200 (for container health checks).
     Healthcheck(HealthcheckOpts),
-    /// Write a consistent copy of the database to DEST (also while the server runs); prints DEST.
+    /// Write a consistent copy of an SQLite database to DEST (also while the server runs);
+    /// prints DEST. (A PostgreSQL database is backed up with pg_dump.)
     Backup(BackupOpts),
-    /// Run SQLite's full integrity check; exit non-zero on any problem.
+    /// Check the database (SQLite: the full integrity and foreign-key checks; PostgreSQL:
+    /// the schema version, constraints, indexes and storage counts); exit non-zero on any problem.
     Check,
 }
 
