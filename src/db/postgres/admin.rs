@@ -21,9 +21,33 @@ const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A connection for one-off administrative changes.
 pub(crate) struct Admin {
-    runtime: tokio::runtime::Runtime,
+    runtime: AdminRuntime,
     client: Object,
     url: String,
+}
+
+/// The admin connection's runtime; shut down without waiting when the handle drops, so
+/// that dropping it inside async code (a test) does not block.
+struct AdminRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for AdminRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            Some(runtime) => runtime,
+            // Taken only in `drop`.
+            None => unreachable!("the admin runtime is used after it was shut down"),
+        }
+    }
+}
+
+impl Drop for AdminRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Runs `work` to completion on `runtime`, on a thread of its own.
@@ -76,7 +100,7 @@ impl Admin {
             Ok::<_, Error>(client)
         })?;
         Ok(Admin {
-            runtime,
+            runtime: AdminRuntime(Some(runtime)),
             client,
             url: url.to_string(),
         })
