@@ -252,16 +252,16 @@ const LOCK_STORED: &str =
 const STORE_MESSAGES: &str = "WITH taken AS ( \
          SELECT id, row_number() OVER (ORDER BY id) AS n FROM ( \
              SELECT nextval(pg_get_serial_sequence('chat_messages', 'id')) AS id \
-             FROM generate_series(1, cardinality($3::text[]))) AS ids), \
+             FROM generate_series(1, cardinality($3::bytea[]))) AS ids), \
      stored AS ( \
          INSERT INTO chat_messages \
              (id, chat_conversation_id, neptun_user_id, message, actor, created_at) \
          SELECT taken.id, $1, $2, given.message, given.actor, $5 \
-         FROM taken JOIN unnest($3::text[], $4::text[]) WITH ORDINALITY \
+         FROM taken JOIN unnest($3::bytea[], $4::text[]) WITH ORDINALITY \
              AS given (message, actor, n) USING (n) \
          RETURNING id), \
      counted AS ( \
-         UPDATE users SET stored_messages = stored_messages + cardinality($3::text[]), \
+         UPDATE users SET stored_messages = stored_messages + cardinality($3::bytea[]), \
              stored_bytes = stored_bytes + $6 WHERE id = $2), \
      kept AS ( \
          INSERT INTO idempotency_keys (user_id, key, request_hash, first_message_id, \
@@ -374,7 +374,7 @@ impl Db {
                 return Err(conn.rollback(err).await);
             }
         }
-        let texts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        let texts: Vec<&[u8]> = messages.iter().map(|m| m.content.as_bytes()).collect();
         let actors: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
         let key = idempotency.as_ref().map(|key| key.key.as_str());
@@ -558,11 +558,11 @@ impl Db {
     /// `owner`'s chats in the given order.
     pub(super) async fn list_chats(&self, owner: String, order: ChatOrder) -> Result<Vec<Chat>> {
         let conn = self.conn().await?;
-        // Names sort as SQLite's NOCASE does: ASCII letters folded, then byte order.
         let column = match order.field {
             ChatSortField::CreatedAt => "created_at",
             ChatSortField::UpdatedAt => "updated_at",
-            ChatSortField::Name => "lower(name COLLATE \"C\")",
+            // Sorted below: names are bytes here (see `text`).
+            ChatSortField::Name => "id",
         };
         let direction = if order.descending { "DESC" } else { "ASC" };
         let stmt = conn
@@ -572,7 +572,28 @@ impl Db {
             ))
             .await?;
         let rows = conn.query(&stmt, &[&owner]).await;
-        conn.guard(rows)?.iter().map(chat_from_row).collect()
+        let mut chats = conn
+            .guard(rows)?
+            .iter()
+            .map(chat_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        if order.field == ChatSortField::Name {
+            // As SQLite's NOCASE collation sorts: ASCII letters folded, then byte order;
+            // ties by id in the same direction (the rows came in id order).
+            chats.sort_by(|a, b| {
+                let by_name = a
+                    .name
+                    .bytes()
+                    .map(|b| b.to_ascii_lowercase())
+                    .cmp(b.name.bytes().map(|b| b.to_ascii_lowercase()));
+                if order.descending {
+                    by_name.reverse()
+                } else {
+                    by_name
+                }
+            });
+        }
+        Ok(chats)
     }
 
     /// `owner`'s chat `chat_id`.
@@ -620,7 +641,7 @@ impl Db {
             .await?;
         let now = instant(&Timestamp::now())?;
         let row = conn
-            .query_opt(&stmt, &[&chat_id, &owner, &name, &now])
+            .query_opt(&stmt, &[&chat_id, &owner, &name.as_bytes(), &now])
             .await;
         let row = conn.guard(row)?;
         self.committed();
@@ -976,7 +997,7 @@ fn visit(
 ) -> Result<usize> {
     let created_at: DateTime<Utc> = row.try_get(4)?;
     let created_at = Timestamp::from_datetime(created_at);
-    let message: &str = row.try_get(2)?;
+    let message = text(row, 2)?;
     each(MessageRef {
         id: row.try_get(0)?,
         chat_conversation_id: chat_id,
@@ -995,9 +1016,18 @@ fn owned_message(row: &Row, chat_id: i64) -> Result<ChatMessage> {
         id: row.try_get(0)?,
         chat_conversation_id: chat_id,
         neptun_user_id: row.try_get(1)?,
-        message: row.try_get(2)?,
+        message: text(row, 2)?.to_owned(),
         actor: actor(row.try_get(3)?)?,
         created_at: Timestamp::from_datetime(row.try_get(4)?),
+    })
+}
+
+/// Column `index` of `row`: text the program stored as UTF-8 bytes (`bytea`, because
+/// PostgreSQL's `text` cannot hold U+0000, which messages and names may contain).
+fn text(row: &Row, index: usize) -> Result<&str> {
+    let bytes: &[u8] = row.try_get(index)?;
+    std::str::from_utf8(bytes).map_err(|err| {
+        Error::described(Step::Statement, format!("stored text is not UTF-8: {err}"))
     })
 }
 
@@ -1028,8 +1058,8 @@ const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated
 fn chat_from_row(row: &Row) -> Result<Chat> {
     Ok(Chat {
         id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        model: row.try_get(2)?,
+        name: text(row, 1)?.to_owned(),
+        model: text(row, 2)?.to_owned(),
         neptun_user_id: row.try_get(3)?,
         created_at: Timestamp::from_datetime(row.try_get(4)?),
         updated_at: Timestamp::from_datetime(row.try_get(5)?),
@@ -1103,7 +1133,7 @@ async fn insert_chat(
         )
         .await?;
     let row = conn
-        .query_one(&stmt, &[&owner, &name, &model, &now])
+        .query_one(&stmt, &[&owner, &name.as_bytes(), &model.as_bytes(), &now])
         .await
         .map_err(|err| {
             if err.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
