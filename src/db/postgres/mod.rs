@@ -88,7 +88,9 @@ fn connection_config(
         busy_timeout.as_millis().max(1)
     ));
     config.options(options.trim());
-    config.connect_timeout(busy_timeout.max(Duration::from_millis(100)));
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(busy_timeout.max(Duration::from_millis(100)));
+    }
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(30));
     config
