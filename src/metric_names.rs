@@ -13,7 +13,8 @@ pub const MESSAGES_STORED: &str = "neptun_messages_stored_total";
 pub const BATCHES_STORED: &str = "neptun_batches_stored_total";
 /// Writes waiting for or running on the writer thread.
 pub const WRITE_QUEUE_DEPTH: &str = "neptun_db_write_queue_depth";
-/// SQLite answers of SQLITE_BUSY (the busy timeout ran out).
+/// Statements that waited past the busy timeout for a lock: SQLITE_BUSY, or PostgreSQL's
+/// lock timeout, deadlock and serialization failures.
 pub const DB_BUSY: &str = "neptun_db_busy_total";
 /// Open HTTP connections.
 pub const OPEN_CONNECTIONS: &str = "neptun_http_open_connections";

@@ -40,6 +40,8 @@ impl From<tokio_postgres::Error> for Error {
         ]
         .contains(&code)
         {
+            // Counted where it is sorted, as SQLite's busy timeouts are where they happen.
+            metrics::counter!(crate::metric_names::DB_BUSY).increment(1);
             return unavailable(Unavailable::Busy, err);
         }
         // Class 08 (connection exception), 57P01..57P03 (the server shutting down,
