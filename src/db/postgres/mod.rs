@@ -346,10 +346,13 @@ impl Db {
             begun?;
             locked_key?;
             check_claim(session?, &claim)?;
-            if chat?.is_none() {
+            // A key's answer comes before the chat's check, as on SQLite: the retry of a
+            // request whose chat was deleted since is told that the answer is gone.
+            let kept = kept?;
+            if kept.is_none() && chat?.is_none() {
                 return Err(Error::NotFound(Entity::Chat));
             }
-            Ok((kept?, stored?))
+            Ok((kept, stored?))
         })();
         let (kept, stored) = match checked {
             Ok(found) => found,
