@@ -232,6 +232,9 @@ impl Db {
 const LIVE_SESSION_USER: &str =
     "SELECT user_id FROM sessions WHERE token_hash = $1 AND expires_at > $2";
 
+/// Locks idempotency key `$1` (the user and the key) until the transaction ends.
+const LOCK_KEY: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+
 /// Locks chat `$1` of user `$2` for an append or a delete of its last turn, moving its
 /// `updated_at` to `$3`; no row if the chat is not the user's.
 const LOCK_CHAT: &str = "UPDATE chat_conversations SET updated_at = $3 \
@@ -294,7 +297,13 @@ impl Db {
         let now = instant(&now_text)?;
         let not_before = now - IDEMPOTENCY_WINDOW;
         let owner = claim.user_id.as_str();
-        let (session, lock_chat, find_key, lock_stored) = (
+        // Every statement of the first round trip is prepared beforehand, so that each
+        // is sent when `join!` first polls it, in the order written, and so runs in that
+        // order: a statement given as text would be prepared first, and run only after
+        // the ones behind it, taking the key's lock after the chat's (a deadlock with an
+        // append holding the key and waiting for the chat).
+        let (lock_key, session, lock_chat, find_key, lock_stored) = (
+            conn.stmt(LOCK_KEY).await?,
             conn.stmt(LIVE_SESSION_USER).await?,
             conn.stmt(LOCK_CHAT).await?,
             conn.stmt(FIND_KEY).await?,
@@ -310,13 +319,7 @@ impl Db {
             conn.batch_execute("BEGIN"),
             async {
                 match &key_lock {
-                    Some(lock) => conn
-                        .execute(
-                            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                            &[lock],
-                        )
-                        .await
-                        .map(drop),
+                    Some(lock) => conn.execute(&lock_key, &[lock]).await.map(drop),
                     None => Ok(()),
                 }
             },
