@@ -16,6 +16,7 @@ mod flows;
 mod helpers;
 mod hostile;
 mod idempotency;
+mod instances;
 mod large_chats;
 mod login_flood;
 mod operations;
