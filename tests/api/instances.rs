@@ -678,10 +678,14 @@ async fn a_session_ended_or_a_chat_deleted_on_one_instance_is_gone_on_the_other_
     assert!(db.stored(who.chat).is_empty(), "its messages went with it");
 }
 
-/// What one load writer saw: the batches acknowledged (200) with their answers.
+/// A chat's messages, or an answer's, as `(id, text)`.
+type Messages = Vec<(i64, String)>;
+
+/// What one load writer saw: the batches acknowledged (200), as `(writer, batch)` with
+/// their answers.
 #[derive(Default)]
 struct Load {
-    acknowledged: Vec<((usize, usize), Vec<(i64, String)>)>,
+    acknowledged: Vec<((usize, usize), Messages)>,
 }
 
 /// A load writer's running counts, for the test to wait on.
@@ -758,6 +762,56 @@ fn start_writers(
         })
         .collect();
     (tasks, counts)
+}
+
+/// Readers of the whole chat and of pages on every server until `stop` is set, each
+/// answer 200 or 503 with `Retry-After`, within [`REQUEST_LIMIT`]; they return how many
+/// answers had each status.
+fn start_readers(
+    servers: &Arc<Vec<ServerProcess>>,
+    who: &Seeded,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<BTreeMap<u16, usize>>> {
+    (0..servers.len())
+        .map(|target| {
+            let (servers, who, stop) = (Arc::clone(servers), who.clone(), Arc::clone(stop));
+            tokio::spawn(async move {
+                let client = client();
+                let mut statuses = BTreeMap::new();
+                let url = servers[target].messages_url(&who.user, who.chat);
+                let mut turn = 0_usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let query = ["", "?after=0&limit=5", "?before=1000000&limit=5"][turn % 3];
+                    turn += 1;
+                    let response = client
+                        .get(format!("{url}{query}"))
+                        .header(COOKIE, cookie(&who.token))
+                        .send()
+                        .await
+                        .unwrap_or_else(|err| panic!("GET {query}: {err}"));
+                    let status = response.status();
+                    let retry = response.headers().get(RETRY_AFTER).is_some();
+                    // The whole body: a whole-chat read streams, and may fail half-way.
+                    let body = response.bytes().await;
+                    match status {
+                        StatusCode::OK => {
+                            let body = body.unwrap_or_else(|err| panic!("GET {query}: {err}"));
+                            let page: Value = serde_json::from_slice(&body)
+                                .unwrap_or_else(|err| panic!("GET {query}: {err}"));
+                            assert!(page["chatMessages"].is_array(), "{page}");
+                        }
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            assert!(retry, "GET {query}: a 503 has Retry-After");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        other => panic!("GET {query}: only 200 or 503, not {other}: {body:?}"),
+                    }
+                    *statuses.entry(status.as_u16()).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect()
 }
 
 /// Stops the writers and collects what they saw.
@@ -838,9 +892,11 @@ async fn a_postgresql_restart_under_load_is_503_with_retry_after_and_heals_witho
     let stop = Arc::new(AtomicBool::new(false));
     let size = 3;
     let (writers, counts) = start_writers(&servers, &who, 4, size, &stop, None);
+    let readers = start_readers(&servers, &who, &stop);
     wait_for_acks("the writers are served", &counts, 5).await;
 
-    // Act: PostgreSQL stops (as a crash would: at once, its connections cut) while the writers write.
+    // Act: PostgreSQL stops (as a crash would: at once, its connections cut) while the
+    // writers write and the readers read.
     cluster.stop();
     for server in servers.iter() {
         wait_until(
@@ -872,6 +928,13 @@ async fn a_postgresql_restart_under_load_is_503_with_retry_after_and_heals_witho
     }
     wait_for_acks("every writer is served again", &counts, 5).await;
     let loads = stop_writers(&stop, writers).await;
+    for reader in readers {
+        let statuses = reader.await.unwrap();
+        assert!(
+            statuses.contains_key(&200),
+            "read before and after: {statuses:?}"
+        );
+    }
     assert_acknowledged_are_stored(&db, &who, &loads, size);
 }
 
@@ -965,7 +1028,7 @@ fn a_database_of_another_application_or_of_a_newer_schema_is_refused_and_left_un
     let foreign = Database::fresh(cluster);
     foreign.query("CREATE TABLE foo (id int); INSERT INTO foo VALUES (7)");
     let newer = Database::fresh(cluster);
-    drop(newer.serve());
+    newer.seed("before-the-upgrade");
     newer.query("UPDATE neptun_schema SET version = 99");
 
     // Act
@@ -979,10 +1042,12 @@ fn a_database_of_another_application_or_of_a_newer_schema_is_refused_and_left_un
         "{line}"
     );
     assert_eq!(
-        foreign
-            .query("SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'"),
+        foreign.query(
+            "SELECT string_agg(relname, ',') FROM pg_class \
+             WHERE relnamespace = 'public'::regnamespace"
+        ),
         vec![vec![Some("foo".to_owned())]],
-        "nothing added"
+        "nothing added: no table, sequence or index"
     );
     assert_eq!(
         foreign.query("SELECT id FROM foo"),
@@ -993,6 +1058,10 @@ fn a_database_of_another_application_or_of_a_newer_schema_is_refused_and_left_un
     assert_eq!(
         newer.query("SELECT version FROM neptun_schema"),
         vec![vec![Some("99".to_owned())]]
+    );
+    assert_eq!(
+        newer.query("SELECT id FROM users"),
+        vec![vec![Some("before-the-upgrade".to_owned())]]
     );
 }
 
