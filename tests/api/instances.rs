@@ -171,7 +171,8 @@ impl<'c> Database<'c> {
     /// The stored messages of `chat`, in id order, as `(id, text)`.
     fn stored(&self, chat: i64) -> Vec<(i64, String)> {
         self.query(&format!(
-            "SELECT id, message FROM chat_messages WHERE chat_conversation_id = {chat} ORDER BY id"
+            "SELECT id, convert_from(message, 'UTF8') FROM chat_messages \
+             WHERE chat_conversation_id = {chat} ORDER BY id"
         ))
         .into_iter()
         .map(|row| {
