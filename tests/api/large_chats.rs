@@ -453,11 +453,16 @@ async fn a_purge_cut_short_by_a_crash_resumes_after_the_restart() {
     let left = stored_count(&db.database, chat);
     let server = db.serve(&[]);
 
-    // Assert: still hidden after the restart, and purged in the end.
-    assert!(
-        left > 0,
-        "the purge finished before the crash; nothing to resume"
-    );
+    // Assert: still hidden after the restart, and purged in the end. (SQLite purges a
+    // large chat's messages after the delete, so some are left at the crash; PostgreSQL
+    // deletes them in the deleting transaction, so none are.)
+    match crate::BACKEND {
+        crate::database::Backend::Sqlite => assert!(
+            left > 0,
+            "the purge finished before the crash; nothing to resume"
+        ),
+        crate::database::Backend::Postgres => assert_eq!(left, 0, "deleted with the chat"),
+    }
     let read = client
         .get(server.messages_url("alice", chat))
         .header(COOKIE, format!("neptun-session={token}"))
