@@ -36,9 +36,13 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 const DEFAULT_LOG_FILTER: &str = "info,actix_server=warn";
 
 /// Starts logging to stderr; the filter comes from `RUST_LOG`, or is `info` without
-/// actix-server's own lines (`info,actix_server=warn`) when it is not set.
+/// actix-server's own lines (`info,actix_server=warn`) when it is not set. The PostgreSQL
+/// client never logs below `info`, whatever `RUST_LOG` says: at `debug` it logs every
+/// statement's parameters, which hold message texts, emails and password hashes.
 pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
+        // Added after RUST_LOG's directives, so it replaces any of theirs for the module.
+        .filter_module("tokio_postgres", log::LevelFilter::Info)
         .format_target(false)
         .init();
 }

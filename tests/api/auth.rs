@@ -11,9 +11,7 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    TestApp, TestUser, assert_error, json_body, spawn_app, spawn_app_with, spawn_app_with_settings,
-};
+use crate::helpers::{TestApp, TestUser, assert_error, json_body, spawn_app, spawn_app_with};
 
 const VALID_SINGLE: &str = r#"{"message":"hi","actor":"user"}"#;
 
@@ -247,17 +245,9 @@ async fn observable(response: reqwest::Response) -> (u16, BTreeMap<String, Strin
     (status, headers, response.text().await.unwrap())
 }
 
-/// `sql` (a count with one parameter) for `user_id`.
-fn count(app: &TestApp, sql: &str, user_id: &str) -> i64 {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.query_row(sql, [user_id], |row| row.get(0)).unwrap()
-}
-
 /// Messages in the whole database, so a refused request can be shown to store nothing.
 fn all_messages(app: &TestApp) -> i64 {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.query_row("SELECT count(*) FROM chat_messages", [], |row| row.get(0))
-        .unwrap()
+    app.database.count("chat_messages")
 }
 
 /// Posts one message to `user`'s chat through a hand-written path segment for the user id.
@@ -460,13 +450,9 @@ async fn a_missing_chat_and_another_users_chat_get_identical_404s() {
     let alice = app.seed_user("alice");
     let bob = app.seed_user("bob");
     let deleted_chat = app.create_chat("alice");
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .execute(
-            "DELETE FROM chat_conversations WHERE id = ?1",
-            [deleted_chat],
-        )
-        .unwrap();
+    app.database.execute(&format!(
+        "DELETE FROM chat_conversations WHERE id = {deleted_chat}"
+    ));
     let chats = [
         ("Bob's chat", bob.chat_id),
         ("a chat id never used", 999_999),
@@ -592,23 +578,25 @@ async fn deleting_a_user_removes_their_sessions_chats_and_messages_and_nothing_e
     let bobs_messages = app.stored_messages(bob.chat_id);
 
     // Act
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
-    let deleted = conn
-        .execute("DELETE FROM users WHERE id = 'alice'", [])
-        .unwrap();
+    let deleted = app
+        .database
+        .rows("DELETE FROM users WHERE id = 'alice' RETURNING id");
 
     // Assert
-    assert_eq!(deleted, 1);
+    assert_eq!(deleted.len(), 1);
     for table_and_column in [
         ("sessions", "user_id"),
         ("chat_conversations", "neptun_user_id"),
         ("chat_messages", "neptun_user_id"),
     ] {
         let (table, column) = table_and_column;
-        let sql = format!("SELECT count(*) FROM {table} WHERE {column} = ?1");
-        assert_eq!(count(&app, &sql, "alice"), 0, "Alice's rows in {table}");
-        assert!(count(&app, &sql, "bob") > 0, "Bob's rows in {table}");
+        let count = |user: &str| {
+            app.database.integer(&format!(
+                "SELECT count(*) FROM {table} WHERE {column} = '{user}'"
+            ))
+        };
+        assert_eq!(count("alice"), 0, "Alice's rows in {table}");
+        assert!(count("bob") > 0, "Bob's rows in {table}");
     }
     assert!(app.stored_messages(alice.chat_id).is_empty());
     assert!(app.stored_messages(second_chat).is_empty());
@@ -703,64 +691,6 @@ async fn a_user_id_with_a_plus_or_percent_sign_is_matched_when_percent_encoded()
         assert_eq!(body["chatMessage"]["neptun_user_id"], id, "{case}");
         assert_eq!(app.stored_messages(user.chat_id).len(), 1, "{case}");
     }
-}
-
-#[tokio::test]
-async fn with_the_write_queue_full_401_and_403_still_come_before_503() {
-    // Arrange: a queue of one, and the database's write lock held from outside, so the
-    // writer is stuck on its first write (for up to its 5 s busy timeout) and the next
-    // write fills the queue.
-    let app = spawn_app_with_settings(neptun_chat::config::Settings {
-        write_queue: 1,
-        ..Default::default()
-    })
-    .await;
-    let alice = app.seed_user("alice");
-    let bob = app.seed_user("bob");
-    let lock = rusqlite::Connection::open(&app.db_path).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let url = app.messages_url("alice", alice.chat_id);
-    let post = |token: String| {
-        let client = app.client.clone();
-        let url = url.clone();
-        async move {
-            client
-                .post(url)
-                .header(COOKIE, format!("neptun-session={token}"))
-                .header(CONTENT_TYPE, "application/json")
-                .body(VALID_SINGLE)
-                .timeout(std::time::Duration::from_millis(300))
-                .send()
-                .await
-        }
-    };
-    // Writes that stay unanswered are held by the writer or wait in the queue; once
-    // one is refused at once, the queue is full.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let refused = loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue never filled"
-        );
-        if let Ok(response) = post(alice.token.clone()).await {
-            break response;
-        }
-    };
-    assert_eq!(refused.status().as_u16(), 503);
-    assert!(refused.headers().contains_key("retry-after"));
-
-    // Act
-    let unknown = post(SessionToken::generate().unwrap().expose().to_owned())
-        .await
-        .unwrap();
-    let other_user = post(bob.token.clone()).await.unwrap();
-    let live = post(alice.token.clone()).await.unwrap();
-
-    // Assert
-    lock.execute_batch("ROLLBACK").unwrap();
-    assert_error(unknown, 401, "Unauthorized").await;
-    assert_error(other_user, 403, "Forbidden").await;
-    assert_error(live, 503, "Service Unavailable").await;
 }
 
 /// Sends `head` and then `first_part` of a body over a raw connection and returns the

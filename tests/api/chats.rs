@@ -6,6 +6,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::database::Row;
 use crate::helpers::{TestApp, TestUser, assert_error, json_body, spawn_app};
 
 const INVALID_ORDER_BY: &str = "Bad Request. Invalid query(order_by).";
@@ -31,61 +32,39 @@ fn ids_of(body: &Value) -> Vec<i64> {
         .collect()
 }
 
-/// Sets a chat's timestamps straight in the database file, so ordering tests need no
+/// Sets a chat's timestamps straight in the database, so ordering tests need no
 /// waiting.
 fn set_chat_times(app: &TestApp, chat_id: i64, created_at: &str, updated_at: &str) {
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .execute(
-            "UPDATE chat_conversations SET created_at = ?2, updated_at = ?3 WHERE id = ?1",
-            rusqlite::params![chat_id, created_at, updated_at],
-        )
-        .unwrap();
+    app.database.execute(&format!(
+        "UPDATE chat_conversations SET created_at = '{created_at}', updated_at = '{updated_at}' \
+         WHERE id = {chat_id}"
+    ));
 }
 
-/// A chat as stored: `(id, name, model, owner, created_at, updated_at)`.
-type ChatRow = (i64, String, String, String, String, String);
-
-/// A message as stored: `(id, chat id, text, actor)`.
-type MessageRow = (i64, i64, String, String);
-
-/// Everything stored for one user: their chats and their messages, in id order.
-type Snapshot = (Vec<ChatRow>, Vec<MessageRow>);
+/// Everything stored for one user: their chats `(id, name, model, owner, created_at,
+/// updated_at)` and their messages `(id, chat id, text, actor)`, in id order.
+type Snapshot = (Vec<Row>, Vec<Row>);
 
 /// Everything stored for `user_id`.
 fn snapshot(app: &TestApp, user_id: &str) -> Snapshot {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    let chats = conn
-        .prepare(
-            "SELECT id, name, model, neptun_user_id, created_at, updated_at \
-             FROM chat_conversations WHERE neptun_user_id = ?1 ORDER BY id",
-        )
-        .unwrap()
-        .query_map([user_id], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-            ))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let messages = conn
-        .prepare(
-            "SELECT id, chat_conversation_id, message, actor FROM chat_messages \
-             WHERE neptun_user_id = ?1 ORDER BY id",
-        )
-        .unwrap()
-        .query_map([user_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let db = &app.database;
+    let mut chats = db.rows(&format!(
+        "SELECT id, name, model, neptun_user_id, {}, {} \
+         FROM chat_conversations WHERE neptun_user_id = '{user_id}' ORDER BY id",
+        db.timestamp("created_at"),
+        db.timestamp("updated_at"),
+    ));
+    for chat in &mut chats {
+        chat[1] = db.text(&chat[1]);
+        chat[2] = db.text(&chat[2]);
+    }
+    let mut messages = db.rows(&format!(
+        "SELECT id, chat_conversation_id, message, actor FROM chat_messages \
+         WHERE neptun_user_id = '{user_id}' ORDER BY id"
+    ));
+    for message in &mut messages {
+        message[2] = db.text(&message[2]);
+    }
     (chats, messages)
 }
 
@@ -262,13 +241,10 @@ async fn chats_are_listed_in_each_supported_order() {
     let alice = app.seed_user("alice");
     let (b, c) = (app.create_chat("alice"), app.create_chat("alice"));
     let a = alice.chat_id;
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
     for (id, name) in [(a, "banana"), (b, "cherry"), (c, "apple")] {
-        conn.execute(
-            "UPDATE chat_conversations SET name = ?2 WHERE id = ?1",
-            rusqlite::params![id, name],
-        )
-        .unwrap();
+        app.database.execute(&format!(
+            "UPDATE chat_conversations SET name = '{name}' WHERE id = {id}"
+        ));
     }
     set_chat_times(
         &app,
@@ -418,7 +394,8 @@ async fn a_user_sees_only_their_own_chats() {
     let alice = app.seed_user("alice");
     let bob = app.seed_user("bob");
     let bobs_second = app.create_chat("bob");
-    app.admin().create_user("carol", None, None).unwrap();
+    app.with_admin(|admin| admin.create_user("carol", None, None))
+        .unwrap();
     let carols_token = app.create_session("carol", 30);
 
     assert_eq!(ids_of(&list(&app, &alice, "").await), [alice.chat_id]);

@@ -7,20 +7,18 @@
 //! Every command runs with the `NEPTUN_*` variables and `RUST_LOG` removed, inside a
 //! fresh temporary folder, and every wait is bounded (see [`crate::process`]).
 
-use std::fs;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use neptun_chat::auth::hash_token;
-use neptun_chat::db::Location;
 use serde_json::json;
 
 use neptun_chat::auth::SESSION_COOKIE;
-use neptun_chat::db::Admin;
 use reqwest::header::{CONTENT_TYPE, COOKIE};
 
+use crate::database::blob_text;
 use crate::helpers::{TestApp, assert_error, json_body, spawn_app};
 use crate::process::{Outcome, ServerProcess, TempDb, free_port, neptun, run, run_with_input};
 
@@ -37,14 +35,14 @@ fn user_create_prints_exactly_the_user_id_and_stores_the_email_lower_cased() {
     // Assert
     assert_eq!(outcome.single_line(), "alice");
     assert_eq!(outcome.stderr, "", "nothing on stderr");
-    let (id, email): (String, Option<String>) = db
-        .connection()
-        .query_row("SELECT id, primary_email FROM users", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("one user");
-    assert_eq!(id, "alice");
-    assert_eq!(email.as_deref(), Some("alice@example.com"));
+    let user = db.database.row("SELECT id, primary_email FROM users");
+    assert_eq!(
+        user,
+        [
+            Some("alice".to_owned()),
+            Some("alice@example.com".to_owned())
+        ]
+    );
 }
 
 #[test]
@@ -53,14 +51,9 @@ fn user_create_without_an_email_stores_none() {
 
     assert_eq!(db.cli(&["user", "create", "bob"]).single_line(), "bob");
 
-    let email: Option<String> = db
-        .connection()
-        .query_row(
-            "SELECT primary_email FROM users WHERE id = 'bob'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("bob exists");
+    let email = db
+        .database
+        .value("SELECT primary_email FROM users WHERE id = 'bob'");
     assert_eq!(email, None);
 }
 
@@ -81,21 +74,20 @@ fn session_create_prints_a_43_character_url_safe_token_and_stores_only_its_hash(
         .decode(&token)
         .expect("URL-safe base64 without padding");
     assert_eq!(bytes.len(), 32);
-    let (hash, user_id, expires_at): (Vec<u8>, String, String) = db
-        .connection()
-        .query_row(
-            "SELECT token_hash, user_id, expires_at FROM sessions",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("one session");
+    let row = db.database.row(&format!(
+        "SELECT token_hash, user_id, {} FROM sessions",
+        db.database.timestamp("expires_at")
+    ));
+    let [Some(hash), Some(user_id), Some(expires_at)] = &row[..] else {
+        panic!("one session: {row:?}");
+    };
     assert_eq!(
-        hash,
-        hash_token(&token),
+        *hash,
+        blob_text(&hash_token(&token)),
         "the stored hash is the token's SHA-256"
     );
     assert_eq!(user_id, "alice");
-    let expires_at = chrono::DateTime::parse_from_rfc3339(&expires_at).expect("RFC 3339");
+    let expires_at = chrono::DateTime::parse_from_rfc3339(expires_at).expect("RFC 3339");
     assert!(
         expires_at >= before + chrono::Duration::days(30)
             && expires_at <= after + chrono::Duration::days(30),
@@ -115,13 +107,13 @@ fn session_create_honours_ttl_days_and_gives_distinct_tokens() {
 
     assert_ne!(week, expired);
     let expiry_of = |token: &str| -> chrono::DateTime<chrono::FixedOffset> {
-        let text: String = db
-            .connection()
-            .query_row(
-                "SELECT expires_at FROM sessions WHERE token_hash = ?1",
-                [&hash_token(token)[..]],
-                |r| r.get(0),
-            )
+        let text = db
+            .database
+            .value(&format!(
+                "SELECT {} FROM sessions WHERE token_hash = {}",
+                db.database.timestamp("expires_at"),
+                db.database.blob(&hash_token(token))
+            ))
             .expect("the session is stored");
         chrono::DateTime::parse_from_rfc3339(&text).expect("RFC 3339")
     };
@@ -164,16 +156,28 @@ fn chat_create_prints_increasing_ids_and_stores_name_model_and_owner() {
         first < named && named < third,
         "ids increase: {first} {named} {third}"
     );
-    let rows: Vec<(i64, String, String, String)> = db
-        .connection()
-        .prepare("SELECT id, neptun_user_id, name, model FROM chat_conversations ORDER BY id")
-        .expect("query prepares")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .expect("query runs")
-        .collect::<Result<_, _>>()
-        .expect("rows read");
+    let rows = db
+        .database
+        .rows("SELECT id, neptun_user_id, name, model FROM chat_conversations ORDER BY id");
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|row| {
+            vec![
+                row[0].clone(),
+                row[1].clone(),
+                db.database.text(&row[2]),
+                db.database.text(&row[3]),
+            ]
+        })
+        .collect();
     let owned = |id: i64, name: &str, model: &str| {
-        (id, "alice".to_owned(), name.to_owned(), model.to_owned())
+        [
+            id.to_string(),
+            "alice".to_owned(),
+            name.to_owned(),
+            model.to_owned(),
+        ]
+        .map(Some)
     };
     assert_eq!(
         rows,
@@ -188,14 +192,15 @@ fn chat_create_prints_increasing_ids_and_stores_name_model_and_owner() {
 #[test]
 fn global_options_may_follow_the_subcommand() {
     let db = TempDb::new();
-    let path = db.path.to_str().expect("a UTF-8 path");
+    let database = db.arg();
+    let database = database.to_str().expect("UTF-8");
 
     let outcome = run(neptun().current_dir(db.dir.path()).args([
         "user",
         "create",
         "alice",
         "--database",
-        path,
+        database,
     ]));
 
     assert_eq!(outcome.single_line(), "alice");
@@ -505,36 +510,6 @@ async fn limits_from_the_environment_reach_the_server() {
     );
 }
 
-#[test]
-fn running_without_arguments_serves_the_default_database_on_the_bind_address_from_the_environment()
-{
-    // Arrange
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let mut command = neptun();
-    command
-        .current_dir(dir.path())
-        .env("NEPTUN_BIND", "127.0.0.1:0");
-
-    // Act: the healthcheck finds the port the server reported through NEPTUN_BIND.
-    let server = ServerProcess::start(command, dir.path());
-    let check = run(neptun()
-        .current_dir(dir.path())
-        .env("NEPTUN_BIND", format!("127.0.0.1:{}", server.port()))
-        .arg("healthcheck"));
-
-    // Assert
-    assert!(
-        check.status.success(),
-        "healthcheck via NEPTUN_BIND: {check:#?}"
-    );
-    assert_eq!(check.stdout, "");
-    assert!(
-        dir.path().join("data").join("neptun.db").is_file(),
-        "the default database data/neptun.db was created:\n{}",
-        server.log()
-    );
-}
-
 // ---- healthcheck ---------------------------------------------------------------------
 
 #[test]
@@ -583,143 +558,7 @@ fn serving_on_an_address_in_use_fails_with_one_clear_line_naming_the_address() {
     assert!(error.to_lowercase().contains("in use"), "{error}");
 }
 
-#[test]
-fn serving_a_plain_text_file_as_the_database_fails_clearly_and_leaves_it_untouched() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let text = dir.path().join("notes.txt");
-    let content = "these are my notes, not a database\n".repeat(100);
-    fs::write(&text, &content).expect("the text file is written");
-    let path = text.to_str().expect("a UTF-8 path");
-
-    for args in [
-        &["serve", "--bind", "127.0.0.1:0"][..],
-        &["user", "create", "alice"][..],
-    ] {
-        let outcome = run(neptun()
-            .current_dir(dir.path())
-            .args(["--database", path])
-            .args(args));
-
-        let error = outcome.clear_error();
-        assert!(error.contains("database"), "{args:?}: {error}");
-        assert!(error.contains(path), "{args:?} names the file: {error}");
-    }
-    assert_eq!(
-        fs::read_to_string(&text).expect("the file is still there"),
-        content
-    );
-    let names: Vec<_> = fs::read_dir(dir.path())
-        .expect("the folder lists")
-        .map(|e| e.expect("an entry").file_name())
-        .collect();
-    assert_eq!(
-        names,
-        ["notes.txt"],
-        "no -wal or -shm files were left beside it"
-    );
-}
-
-#[test]
-fn a_database_under_a_regular_file_fails_with_a_clear_error() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let file = dir.path().join("plain");
-    fs::write(&file, "x").expect("the file is written");
-    let database = file.join("sub").join("neptun.db");
-    let path = database.to_str().expect("a UTF-8 path");
-
-    for args in [
-        &["serve", "--bind", "127.0.0.1:0"][..],
-        &["user", "create", "alice"][..],
-    ] {
-        let outcome = run(neptun()
-            .current_dir(dir.path())
-            .args(["--database", path])
-            .args(args));
-
-        let error = outcome.clear_error();
-        assert!(error.contains("database"), "{args:?}: {error}");
-        assert!(error.contains(path), "{args:?} names the path: {error}");
-    }
-}
-
-#[test]
-fn a_database_of_another_application_is_refused_and_left_untouched() {
-    let db = TempDb::new();
-    fs::create_dir_all(db.path.parent().expect("a parent")).expect("the folder");
-    db.connection()
-        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');")
-        .expect("a foreign database");
-
-    for args in [
-        &["serve", "--bind", "127.0.0.1:0"][..],
-        &["user", "create", "alice"][..],
-    ] {
-        let outcome = db.cli(args);
-
-        let error = outcome.clear_error();
-        assert!(error.contains("another application"), "{args:?}: {error}");
-    }
-    let tables: Vec<String> = db
-        .connection()
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
-        .expect("query prepares")
-        .query_map([], |r| r.get(0))
-        .expect("query runs")
-        .collect::<Result<_, _>>()
-        .expect("rows read");
-    assert_eq!(tables, ["notes"]);
-    assert_eq!(db.count("notes"), 1);
-}
-
-#[test]
-fn a_database_of_another_application_is_left_byte_for_byte_unchanged() {
-    let db = TempDb::new();
-    fs::create_dir_all(db.path.parent().expect("a parent")).expect("the folder");
-    db.connection()
-        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');")
-        .expect("a foreign database");
-    let before = fs::read(&db.path).expect("the file reads");
-
-    db.cli(&["user", "create", "alice"]).clear_error();
-
-    assert!(
-        fs::read(&db.path).expect("the file reads") == before,
-        "the file changed"
-    );
-    let mode: String = db
-        .connection()
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .expect("the journal mode");
-    assert_eq!(mode, "delete", "the journal mode is still the default");
-}
-
 // ---- environment and help ------------------------------------------------------------
-
-#[test]
-fn neptun_database_from_the_environment_is_used_and_its_missing_folders_are_created() {
-    // Arrange
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let database = dir.path().join("deep").join("er").join("env.db");
-
-    // Act
-    let outcome = run(neptun()
-        .current_dir(dir.path())
-        .env("NEPTUN_DATABASE", &database)
-        .args(["user", "create", "alice"]));
-
-    // Assert
-    assert_eq!(outcome.single_line(), "alice");
-    assert!(database.is_file(), "{} was created", database.display());
-    assert!(
-        !dir.path().join("data").exists(),
-        "the default path was not used"
-    );
-    let id: String = rusqlite::Connection::open(&database)
-        .expect("the database opens")
-        .query_row("SELECT id FROM users", [], |r| r.get(0))
-        .expect("one user");
-    assert_eq!(id, "alice");
-}
 
 #[test]
 fn the_database_option_wins_over_the_environment() {
@@ -730,24 +569,12 @@ fn the_database_option_wins_over_the_environment() {
         .current_dir(db.dir.path())
         .env("NEPTUN_DATABASE", &ignored)
         .arg("--database")
-        .arg(&db.path)
+        .arg(db.arg())
         .args(["user", "create", "alice"]));
 
     assert_eq!(outcome.single_line(), "alice");
     assert_eq!(db.count("users"), 1);
     assert!(!ignored.exists(), "the environment's path was not used");
-}
-
-#[test]
-fn without_a_database_option_the_default_is_data_neptun_db_in_the_working_folder() {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-
-    let outcome = run(neptun()
-        .current_dir(dir.path())
-        .args(["user", "create", "alice"]));
-
-    assert_eq!(outcome.single_line(), "alice");
-    assert!(dir.path().join("data").join("neptun.db").is_file());
 }
 
 #[test]
@@ -914,7 +741,7 @@ fn a_server_option_before_a_subcommand_is_refused_with_where_it_belongs() {
 
         assert_eq!(outcome.status.code(), Some(2), "{args:?}: {outcome:#?}");
         assert!(outcome.stderr.contains(advice), "{args:?}: {outcome:#?}");
-        assert!(!db.path.exists(), "{args:?} did nothing");
+        assert!(db.database.is_untouched(), "{args:?} did nothing");
     }
 }
 
@@ -953,7 +780,7 @@ fn a_zero_that_would_refuse_everything_is_refused_by_the_parser_from_the_command
             command
                 .current_dir(db.dir.path())
                 .arg("--database")
-                .arg(&db.path);
+                .arg(db.arg());
             if from_env {
                 command
                     .env(env, "0")
@@ -978,7 +805,7 @@ fn a_zero_that_would_refuse_everything_is_refused_by_the_parser_from_the_command
                 first.ends_with(&format!("0 would refuse {refused}; give at least 1")),
                 "{case}: the error says why: {first}"
             );
-            assert!(!db.path.exists(), "{case}: nothing was served");
+            assert!(db.database.is_untouched(), "{case}: nothing was served");
         }
     }
 }
@@ -1015,7 +842,7 @@ async fn no_subcommand_and_serve_both_serve_with_the_settings_from_the_environme
         let mut command = neptun();
         command
             .current_dir(db.dir.path())
-            .env("NEPTUN_DATABASE", &db.path)
+            .env("NEPTUN_DATABASE", db.arg())
             .env("NEPTUN_BIND", "127.0.0.1:0")
             .env("NEPTUN_MAX_BATCH", "2")
             .args(args);
@@ -1076,7 +903,10 @@ fn subcommand_help_lists_their_options() {
 
 /// Runs `neptun-chat --database <the app's database> <args...>`.
 fn app_cli(app: &TestApp, args: &[&str]) -> Outcome {
-    run(neptun().arg("--database").arg(&app.db_path).args(args))
+    run(neptun()
+        .arg("--database")
+        .arg(app.database.arg())
+        .args(args))
 }
 
 #[test]
@@ -1148,14 +978,9 @@ async fn user_delete_removes_all_of_the_user_and_says_what_and_leaves_other_user
         .await;
     assert_eq!(third.status().as_u16(), 200);
     let count = |table: &str, column: &str, user: &str| -> i64 {
-        rusqlite::Connection::open(&app.db_path)
-            .expect("the database opens")
-            .query_row(
-                &format!("SELECT count(*) FROM {table} WHERE {column} = ?1"),
-                [user],
-                |r| r.get(0),
-            )
-            .expect("counted")
+        app.database.integer(&format!(
+            "SELECT count(*) FROM {table} WHERE {column} = '{user}'"
+        ))
     };
     let tables = [
         ("users", "id"),
@@ -1225,7 +1050,7 @@ async fn user_set_password_replaces_the_password_and_revokes_the_users_sessions(
 
     // Act
     let outcome = run_with_input(
-        neptun().arg("--database").arg(&app.db_path).args([
+        neptun().arg("--database").arg(app.database.arg()).args([
             "user",
             "set-password",
             &user_id,
@@ -1271,12 +1096,8 @@ fn user_set_password_refuses_unknown_users_users_without_email_and_bad_passwords
     )
     .single_line();
     let hash_of_ada = || -> String {
-        db.connection()
-            .query_row(
-                "SELECT password_hash FROM users WHERE id = 'ada'",
-                [],
-                |r| r.get(0),
-            )
+        db.database
+            .value("SELECT password_hash FROM users WHERE id = 'ada'")
             .expect("ada has a password")
     };
     let before = hash_of_ada();
@@ -1311,7 +1132,6 @@ fn session_revoke_by_prefix_revokes_exactly_the_one_session_it_names() {
     // Arrange: two sessions whose hashes share their first two hex digits.
     let db = TempDb::new();
     db.create_user("alice");
-    let mut admin = Admin::open(&Location::Sqlite(db.path.clone())).expect("the database opens");
     let expires = neptun_chat::domain::Timestamp::from_datetime(
         chrono::Utc::now() + chrono::Duration::days(1),
     );
@@ -1319,26 +1139,25 @@ fn session_revoke_by_prefix_revokes_exactly_the_one_session_it_names() {
     first[..2].copy_from_slice(&[0xab, 0xcd]);
     let mut second = [0x22; 32];
     second[..2].copy_from_slice(&[0xab, 0xef]);
-    for hash in [&first, &second] {
-        admin
-            .create_session("alice", hash, &expires)
-            .expect("session stored");
-    }
-    drop(admin);
+    db.database.with_admin(|admin| {
+        for hash in [&first, &second] {
+            admin
+                .create_session("alice", hash, &expires)
+                .expect("session stored");
+        }
+    });
     let listed = db.cli(&["session", "list", "alice"]);
     let prefixes: Vec<&str> = listed
         .stdout
         .lines()
         .filter_map(|line| line.split('\t').next())
         .collect();
-    let hashes = || -> Vec<Vec<u8>> {
-        db.connection()
-            .prepare("SELECT token_hash FROM sessions ORDER BY token_hash")
-            .expect("query prepares")
-            .query_map([], |r| r.get(0))
-            .expect("query runs")
-            .collect::<Result<_, _>>()
-            .expect("rows read")
+    let hashes = || -> Vec<String> {
+        db.database
+            .rows("SELECT token_hash FROM sessions ORDER BY token_hash")
+            .into_iter()
+            .map(|row| row[0].clone().expect("a hash"))
+            .collect()
     };
 
     // Act
@@ -1367,7 +1186,7 @@ fn session_revoke_by_prefix_revokes_exactly_the_one_session_it_names() {
     assert_eq!(revoked.single_line(), "1", "upper-case digits match too");
     assert_eq!(
         hashes(),
-        vec![second.to_vec()],
+        vec![blob_text(&second)],
         "only the named session is gone"
     );
 }
@@ -1422,13 +1241,16 @@ fn chat_create_applies_the_apis_name_and_model_rules() {
     trimmed.single_line();
     longest.single_line();
     let rows: Vec<(String, String)> = db
-        .connection()
-        .prepare("SELECT name, model FROM chat_conversations ORDER BY id")
-        .expect("query prepares")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query runs")
-        .collect::<Result<_, _>>()
-        .expect("rows read");
+        .database
+        .rows("SELECT name, model FROM chat_conversations ORDER BY id")
+        .into_iter()
+        .map(|row| {
+            (
+                db.database.text(&row[0]).unwrap(),
+                db.database.text(&row[1]).unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
         rows,
         [

@@ -303,7 +303,7 @@ async fn cors_origins_come_from_the_option_or_from_the_environment_separated_by_
         let mut command = neptun();
         command
             .arg("--database")
-            .arg(&db.path)
+            .arg(db.arg())
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(args);
         if let Some(env) = env {
@@ -348,7 +348,7 @@ fn a_wildcard_or_malformed_cors_origin_is_refused_by_the_parser() {
             let mut command = neptun();
             command
                 .arg("--database")
-                .arg(&db.path)
+                .arg(db.arg())
                 .args(["serve", "--bind", "127.0.0.1:0"]);
             if from_env {
                 command.env("NEPTUN_CORS_ORIGIN", format!("http://fine.test,{origin}"));
@@ -366,7 +366,7 @@ fn a_wildcard_or_malformed_cors_origin_is_refused_by_the_parser() {
                 "{case}: {first}"
             );
             assert!(first.contains(reason), "{case}: {first}");
-            assert!(!db.path.exists(), "{case}: nothing was served");
+            assert!(db.database.is_untouched(), "{case}: nothing was served");
         }
     }
 }

@@ -199,12 +199,15 @@ async fn a_batch_that_fails_inside_the_transaction_stores_nothing() {
     // Arrange: a test-only trigger makes the third insert of the batch fail.
     let app = spawn_app().await;
     let alice = app.seed_user("alice");
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.execute_batch(
+    app.database.execute_each(
         "CREATE TRIGGER fail_on_boom BEFORE INSERT ON chat_messages \
          WHEN NEW.message = 'boom' BEGIN SELECT RAISE(ABORT, 'forced failure'); END;",
-    )
-    .unwrap();
+        "CREATE FUNCTION fail_on_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.message = 'boom' THEN RAISE EXCEPTION 'forced failure'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER fail_on_boom BEFORE INSERT ON chat_messages \
+         FOR EACH ROW EXECUTE FUNCTION fail_on_boom();",
+    );
     let batch = json!({"messages": [
         {"content": "first", "role": "user"},
         {"content": "second", "role": "assistant"},
@@ -224,6 +227,7 @@ async fn a_batch_that_fails_inside_the_transaction_stores_nothing() {
         "forced failure",
         "chat_messages",
         "sqlite",
+        "postgres",
         "SQL",
         "neptun.db",
         "boom",
@@ -247,27 +251,23 @@ async fn a_batch_that_fails_inside_the_transaction_stores_nothing() {
 async fn posting_a_message_moves_the_chats_updated_at() {
     let app = spawn_app().await;
     let alice = app.seed_user("alice");
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.execute(
-        "UPDATE chat_conversations SET updated_at = '2000-01-01T00:00:00.000Z' WHERE id = ?1",
-        [alice.chat_id],
-    )
-    .unwrap();
+    app.database.execute(&format!(
+        "UPDATE chat_conversations SET updated_at = '2000-01-01T00:00:00.000Z' WHERE id = {}",
+        alice.chat_id
+    ));
 
     let response = app
         .post_messages(&alice, &json!({"message": "hi", "actor": "user"}))
         .await;
 
     let body = json_body(response).await;
-    let updated_at: String = conn
-        .query_row(
-            "SELECT updated_at FROM chat_conversations WHERE id = ?1",
-            [alice.chat_id],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let updated_at = app.database.value(&format!(
+        "SELECT {} FROM chat_conversations WHERE id = {}",
+        app.database.timestamp("updated_at"),
+        alice.chat_id
+    ));
     assert_eq!(
-        updated_at,
+        updated_at.as_deref().unwrap(),
         body["chatMessage"]["created_at"].as_str().unwrap()
     );
 }

@@ -1,24 +1,26 @@
 //! `spawn_app()` and `TestApp`: the real application on a random port against a fresh
-//! temporary database, plus typed request helpers and seeding through [`Admin`], the
-//! same code the admin commands use.
+//! database on this binary's backend (`crate::BACKEND`), plus typed request helpers and
+//! seeding through [`Admin`], the same code the admin commands use.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::Path;
 
 use neptun_chat::auth::{SESSION_COOKIE, SessionToken};
 use neptun_chat::config::{Limits, Settings};
 use neptun_chat::db::Admin;
-use neptun_chat::db::Location;
 use neptun_chat::domain::Timestamp;
 use neptun_chat::startup::Application;
 use reqwest::header::{CONTENT_TYPE, COOKIE};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// A running application and the temporary folder that holds its database.
+use crate::database::Database;
+
+/// A running application, its database, and its temporary folder (which holds the
+/// database when it is a SQLite file).
 pub(crate) struct TestApp {
     pub address: String,
-    pub db_path: PathBuf,
+    pub database: Database,
     pub client: reqwest::Client,
     _dir: TempDir,
 }
@@ -45,18 +47,23 @@ pub(crate) async fn spawn_app_with(limits: Limits) -> TestApp {
 }
 
 impl TestApp {
-    /// A handle for seeding, as the admin commands use it.
-    pub(crate) fn admin(&self) -> Admin {
-        Admin::open(&Location::Sqlite(self.db_path.clone())).expect("the database opens")
+    /// Runs `work` with a handle for seeding, as the admin commands use it.
+    pub(crate) fn with_admin<T: Send>(&self, work: impl FnOnce(&mut Admin) -> T + Send) -> T {
+        self.database.with_admin(work)
+    }
+
+    /// The SQLite file, for tests about SQLite's files only.
+    pub(crate) fn db_path(&self) -> &Path {
+        self.database.sqlite_path()
     }
 
     /// Creates a user, a 30-day session and a chat.
     pub(crate) fn seed_user(&self, id: &str) -> TestUser {
-        let mut admin = self.admin();
-        admin.create_user(id, None, None).expect("user created");
+        self.with_admin(|admin| admin.create_user(id, None, None))
+            .expect("user created");
         let token = self.create_session(id, 30);
-        let chat_id = admin
-            .create_chat(id, "Test chat", "test-model")
+        let chat_id = self
+            .with_admin(|admin| admin.create_chat(id, "Test chat", "test-model"))
             .expect("chat created");
         TestUser {
             id: id.to_owned(),
@@ -70,16 +77,14 @@ impl TestApp {
         let token = SessionToken::generate().expect("random token");
         let expires_at =
             Timestamp::from_datetime(chrono::Utc::now() + chrono::Duration::days(days));
-        self.admin()
-            .create_session(user_id, &token.hash(), &expires_at)
+        self.with_admin(|admin| admin.create_session(user_id, &token.hash(), &expires_at))
             .expect("session created");
         token.expose().to_owned()
     }
 
     /// Another chat for an existing user.
     pub(crate) fn create_chat(&self, user_id: &str) -> i64 {
-        self.admin()
-            .create_chat(user_id, "Another chat", "test-model")
+        self.with_admin(|admin| admin.create_chat(user_id, "Another chat", "test-model"))
             .expect("chat created")
     }
 
@@ -121,19 +126,9 @@ impl TestApp {
     }
 
     /// The stored messages of a chat in id order, as `(id, text, actor)`, read straight
-    /// from the database file.
+    /// from the database.
     pub(crate) fn stored_messages(&self, chat_id: i64) -> Vec<(i64, String, String)> {
-        let conn = rusqlite::Connection::open(&self.db_path).expect("the database opens");
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, message, actor FROM chat_messages \
-                 WHERE chat_conversation_id = ?1 ORDER BY id",
-            )
-            .expect("query prepares");
-        stmt.query_map([chat_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .expect("query runs")
-            .collect::<Result<_, _>>()
-            .expect("rows read")
+        self.database.stored_messages(chat_id)
     }
 }
 
@@ -269,12 +264,17 @@ pub(crate) fn session_cookie(response: &reqwest::Response) -> Option<(String, Ve
 }
 
 /// Starts the application with `settings`, except that `database` and `bind` are
-/// replaced by a fresh temporary database and `127.0.0.1:0`.
+/// replaced by a fresh database on this binary's backend and `127.0.0.1:0`.
 pub(crate) async fn spawn_app_with_settings(settings: Settings) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let db_path = dir.path().join("data").join("neptun.db");
+    let database = Database::fresh_in(dir.path());
+    spawn_app_on(dir, database, settings).await
+}
+
+/// Starts the application on `database`, keeping `dir` as long as it runs.
+async fn spawn_app_on(dir: TempDir, database: Database, settings: Settings) -> TestApp {
     let settings = Settings {
-        database: Location::Sqlite(db_path.clone()),
+        database: database.location(),
         bind: "127.0.0.1:0".to_owned(),
         ..settings
     };
@@ -286,7 +286,7 @@ pub(crate) async fn spawn_app_with_settings(settings: Settings) -> TestApp {
     tokio::spawn(app.run_ignoring_signals());
     TestApp {
         address,
-        db_path,
+        database,
         client: reqwest::Client::new(),
         _dir: dir,
     }

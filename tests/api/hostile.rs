@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::database::Backend;
 use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with};
 
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -250,7 +251,7 @@ fn session_cookie(token: &str) -> String {
     format!("neptun-session={token}")
 }
 
-/// Everything a request could change, read straight from the database file. Messages
+/// Everything a request could change, read straight from the database. Messages
 /// are counted, with the AUTOINCREMENT high-water mark, so that a message stored and
 /// deleted again still shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,83 +265,73 @@ struct Stored {
 }
 
 fn snapshot(app: &TestApp) -> Stored {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    let users = conn
-        .prepare("SELECT id, primary_email FROM users ORDER BY id")
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let chats = conn
-        .prepare(
-            "SELECT id, neptun_user_id, name, model, updated_at FROM chat_conversations \
-             ORDER BY id",
-        )
-        .unwrap()
-        .query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
+    let db = &app.database;
+    let text = |value: &Option<String>| value.clone().expect("a value");
+    let number = |value: &Option<String>| text(value).parse::<i64>().expect("an integer");
+    let users = db
+        .rows("SELECT id, primary_email FROM users ORDER BY id")
+        .iter()
+        .map(|row| (text(&row[0]), row[1].clone()))
+        .collect();
+    let chats = db
+        .rows(&format!(
+            "SELECT id, neptun_user_id, name, model, {} FROM chat_conversations ORDER BY id",
+            db.timestamp("updated_at")
+        ))
+        .iter()
+        .map(|row| {
+            (
+                number(&row[0]),
+                text(&row[1]),
+                text(&db.text(&row[2])),
+                text(&db.text(&row[3])),
+                text(&row[4]),
+            )
         })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let count = |table: &str| -> i64 {
-        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
-            row.get(0)
-        })
-        .unwrap()
+        .collect();
+    // PostgreSQL's sequences are not transactional (a rolled-back insert uses up its
+    // ids), so there the highest id stored stands in for SQLite's high-water mark.
+    let high_water = match db.backend() {
+        Backend::Sqlite => "SELECT seq FROM sqlite_sequence WHERE name = 'chat_messages'",
+        Backend::Postgres => "SELECT max(id) FROM chat_messages",
     };
-    let messages = conn
-        .query_row(
-            "SELECT (SELECT count(*) FROM chat_messages), \
-                    (SELECT seq FROM sqlite_sequence WHERE name = 'chat_messages')",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
+    let messages = (
+        db.count("chat_messages"),
+        db.rows(high_water)
+            .first()
+            .and_then(|row| row[0].as_ref())
+            .map(|seq| seq.parse().expect("an integer")),
+    );
     Stored {
         users,
-        sessions: count("sessions"),
+        sessions: db.count("sessions"),
         chats,
         messages,
-        idempotency_keys: count("idempotency_keys"),
+        idempotency_keys: db.count("idempotency_keys"),
     }
 }
 
 /// The last `n` messages of a chat as `(text, role)`, oldest first.
 fn last_stored(app: &TestApp, chat_id: i64, n: usize) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    let mut rows: Vec<(String, String)> = conn
-        .prepare(
-            "SELECT message, actor FROM chat_messages WHERE chat_conversation_id = ?1 \
-             ORDER BY id DESC LIMIT ?2",
-        )
-        .unwrap()
-        .query_map(rusqlite::params![chat_id, n as i64], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let mut rows: Vec<(String, String)> = app
+        .database
+        .stored_messages(chat_id)
+        .into_iter()
+        .rev()
+        .take(n)
+        .map(|(_, text, actor)| (text, actor))
+        .collect();
     rows.reverse();
     rows
 }
 
 /// The ids of a chat's messages, ascending.
 fn message_ids(app: &TestApp, chat_id: i64) -> Vec<i64> {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.prepare("SELECT id FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id")
-        .unwrap()
-        .query_map([chat_id], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    app.database
+        .stored_messages(chat_id)
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect()
 }
 
 /// `text` with every character outside `keep` and the URL-unreserved set

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use neptun_chat::auth::SESSION_COOKIE;
-use neptun_chat::db::Location;
 use neptun_chat::db::{Db, Durability};
 use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderValue};
 use serde_json::{Value, json};
 
+use crate::database::Backend;
 use crate::helpers::{TestApp, TestUser, assert_error, json_body, spawn_app};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -96,30 +96,28 @@ async fn post_keyed(app: &TestApp, user: &TestUser, key: &str, body: &Value) -> 
     post_with_key(app, user, user.chat_id, key, body).await
 }
 
-/// The stored keys as `(user_id, key)`, read straight from the database file.
+/// The stored keys as `(user_id, key)`, read straight from the database.
 fn stored_keys(app: &TestApp) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open(&app.db_path).expect("the database opens");
-    let mut stmt = conn
-        .prepare("SELECT user_id, key FROM idempotency_keys ORDER BY user_id, key")
-        .expect("query prepares");
-    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .expect("query runs")
-        .collect::<Result<_, _>>()
-        .expect("rows read")
+    app.database
+        .rows("SELECT user_id, key FROM idempotency_keys ORDER BY user_id, key")
+        .into_iter()
+        .map(|row| (row[0].clone().unwrap(), row[1].clone().unwrap()))
+        .collect()
 }
 
 /// Moves the stored answer for `user_id`'s `key` `hours` into the past.
 fn age_key(app: &TestApp, user_id: &str, key: &str, hours: i64) {
     let created_at = (chrono::Utc::now() - chrono::Duration::hours(hours))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let conn = rusqlite::Connection::open(&app.db_path).expect("the database opens");
-    let changed = conn
-        .execute(
-            "UPDATE idempotency_keys SET created_at = ?1 WHERE user_id = ?2 AND key = ?3",
-            rusqlite::params![created_at, user_id, key],
-        )
-        .expect("the key is updated");
-    assert_eq!(changed, 1, "exactly one stored answer for {user_id}/{key}");
+    let changed = app.database.rows(&format!(
+        "UPDATE idempotency_keys SET created_at = '{created_at}' \
+         WHERE user_id = '{user_id}' AND key = '{key}' RETURNING key"
+    ));
+    assert_eq!(
+        changed.len(),
+        1,
+        "exactly one stored answer for {user_id}/{key}"
+    );
 }
 
 fn batch_of(texts: &[&str]) -> Value {
@@ -664,7 +662,7 @@ async fn purge_expired_deletes_keys_older_than_24_hours_and_keeps_fresh_ones() {
     );
     let fresh = Answer::of(post_keyed(&app, &alice, "fresh", &fresh_body).await).await;
     age_key(&app, "alice", "old", 25);
-    let db = Db::open(&Location::Sqlite(app.db_path.clone()), Durability::Full)
+    let db = Db::open(&app.database.location(), Durability::Full)
         .await
         .expect("a second handle opens");
 
@@ -689,10 +687,19 @@ async fn a_damaged_stored_request_hash_is_a_500_not_a_different_request() {
     let alice = app.seed_user("alice");
     let body = json!({"message": "once", "actor": "user"});
     assert_eq!(post_keyed(&app, &alice, "k", &body).await.status(), 200);
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .execute("UPDATE idempotency_keys SET request_hash = x'0102'", [])
-        .unwrap();
+    // PostgreSQL's schema checks the hash's length, so the damage there takes the
+    // check away first, as a hand-edited database might.
+    let damage = format!(
+        "UPDATE idempotency_keys SET request_hash = {}",
+        app.database.blob(&[1, 2])
+    );
+    app.database.execute_each(
+        &damage,
+        &format!(
+            "ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_request_hash_check; \
+             {damage}"
+        ),
+    );
 
     // Act
     let retry = post_keyed(&app, &alice, "k", &body).await;
@@ -718,27 +725,25 @@ async fn a_key_keeps_a_few_bytes_however_large_its_answer_and_still_replays_it_e
     // Assert: the same answer, rendered from the messages; the key holds their ids.
     assert_eq!(retry.body, first.body, "byte-identical replay");
     assert_eq!(app.stored_messages(alice.chat_id).len(), 4);
-    let kept: i64 = rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row(
+    // A timestamp is its text in SQLite, 8 bytes in PostgreSQL.
+    let size = match app.database.backend() {
+        Backend::Sqlite => {
             "SELECT length(CAST(user_id AS BLOB)) + length(CAST(key AS BLOB)) \
              + length(request_hash) + length(CAST(created_at AS BLOB)) + 3 * 8 \
-             FROM idempotency_keys",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+             FROM idempotency_keys"
+        }
+        Backend::Postgres => {
+            "SELECT octet_length(user_id) + octet_length(key) + octet_length(request_hash) \
+             + 8 + 3 * 8 FROM idempotency_keys"
+        }
+    };
+    let kept = app.database.integer(size);
     assert!(kept < 100, "a key keeps {kept} bytes");
     let ids = first.ids();
-    let columns: Vec<(i64, i64, i64)> = rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .prepare("SELECT first_message_id, last_message_id, message_count FROM idempotency_keys")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(columns, [(ids[0], ids[3], 4)]);
+    let columns = app
+        .database
+        .rows("SELECT first_message_id, last_message_id, message_count FROM idempotency_keys");
+    assert_eq!(columns, [[ids[0], ids[3], 4].map(|n| Some(n.to_string()))]);
 }
 
 #[tokio::test]

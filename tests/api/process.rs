@@ -5,6 +5,7 @@
 //! Every command runs with the `NEPTUN_*` variables and `RUST_LOG` removed, and every
 //! wait is bounded by [`DEADLINE`] (or a shorter limit the caller gives).
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use neptun_chat::auth::SESSION_COOKIE;
 use reqwest::header::{CONTENT_TYPE, COOKIE};
 use tempfile::TempDir;
+
+use crate::database::Database;
 
 /// The longest any single command or start-up may take before the test fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
@@ -146,17 +149,38 @@ pub(crate) fn free_port() -> u16 {
     listener.local_addr().expect("a local address").port()
 }
 
-/// A temporary folder with a database path inside a not-yet-existing subfolder.
+/// A temporary folder (the commands' working folder, where server logs go too) and a
+/// fresh database on this binary's backend: for SQLite a file in a not-yet-existing
+/// subfolder of that folder.
 pub(crate) struct TempDb {
     pub dir: TempDir,
-    pub path: PathBuf,
+    pub database: Database,
 }
 
 impl TempDb {
+    /// A fresh database on this binary's backend.
     pub(crate) fn new() -> TempDb {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let path = dir.path().join("data").join("neptun.db");
-        TempDb { dir, path }
+        let database = Database::fresh_in(dir.path());
+        TempDb { dir, database }
+    }
+
+    /// A fresh SQLite database, whatever this binary's backend, for tests about
+    /// SQLite's files.
+    pub(crate) fn sqlite() -> TempDb {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let database = Database::sqlite_in(dir.path());
+        TempDb { dir, database }
+    }
+
+    /// The SQLite file, for tests about SQLite's files only.
+    pub(crate) fn path(&self) -> &Path {
+        self.database.sqlite_path()
+    }
+
+    /// What `--database` is given: the file's path or the PostgreSQL URL.
+    pub(crate) fn arg(&self) -> OsString {
+        self.database.arg()
     }
 
     /// Runs `neptun-chat --database <this db> <args...>` in the temporary folder.
@@ -164,7 +188,7 @@ impl TempDb {
         run(neptun()
             .current_dir(self.dir.path())
             .arg("--database")
-            .arg(&self.path)
+            .arg(self.arg())
             .args(args))
     }
 
@@ -174,7 +198,7 @@ impl TempDb {
             neptun()
                 .current_dir(self.dir.path())
                 .arg("--database")
-                .arg(&self.path)
+                .arg(self.arg())
                 .args(args),
             input,
         )
@@ -202,14 +226,14 @@ impl TempDb {
             .unwrap_or_else(|_| panic!("a chat id, not {line:?}"))
     }
 
+    /// A connection to the SQLite file, for tests about SQLite's files only.
     pub(crate) fn connection(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.path).expect("the database opens")
+        rusqlite::Connection::open(self.path()).expect("the database opens")
     }
 
+    /// The number of rows in `table`.
     pub(crate) fn count(&self, table: &str) -> i64 {
-        self.connection()
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .expect("the table can be counted")
+        self.database.count(table)
     }
 
     /// Starts `neptun-chat serve` on this database with extra environment variables and
@@ -228,7 +252,7 @@ impl TempDb {
         command
             .current_dir(self.dir.path())
             .arg("--database")
-            .arg(&self.path)
+            .arg(self.arg())
             .arg("serve")
             .args(["--bind", "127.0.0.1:0"])
             .args(args)

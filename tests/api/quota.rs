@@ -31,14 +31,11 @@ async fn post_batch(app: &TestApp, user: &TestUser, texts: &[&str]) -> reqwest::
 
 /// The user's storage counts as the database keeps them.
 fn stored_counts(app: &TestApp, user_id: &str) -> (i64, i64) {
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row(
-            "SELECT stored_messages, stored_bytes FROM users WHERE id = ?1",
-            [user_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap()
+    let row = app.database.row(&format!(
+        "SELECT stored_messages, stored_bytes FROM users WHERE id = '{user_id}'"
+    ));
+    let number = |i: usize| row[i].as_deref().unwrap().parse().unwrap();
+    (number(0), number(1))
 }
 
 #[tokio::test]

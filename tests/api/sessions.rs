@@ -30,24 +30,17 @@ fn sorted(mut attributes: Vec<String>) -> Vec<String> {
     attributes
 }
 
-/// `(primary_email, password_hash)` of a user, read straight from the database file.
+/// `(primary_email, password_hash)` of a user, read straight from the database.
 fn stored_user(app: &TestApp, id: &str) -> (Option<String>, Option<String>) {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.query_row(
-        "SELECT primary_email, password_hash FROM users WHERE id = ?1",
-        [id],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )
-    .unwrap()
+    let row = app.database.row(&format!(
+        "SELECT primary_email, password_hash FROM users WHERE id = '{id}'"
+    ));
+    (row[0].clone(), row[1].clone())
 }
 
 /// How many rows a table holds.
 fn count_rows(app: &TestApp, table: &str) -> i64 {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
-        row.get(0)
-    })
-    .unwrap()
+    app.database.count(table)
 }
 
 /// The `(code, path)` of each issue a 400 should list, in order.
@@ -352,8 +345,7 @@ async fn sign_up_and_login_bodies_of_the_wrong_shape_are_rejected_naming_email_a
 async fn an_email_already_taken_in_any_case_is_rejected_with_409() {
     // Arrange: a user made by the CLI owns the address.
     let app = spawn_app().await;
-    app.admin()
-        .create_user("ada", Some("ada@example.org"), None)
+    app.with_admin(|admin| admin.create_user("ada", Some("ada@example.org"), None))
         .unwrap();
 
     // Act
@@ -378,8 +370,7 @@ async fn a_wrong_password_an_unknown_email_and_a_passwordless_user_get_identical
     // Arrange
     let app = spawn_app().await;
     app.sign_up("ada@example.org", "the right password").await;
-    app.admin()
-        .create_user("cli-user", Some("cli@example.org"), None)
+    app.with_admin(|admin| admin.create_user("cli-user", Some("cli@example.org"), None))
         .unwrap();
     let cases = [
         ("a wrong password", "ada@example.org", "the wrong password"),
@@ -421,13 +412,12 @@ async fn a_wrong_password_an_unknown_email_and_a_passwordless_user_get_identical
 async fn the_session_route_returns_the_user_of_a_session_made_by_the_cli() {
     let app = spawn_app().await;
     let alice = app.seed_user("alice");
-    let created_at: String = rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row(
-            "SELECT created_at FROM users WHERE id = 'alice'",
-            [],
-            |row| row.get(0),
-        )
+    let created_at = app
+        .database
+        .value(&format!(
+            "SELECT {} FROM users WHERE id = 'alice'",
+            app.database.timestamp("created_at")
+        ))
         .unwrap();
 
     let answer = current_session(&app, Some(&alice.token)).await;
@@ -553,7 +543,7 @@ fn create_user_with_password(app: &TestApp, args: &[&str], stdin: &str) -> std::
     use std::io::Write;
     let mut child = crate::process::neptun()
         .arg("--database")
-        .arg(&app.db_path)
+        .arg(app.database.arg())
         .args(["user", "create"])
         .args(args)
         .stdin(std::process::Stdio::piped())

@@ -216,14 +216,9 @@ async fn sign_ups_from_one_address_are_limited_and_others_sign_up() {
     // Assert: the refused sign-up stored nothing; the one from elsewhere did.
     assert_throttled(third, "1").await;
     assert_eq!(elsewhere.status().as_u16(), 200);
-    let stored: i64 = rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM users WHERE primary_email = 'user2@example.org'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let stored = app
+        .database
+        .integer("SELECT count(*) FROM users WHERE primary_email = 'user2@example.org'");
     assert_eq!(stored, 1);
 }
 

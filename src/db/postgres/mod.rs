@@ -441,6 +441,13 @@ impl Db {
         kept: &Row,
     ) -> Result<Vec<ChatMessage>> {
         let hash: &[u8] = kept.try_get(0)?;
+        // A stored hash of another length is a damaged row, not another request.
+        if hash.len() != key.request_hash.len() {
+            return Err(Error::described(
+                Step::Statement,
+                format!("a stored request hash is {} bytes long, not 32", hash.len()),
+            ));
+        }
         if hash != key.request_hash {
             return Err(Error::KeyReused);
         }
