@@ -27,9 +27,8 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, RETRY_AFTER};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use crate::postgres_cluster::{self, Cluster};
 use crate::process::{self, ServerProcess, neptun};
-
-use cluster::Cluster;
 
 /// How long one HTTP request may take before the test calls it a hang.
 const REQUEST_LIMIT: Duration = Duration::from_secs(15);
@@ -41,8 +40,10 @@ const WAIT_LIMIT: Duration = Duration::from_secs(30);
 /// How often a condition is polled.
 const POLL: Duration = Duration::from_millis(20);
 
-/// The cluster the tests share, started on first use; `None` (after saying so once)
-/// when PostgreSQL is not available and not required.
+/// The cluster these tests share, started on first use; `None` (after saying so once)
+/// when PostgreSQL is not available and not required. Not [`postgres_cluster::shared`],
+/// which ends the whole test process when PostgreSQL is missing: this binary's SQLite
+/// tests must still run.
 fn shared() -> Option<&'static Cluster> {
     static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
     match SHARED.get_or_init(Cluster::start) {
@@ -61,8 +62,11 @@ fn private() -> Option<Cluster> {
 
 /// Fails when PostgreSQL is required, else says once that these tests are skipped.
 fn skip<T>(reason: &str) -> Option<T> {
-    if std::env::var("NEPTUN_TEST_POSTGRES").is_ok_and(|value| value == "required") {
-        panic!("PostgreSQL is required (NEPTUN_TEST_POSTGRES=required) but {reason}");
+    if postgres_cluster::required() {
+        panic!(
+            "PostgreSQL is required ({}=required) but {reason}",
+            postgres_cluster::REQUIRED_VARIABLE
+        );
     }
     static SAID: AtomicBool = AtomicBool::new(false);
     if !SAID.swap(true, Ordering::Relaxed) {
@@ -1064,315 +1068,4 @@ fn a_database_of_another_application_or_of_a_newer_schema_is_refused_and_left_un
         newer.query("SELECT id FROM users"),
         vec![vec![Some("before-the-upgrade".to_owned())]]
     );
-}
-
-/// A throwaway PostgreSQL cluster on a Unix socket in a temporary folder, stopped and
-/// removed by a watchdog process when it is dropped or the tests end in any way: the
-/// cluster of tests/api/postgres_cluster.rs, which these tests use once it is there.
-mod cluster {
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, ChildStdin, Command, Stdio};
-    use std::time::Duration;
-
-    /// How long `pg_ctl` may take to start or stop the server.
-    const PG_CTL_TIMEOUT: Duration = Duration::from_secs(60);
-
-    /// A running PostgreSQL server on a Unix socket in its own temporary folder.
-    pub(crate) struct Cluster {
-        bin: PathBuf,
-        /// The temporary folder: `data/` (the cluster), the socket, and `server.log`.
-        dir: PathBuf,
-        /// The watchdog's standard input; closing it stops the cluster and removes `dir`.
-        watchdog_input: Option<ChildStdin>,
-        watchdog: Child,
-        /// Whether the tests run as root, so PostgreSQL's commands run as `postgres`.
-        as_postgres: bool,
-    }
-
-    impl Cluster {
-        /// Initialises and starts a new cluster, or says why it could not.
-        pub(crate) fn start() -> Result<Cluster, String> {
-            let bin = find_bin()?;
-            let as_postgres = rustix::process::geteuid().is_root();
-            let dir = tempfile::Builder::new()
-                .prefix("neptun-pg-")
-                .tempdir()
-                .map_err(|err| format!("no temporary folder: {err}"))?
-                // The watchdog removes it, even after this process is gone.
-                .keep();
-            if as_postgres {
-                let (uid, gid) = postgres_ids()?;
-                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                    .map_err(|err| format!("chown {} to postgres: {err}", dir.display()))?;
-            }
-            let cluster = Cluster::with_watchdog(bin, dir, as_postgres)?;
-            cluster.init()?;
-            cluster.start_server()?;
-            Ok(cluster)
-        }
-
-        /// Spawns the watchdog first, so that a cluster that fails halfway through its
-        /// start is cleaned up all the same.
-        fn with_watchdog(bin: PathBuf, dir: PathBuf, as_postgres: bool) -> Result<Cluster, String> {
-            let pg_ctl = bin.join("pg_ctl");
-            // The watchdog ignores the signals a Ctrl-C or a hang-up sends the whole process
-            // group, so that it outlives the tests and cleans up after them.
-            let script = r#"trap '' INT TERM HUP QUIT
-cat >/dev/null
-if [ -f "$3/data/postmaster.pid" ]; then $1 "$2" stop -D "$3/data" -m immediate -w >/dev/null 2>&1; fi
-rm -rf "$3""#;
-            let runner = if as_postgres {
-                "runuser -u postgres --"
-            } else {
-                "env"
-            };
-            let watchdog_cmd = Command::new("sh")
-                .args(["-c", script, "pg-watchdog", runner])
-                .arg(&pg_ctl)
-                .arg(&dir)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut watchdog = match watchdog_cmd {
-                Ok(child) => child,
-                Err(err) => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    return Err(format!("the cluster's watchdog (sh) did not start: {err}"));
-                }
-            };
-            let watchdog_input = watchdog.stdin.take();
-            Ok(Cluster {
-                bin,
-                dir,
-                watchdog_input,
-                watchdog,
-                as_postgres,
-            })
-        }
-
-        fn init(&self) -> Result<(), String> {
-            self.pg_command("initdb")
-                .arg("-D")
-                .arg(self.data_dir())
-                .args([
-                    "--auth=trust",
-                    "-U",
-                    "postgres",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ])
-                .output_ok("initdb")
-        }
-
-        fn start_server(&self) -> Result<(), String> {
-            let options = format!(
-                "-k {} -c listen_addresses='' -c max_connections=300 -c fsync=off \
-                 -c full_page_writes=off",
-                self.dir.display()
-            );
-            self.pg_ctl("start")
-                .arg("-l")
-                .arg(self.dir.join("server.log"))
-                .arg("-o")
-                .arg(options)
-                .output_ok("pg_ctl start")
-                .map_err(|err| format!("{err}\nserver log:\n{}", self.server_log()))
-        }
-
-        /// Stops the server as a crash would (`-m immediate`), keeping its data.
-        pub(crate) fn stop(&self) {
-            if let Err(err) = self
-                .pg_ctl("stop")
-                .args(["-m", "immediate"])
-                .output_ok("pg_ctl stop")
-            {
-                panic!("{err}");
-            }
-        }
-
-        /// Starts the server again after [`Cluster::stop`], on the same socket and data.
-        pub(crate) fn restart(&self) {
-            if let Err(err) = self.start_server() {
-                panic!("{err}");
-            }
-        }
-
-        /// `pg_ctl <action> -D <data> -w -t <timeout>`.
-        fn pg_ctl(&self, action: &str) -> Command {
-            let mut command = self.pg_command("pg_ctl");
-            command
-                .arg(action)
-                .arg("-D")
-                .arg(self.data_dir())
-                .arg("-w")
-                .arg("-t")
-                .arg(PG_CTL_TIMEOUT.as_secs().to_string());
-            command
-        }
-
-        /// A PostgreSQL program, run as `postgres` when the tests run as root.
-        fn pg_command(&self, program: &str) -> Command {
-            let path = self.bin.join(program);
-            let mut command = if self.as_postgres {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(path);
-                command
-            } else {
-                Command::new(path)
-            };
-            // From a folder `postgres` may enter, whatever the tests' working folder is.
-            command.current_dir(&self.dir).stdin(Stdio::null());
-            command
-        }
-
-        fn data_dir(&self) -> PathBuf {
-            self.dir.join("data")
-        }
-
-        /// The folder of the server's Unix socket.
-        pub(crate) fn socket_dir(&self) -> &Path {
-            &self.dir
-        }
-
-        /// The server's log so far, for a failure message.
-        pub(crate) fn server_log(&self) -> String {
-            std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-        }
-
-        /// The libpq URL of database `name` on this cluster.
-        pub(crate) fn url(&self, name: &str) -> String {
-            format!(
-                "postgresql:///{name}?host={}&user=postgres",
-                self.socket_dir().display()
-            )
-        }
-
-        /// Runs `sql` (one or more statements, no parameters) on database `name` and
-        /// returns the rows of its results, every value as text (`None` for NULL), as
-        /// PostgreSQL's simple query protocol gives them.
-        pub(crate) fn simple_query(
-            &self,
-            name: &str,
-            sql: &str,
-        ) -> Result<Vec<Vec<Option<String>>>, String> {
-            let config = format!("host={} user=postgres dbname={name}", self.dir.display());
-            let sql = sql.to_owned();
-            // On a thread of its own with its own runtime: the callers are often already on
-            // a runtime's worker, where blocking on another runtime is refused.
-            let worker = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|err| format!("a runtime: {err}"))?;
-                runtime.block_on(async move {
-                    let (client, connection) =
-                        tokio_postgres::connect(&config, tokio_postgres::NoTls)
-                            .await
-                            .map_err(|err| format!("connecting to {config}: {err}"))?;
-                    let connection = tokio::spawn(connection);
-                    let messages = client
-                        .simple_query(&sql)
-                        .await
-                        .map_err(|err| format!("{sql}: {}", describe(&err)))?;
-                    drop(client);
-                    let _ = connection.await;
-                    Ok(messages
-                        .into_iter()
-                        .filter_map(|message| match message {
-                            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                                (0..row.len())
-                                    .map(|i| row.get(i).map(str::to_owned))
-                                    .collect(),
-                            ),
-                            _ => None,
-                        })
-                        .collect())
-                })
-            });
-            worker
-                .join()
-                .unwrap_or_else(|_| Err("the query thread panicked".to_owned()))
-        }
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            // Closing the watchdog's input makes it stop the server and remove the folder.
-            drop(self.watchdog_input.take());
-            let _ = self.watchdog.wait();
-        }
-    }
-
-    /// A PostgreSQL error with its server-side message, which `Display` leaves out.
-    fn describe(err: &tokio_postgres::Error) -> String {
-        match err.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => err.to_string(),
-        }
-    }
-
-    /// `PG_BIN`, or the newest `/usr/lib/postgresql/<version>/bin` that has `initdb`.
-    fn find_bin() -> Result<PathBuf, String> {
-        if let Some(bin) = std::env::var_os("PG_BIN") {
-            let bin = PathBuf::from(bin);
-            return if bin.join("initdb").is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("PG_BIN={} has no initdb", bin.display()))
-            };
-        }
-        let root = Path::new("/usr/lib/postgresql");
-        let entries =
-            std::fs::read_dir(root).map_err(|err| format!("no {}: {err}", root.display()))?;
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let version: u32 = entry.file_name().to_str()?.parse().ok()?;
-                let bin = entry.path().join("bin");
-                bin.join("initdb").is_file().then_some((version, bin))
-            })
-            .max_by_key(|(version, _)| *version)
-            .map(|(_, bin)| bin)
-            .ok_or_else(|| format!("no {}/<version>/bin/initdb", root.display()))
-    }
-
-    /// The `postgres` account's user and group ids, from `id`.
-    fn postgres_ids() -> Result<(u32, u32), String> {
-        let id = |flag: &str| -> Result<u32, String> {
-            let output = Command::new("id")
-                .args([flag, "postgres"])
-                .output()
-                .map_err(|err| format!("id {flag} postgres: {err}"))?;
-            String::from_utf8_lossy(&output.stdout)
-                .trim()
-                .parse()
-                .map_err(|_| "no `postgres` account to run the cluster as".to_owned())
-        };
-        Ok((id("-u")?, id("-g")?))
-    }
-
-    /// Running a command to completion, its failure as a message with its output.
-    trait OutputOk {
-        fn output_ok(&mut self, what: &str) -> Result<(), String>;
-    }
-
-    impl OutputOk for Command {
-        fn output_ok(&mut self, what: &str) -> Result<(), String> {
-            let output = self
-                .output()
-                .map_err(|err| format!("{what} did not run: {err}"))?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{what} failed ({}): {}{}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                ))
-            }
-        }
-    }
 }
