@@ -51,7 +51,7 @@ impl Drop for AdminRuntime {
 }
 
 /// Runs `work` to completion on `runtime`, on a thread of its own.
-fn block_on<F>(runtime: &tokio::runtime::Runtime, work: F) -> F::Output
+pub(super) fn block_on<F>(runtime: &tokio::runtime::Runtime, work: F) -> F::Output
 where
     F: std::future::Future + Send,
     F::Output: Send,

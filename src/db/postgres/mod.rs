@@ -28,6 +28,7 @@
 //! the server recovers by itself when the database is back.
 
 mod admin;
+pub(super) mod copy;
 mod error;
 mod schema;
 mod tls;
