@@ -1,0 +1,655 @@
+//! `neptun-chat copy --to`: a database with real content, made through the API, moved
+//! from SQLite to PostgreSQL and back into a new SQLite file, compared row for row with
+//! where it started, and used through a server on the PostgreSQL copy (the same password,
+//! the same session, the same idempotent answer, fresh ids); targets that are not empty
+//! are refused and a copy that fails half-way leaves its target empty.
+//!
+//! These tests run against a real PostgreSQL: a throwaway cluster of their own
+//! ([`TempPostgres`]), socket only, from the installed PostgreSQL programs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use neptun_chat::auth::SESSION_COOKIE;
+use neptun_chat::config::Settings;
+use neptun_chat::db::Location;
+use neptun_chat::startup::Application;
+use reqwest::header::{CONTENT_TYPE, COOKIE};
+use rusqlite::types::Value as SqlValue;
+use serde_json::{Value, json};
+
+use crate::helpers::{chat_message_ids, json_body, session_cookie, spawn_app};
+use crate::process::{Outcome, neptun, run};
+
+/// A PostgreSQL cluster in a temporary folder, listening on a socket there only, run by
+/// the `postgres` user when the tests run as root (initdb refuses root). Stopped and
+/// removed when dropped.
+struct TempPostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    databases: usize,
+}
+
+impl TempPostgres {
+    /// Starts a cluster, or `None`, loudly, when PostgreSQL is not installed.
+    fn start() -> Option<TempPostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
+            .filter(|bin| bin.join("initdb").is_file())
+            .max_by_key(|bin| {
+                bin.parent()
+                    .and_then(|version| version.file_name()?.to_str()?.parse::<u32>().ok())
+            });
+        let Some(bin) = bin else {
+            eprintln!(
+                "PostgreSQL IS NOT INSTALLED: this copy test ran without it and checked nothing"
+            );
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("neptun-copy-pg-")
+            .tempdir_in("/tmp")
+            .expect("a temporary folder");
+        let postgres = TempPostgres {
+            bin,
+            dir,
+            databases: 0,
+        };
+        if is_root() {
+            let chowned = Command::new("chown")
+                .arg("postgres")
+                .arg(postgres.dir.path())
+                .status()
+                .expect("chown runs");
+            assert!(
+                chowned.success(),
+                "the folder is given to the postgres user"
+            );
+        }
+        let data = postgres.dir.path().join("data");
+        postgres.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "--auth=trust".as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        );
+        let options = format!(
+            "-k {} -c listen_addresses='' -c fsync=off",
+            postgres.dir.path().display()
+        );
+        let log = postgres.dir.path().join("log");
+        postgres.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-s".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        );
+        Some(postgres)
+    }
+
+    /// Runs the PostgreSQL program `name`, as `postgres` when root, expecting success.
+    fn run(&self, name: &str, args: &[&std::ffi::OsStr]) {
+        let program = self.bin.join(name);
+        let mut command = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        };
+        let output = command.args(args).output().expect("the program runs");
+        assert!(
+            output.status.success(),
+            "{name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// A new, empty database; its URL.
+    fn create_database(&mut self) -> String {
+        self.databases += 1;
+        let name = format!("copy{}", self.databases);
+        let host = self.dir.path().as_os_str();
+        self.run(
+            "createdb",
+            &[
+                "-h".as_ref(),
+                host,
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "-T".as_ref(),
+                "template0".as_ref(),
+                name.as_ref(),
+            ],
+        );
+        format!(
+            "postgresql:///{name}?host={}&user=postgres",
+            self.dir.path().display()
+        )
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let program = self.bin.join("pg_ctl");
+        let mut command = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        };
+        let _ = command
+            .arg("-D")
+            .arg(data)
+            .args(["-m", "immediate", "-w", "-s", "stop"])
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `neptun-chat --database FROM copy --to TO`.
+fn copy(from: &str, to: &str) -> Outcome {
+    run(neptun().args(["--database", from, "copy", "--to", to]))
+}
+
+/// Asserts that `outcome` is a successful copy, and returns its table lines.
+fn copied(outcome: &Outcome) -> Vec<(String, u64)> {
+    assert!(outcome.status.success(), "the copy succeeds: {outcome:#?}");
+    assert!(
+        outcome.stderr.contains("verified"),
+        "it says it verified the copy: {outcome:#?}"
+    );
+    outcome
+        .stdout
+        .lines()
+        .map(|line| {
+            let (table, rows) = line.split_once('\t').expect("table<TAB>rows");
+            (table.to_owned(), rows.parse().expect("a row count"))
+        })
+        .collect()
+}
+
+/// Every row of every table and the AUTOINCREMENT counters of the SQLite database at
+/// `path`, in key order, as SQLite returns them.
+fn sqlite_rows(path: &Path) -> Vec<(String, Vec<Vec<SqlValue>>)> {
+    let conn = rusqlite::Connection::open(path).expect("the database opens");
+    [
+        ("users", "SELECT * FROM users ORDER BY id"),
+        ("sessions", "SELECT * FROM sessions ORDER BY token_hash"),
+        (
+            "chat_conversations",
+            "SELECT * FROM chat_conversations ORDER BY id",
+        ),
+        ("chat_messages", "SELECT * FROM chat_messages ORDER BY id"),
+        (
+            "idempotency_keys",
+            "SELECT * FROM idempotency_keys ORDER BY user_id, key",
+        ),
+        (
+            "sqlite_sequence",
+            "SELECT * FROM sqlite_sequence ORDER BY name",
+        ),
+    ]
+    .into_iter()
+    .map(|(table, sql)| {
+        let mut stmt = conn.prepare(sql).expect("the query prepares");
+        let columns = stmt.column_count();
+        let rows = stmt
+            .query_map([], |row| {
+                (0..columns).map(|i| row.get::<_, SqlValue>(i)).collect()
+            })
+            .expect("the query runs")
+            .collect::<Result<_, _>>()
+            .expect("the rows are read");
+        (table.to_owned(), rows)
+    })
+    .collect()
+}
+
+/// A server on `database`, with the test's defaults otherwise; its base URL.
+async fn serve(database: Location) -> String {
+    let app = Application::build(Settings {
+        database,
+        bind: "127.0.0.1:0".to_owned(),
+        ..Settings::default()
+    })
+    .await
+    .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_ignoring_signals());
+    address
+}
+
+/// Sends a JSON request to `address` + `path` with an optional session token and
+/// `Idempotency-Key`.
+async fn send(
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.header(COOKIE, format!("{SESSION_COOKIE}={token}"));
+    }
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    if let Some(body) = body {
+        request = request
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    request.send().await.expect("the request is sent")
+}
+
+/// Asserts a 200 and returns its JSON body.
+async fn ok(response: reqwest::Response, what: &str) -> Value {
+    assert_eq!(response.status().as_u16(), 200, "{what}");
+    json_body(response).await
+}
+
+/// The stored content of a real deployment: two users signed up with passwords, three
+/// chats, single and batch messages, an idempotency-keyed batch, a deleted last turn
+/// (so message ids have a gap at the end) and a deleted chat. Returns the SQLite file,
+/// the first user's id and session, their chat and the keyed request.
+struct Content {
+    db_path: PathBuf,
+    user_id: String,
+    token: String,
+    chat_id: i64,
+    keyed_body: Value,
+    keyed_ids: Vec<i64>,
+    _app: crate::helpers::TestApp,
+}
+
+const KEY: &str = "retry-me-7";
+
+async fn make_content() -> Content {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let (ada, token) = app.sign_up("ada@example.org", "ada's long password").await;
+    let (bob, bob_token) = app.sign_up("bob@example.org", "bob's long password").await;
+    let ada_id = ada["id"].as_str().expect("an id").to_owned();
+    let bob_id = bob["id"].as_str().expect("an id").to_owned();
+    let chats = |user: &str| format!("{}/api/users/{user}/chats", app.address);
+    let mut chat_ids = Vec::new();
+    for (user, token, name) in [
+        (&ada_id, &token, "Plans"),
+        (&ada_id, &token, "To delete"),
+        (&bob_id, &bob_token, "Bob's"),
+    ] {
+        let body = json!({"name": name, "model": "test-model"});
+        let chat = ok(
+            send(Method::POST, chats(user), Some(token), None, Some(&body)).await,
+            "chat created",
+        )
+        .await;
+        chat_ids.push(chat["chat"]["id"].as_i64().expect("a chat id"));
+    }
+    let messages = |user: &str, chat: i64| format!("{}/{chat}/messages", chats(user));
+    let single = json!({"message": "Hello, Grüße and 🚀", "actor": "user"});
+    let batch = json!({"messages": [
+        {"content": "a batch, first", "role": "user"},
+        {"content": "a batch, second\nwith a new line", "role": "assistant"},
+        {"content": "system note", "role": "system"},
+    ]});
+    for (user, token, chat, body) in [
+        (&ada_id, &token, chat_ids[0], &single),
+        (&ada_id, &token, chat_ids[0], &batch),
+        (&ada_id, &token, chat_ids[1], &batch),
+        (&bob_id, &bob_token, chat_ids[2], &single),
+    ] {
+        ok(
+            send(
+                Method::POST,
+                messages(user, chat),
+                Some(token),
+                None,
+                Some(body),
+            )
+            .await,
+            "messages stored",
+        )
+        .await;
+    }
+    let keyed_body = json!({"messages": [
+        {"content": "kept with a key", "role": "user"},
+        {"content": "and its answer", "role": "assistant"},
+    ]});
+    let keyed = ok(
+        send(
+            Method::POST,
+            messages(&ada_id, chat_ids[0]),
+            Some(&token),
+            Some(KEY),
+            Some(&keyed_body),
+        )
+        .await,
+        "keyed batch stored",
+    )
+    .await;
+    let keyed_ids = chat_message_ids(&keyed);
+    // A last turn that is deleted leaves ids that are never handed out again.
+    let turn = json!({"messages": [
+        {"content": "to be taken back", "role": "user"},
+        {"content": "taken back too", "role": "assistant"},
+    ]});
+    ok(
+        send(
+            Method::POST,
+            messages(&ada_id, chat_ids[0]),
+            Some(&token),
+            None,
+            Some(&turn),
+        )
+        .await,
+        "last turn stored",
+    )
+    .await;
+    let deleted = send(
+        Method::DELETE,
+        format!("{}/last", messages(&ada_id, chat_ids[0])),
+        Some(&token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status().as_u16(), 200, "last turn deleted");
+    let deleted = send(
+        Method::DELETE,
+        format!("{}/{}", chats(&ada_id), chat_ids[1]),
+        Some(&token),
+        None,
+        None,
+    )
+    .await;
+    assert!(deleted.status().is_success(), "chat deleted");
+    // The writer purges a deleted chat's rows soon after; wait for it, so that the
+    // source holds only what a copy takes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let conn = rusqlite::Connection::open(&app.db_path).expect("the database opens");
+    while conn
+        .query_row("SELECT count(*) FROM chat_conversations", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .expect("counted")
+        != 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted chat is purged in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Content {
+        db_path: app.db_path.clone(),
+        user_id: ada_id,
+        token,
+        chat_id: chat_ids[0],
+        keyed_body,
+        keyed_ids,
+        _app: app,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_moved_to_postgresql_and_back_is_the_same_row_for_row_and_works_on_postgresql() {
+    // Arrange
+    let Some(mut postgres) = TempPostgres::start() else {
+        return;
+    };
+    let content = make_content().await;
+    let source = content.db_path.to_str().expect("a UTF-8 path").to_owned();
+    let url = postgres.create_database();
+    let back_dir = tempfile::tempdir().expect("a temporary folder");
+    let back = back_dir.path().join("back.db");
+    let back_text = back.to_str().expect("a UTF-8 path").to_owned();
+
+    // Act
+    let there = copy(&source, &url);
+    let and_back = copy(&url, &back_text);
+
+    // Assert: what each copy says it copied.
+    let expected: Vec<(String, u64)> = [
+        ("users", 2),
+        ("sessions", 2),
+        ("chats", 2),
+        ("messages", 7),
+        ("idempotency_keys", 1),
+    ]
+    .into_iter()
+    .map(|(table, rows)| (table.to_owned(), rows))
+    .collect();
+    assert_eq!(copied(&there), expected, "SQLite -> PostgreSQL");
+    assert_eq!(copied(&and_back), expected, "PostgreSQL -> SQLite");
+
+    // Assert: every row, id, timestamp, hash and counter came back as it was.
+    let original = sqlite_rows(&content.db_path);
+    let returned = sqlite_rows(&back);
+    for ((table, rows), (_, returned_rows)) in original.iter().zip(&returned) {
+        assert!(!rows.is_empty(), "{table} has rows to compare");
+        assert_eq!(rows, returned_rows, "{table}, row for row");
+    }
+
+    // Assert: a server on the PostgreSQL copy.
+    use reqwest::Method;
+    let server = serve(url.parse().expect("a URL")).await;
+    let login = send(
+        Method::POST,
+        format!("{server}/api/auth/login"),
+        None,
+        None,
+        Some(&json!({"email": "ada@example.org", "password": "ada's long password"})),
+    )
+    .await;
+    assert_eq!(login.status().as_u16(), 200, "the same password logs in");
+    assert!(session_cookie(&login).is_some(), "a new session");
+    let session = ok(
+        send(
+            Method::GET,
+            format!("{server}/api/auth/session"),
+            Some(&content.token),
+            None,
+            None,
+        )
+        .await,
+        "the copied session cookie works",
+    )
+    .await;
+    assert_eq!(session["user"]["id"], content.user_id.as_str(), "{session}");
+    let messages = format!(
+        "{server}/api/users/{}/chats/{}/messages",
+        content.user_id, content.chat_id
+    );
+    let replayed = ok(
+        send(
+            Method::POST,
+            messages.clone(),
+            Some(&content.token),
+            Some(KEY),
+            Some(&content.keyed_body),
+        )
+        .await,
+        "the idempotent retry",
+    )
+    .await;
+    assert_eq!(
+        chat_message_ids(&replayed),
+        content.keyed_ids,
+        "the retry replays the stored answer"
+    );
+    let next = ok(
+        send(
+            Method::POST,
+            messages.clone(),
+            Some(&content.token),
+            None,
+            Some(&json!({"message": "new on PostgreSQL", "actor": "user"})),
+        )
+        .await,
+        "a new message",
+    )
+    .await;
+    let highest_handed_out = original
+        .iter()
+        .find(|(table, _)| table == "sqlite_sequence")
+        .and_then(|(_, rows)| {
+            rows.iter()
+                .find(|row| row[0] == SqlValue::Text("chat_messages".to_owned()))
+        })
+        .map(|row| match row[1] {
+            SqlValue::Integer(seq) => seq,
+            ref other => panic!("a sequence value: {other:?}"),
+        })
+        .expect("the source's message counter");
+    let highest_copied = original[3]
+        .1
+        .iter()
+        .map(|row| match row[0] {
+            SqlValue::Integer(id) => id,
+            ref other => panic!("a message id: {other:?}"),
+        })
+        .max()
+        .expect("copied messages");
+    assert!(
+        highest_handed_out > highest_copied,
+        "the source has a gap at the end"
+    );
+    assert_eq!(
+        next["chatMessage"]["id"],
+        highest_handed_out + 1,
+        "a new message's id is past every id the source handed out: {next}"
+    );
+    let listed = ok(
+        send(Method::GET, messages, Some(&content.token), None, None).await,
+        "the chat reads",
+    )
+    .await;
+    let texts: Vec<&str> = listed["chatMessages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["message"].as_str().expect("a text"))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Hello, Grüße and 🚀",
+            "a batch, first",
+            "a batch, second\nwith a new line",
+            "system note",
+            "kept with a key",
+            "and its answer",
+            "new on PostgreSQL",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copying_into_a_database_that_is_not_empty_is_refused_and_changes_nothing() {
+    // Arrange
+    let Some(mut postgres) = TempPostgres::start() else {
+        return;
+    };
+    let content = make_content().await;
+    let source = content.db_path.to_str().expect("a UTF-8 path").to_owned();
+    let url = postgres.create_database();
+    copied(&copy(&source, &url));
+    let other = spawn_app().await;
+    other.seed_user("someone");
+    let other_path = other.db_path.to_str().expect("a UTF-8 path").to_owned();
+    let other_before = sqlite_rows(&other.db_path);
+    let back_dir = tempfile::tempdir().expect("a temporary folder");
+    let before = back_dir.path().join("before.db");
+    copied(&copy(&url, before.to_str().expect("a UTF-8 path")));
+
+    // Act
+    let into_postgres = copy(&other_path, &url);
+    let into_sqlite = copy(&source, &other_path);
+
+    // Assert
+    for (outcome, target) in [(&into_postgres, &url), (&into_sqlite, &other_path)] {
+        let error = outcome.clear_error();
+        assert!(
+            error.contains("not empty") && error.contains(target.as_str()),
+            "the refusal names the target and why: {error}"
+        );
+    }
+    assert!(
+        into_postgres
+            .stderr
+            .contains("holds 2 users, 2 chats and 7 messages"),
+        "{into_postgres:#?}"
+    );
+    assert_eq!(
+        sqlite_rows(&other.db_path),
+        other_before,
+        "the SQLite target is unchanged"
+    );
+    let after = back_dir.path().join("after.db");
+    copied(&copy(&url, after.to_str().expect("a UTF-8 path")));
+    assert_eq!(
+        sqlite_rows(&after),
+        sqlite_rows(&before),
+        "the PostgreSQL target is unchanged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_that_fails_half_way_leaves_the_target_empty() {
+    // Arrange: a message whose time no PostgreSQL timestamp can take, after the users,
+    // sessions and chats have been written.
+    let Some(mut postgres) = TempPostgres::start() else {
+        return;
+    };
+    let content = make_content().await;
+    let broken = rusqlite::Connection::open(&content.db_path).expect("the database opens");
+    broken
+        .execute(
+            "UPDATE chat_messages SET created_at = 'not a time' \
+             WHERE id = (SELECT max(id) FROM chat_messages)",
+            [],
+        )
+        .expect("a message is broken");
+    let source = content.db_path.to_str().expect("a UTF-8 path").to_owned();
+    let url = postgres.create_database();
+
+    // Act
+    let failed = copy(&source, &url);
+
+    // Assert
+    let error = failed.clear_error();
+    assert!(
+        error.contains("not a time"),
+        "the error says what failed: {error}"
+    );
+    let back_dir = tempfile::tempdir().expect("a temporary folder");
+    let back = back_dir.path().join("back.db");
+    let outcome = copy(&url, back.to_str().expect("a UTF-8 path"));
+    assert!(
+        copied(&outcome).iter().all(|(_, rows)| *rows == 0),
+        "nothing was kept: {outcome:#?}"
+    );
+}
