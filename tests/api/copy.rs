@@ -276,6 +276,7 @@ async fn ok(response: reqwest::Response, what: &str) -> Value {
 /// the first user's id and session, their chat and the keyed request.
 struct Content {
     db_path: PathBuf,
+    address: String,
     user_id: String,
     token: String,
     chat_id: i64,
@@ -313,7 +314,7 @@ async fn make_content() -> Content {
     let batch = json!({"messages": [
         {"content": "a batch, first", "role": "user"},
         {"content": "a batch, second\nwith a new line", "role": "assistant"},
-        {"content": "system note", "role": "system"},
+        {"content": "system note with a \u{0} inside", "role": "system"},
     ]});
     for (user, token, chat, body) in [
         (&ada_id, &token, chat_ids[0], &single),
@@ -405,6 +406,7 @@ async fn make_content() -> Content {
     }
     Content {
         db_path: app.db_path.clone(),
+        address: app.address.clone(),
         user_id: ada_id,
         token,
         chat_id: chat_ids[0],
@@ -559,7 +561,7 @@ async fn a_database_moved_to_postgresql_and_back_is_the_same_row_for_row_and_wor
             "Hello, Grüße and 🚀",
             "a batch, first",
             "a batch, second\nwith a new line",
-            "system note",
+            "system note with a \u{0} inside",
             "kept with a key",
             "and its answer",
             "new on PostgreSQL",
@@ -651,5 +653,180 @@ async fn a_copy_that_fails_half_way_leaves_the_target_empty() {
     assert!(
         copied(&outcome).iter().all(|(_, rows)| *rows == 0),
         "nothing was kept: {outcome:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_deleted_but_not_yet_purged_is_left_out_with_its_messages_and_its_owners_counts() {
+    // Arrange: a chat as the deleting transaction leaves it, before the writer purges it.
+    let Some(mut postgres) = TempPostgres::start() else {
+        return;
+    };
+    let content = make_content().await;
+    let conn = rusqlite::Connection::open(&content.db_path).expect("the database opens");
+    conn.execute(
+        "UPDATE chat_conversations SET deleted_at = '2026-01-02T03:04:05.006Z' WHERE id = ?1",
+        [content.chat_id],
+    )
+    .expect("the chat is marked deleted");
+    let source = content.db_path.to_str().expect("a UTF-8 path").to_owned();
+    let url = postgres.create_database();
+
+    // Act
+    let outcome = copy(&source, &url);
+
+    // Assert
+    let counts = copied(&outcome);
+    let rows = |table: &str| {
+        counts
+            .iter()
+            .find(|(name, _)| name == table)
+            .map(|(_, rows)| *rows)
+    };
+    assert_eq!(
+        rows("chats"),
+        Some(1),
+        "only the other user's chat: {outcome:#?}"
+    );
+    assert_eq!(rows("messages"), Some(1), "only its message: {outcome:#?}");
+    let still_there: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM chat_messages WHERE chat_conversation_id = ?1",
+            [content.chat_id],
+            |row| row.get(0),
+        )
+        .expect("counted");
+    assert_eq!(still_there, 6, "the copy ran before any purge");
+    let check = run(neptun().args(["--database", &url, "check"]));
+    assert_eq!(
+        check.single_line(),
+        "ok",
+        "the storage counts fit the copied messages"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_a_database_a_server_keeps_writing_to_is_one_snapshot_of_whole_batches() {
+    // Arrange: a chat of some thousands of messages, and a client that keeps adding
+    // batches of 100 to another chat while the copy runs.
+    let Some(mut postgres) = TempPostgres::start() else {
+        return;
+    };
+    let content = make_content().await;
+    let messages = |chat: i64| {
+        format!(
+            "{}/api/users/{}/chats/{chat}/messages",
+            content.address, content.user_id
+        )
+    };
+    let batch = |n: usize| {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"content": format!("batch {n}, message {i}"), "role": "user"}))
+            .collect();
+        json!({"messages": batch})
+    };
+    for n in 0..40 {
+        ok(
+            send(
+                reqwest::Method::POST,
+                messages(content.chat_id),
+                Some(&content.token),
+                None,
+                Some(&batch(n)),
+            )
+            .await,
+            "a batch stored",
+        )
+        .await;
+    }
+    let busy_chat = {
+        let body = json!({"name": "Busy", "model": "test-model"});
+        let chat = ok(
+            send(
+                reqwest::Method::POST,
+                format!("{}/api/users/{}/chats", content.address, content.user_id),
+                Some(&content.token),
+                None,
+                Some(&body),
+            )
+            .await,
+            "chat created",
+        )
+        .await;
+        chat["chat"]["id"].as_i64().expect("a chat id")
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, url, token) = (
+            std::sync::Arc::clone(&stop),
+            messages(busy_chat),
+            content.token.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stored = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = send(
+                    reqwest::Method::POST,
+                    url.clone(),
+                    Some(&token),
+                    None,
+                    Some(&batch(1000 + stored)),
+                )
+                .await;
+                assert_eq!(response.status().as_u16(), 200, "a batch while copying");
+                stored += 1;
+            }
+            stored
+        })
+    };
+    let source = content.db_path.to_str().expect("a UTF-8 path").to_owned();
+    let url = postgres.create_database();
+
+    // Act
+    let outcome = {
+        let (source, url) = (source.clone(), url.clone());
+        tokio::task::spawn_blocking(move || copy(&source, &url))
+            .await
+            .expect("the copy runs")
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches_stored = writer.await.expect("the writer ran");
+
+    // Assert
+    copied(&outcome);
+    assert!(
+        batches_stored > 0,
+        "the server was written to during the copy"
+    );
+    let back_dir = tempfile::tempdir().expect("a temporary folder");
+    let back = back_dir.path().join("back.db");
+    copied(&copy(&url, back.to_str().expect("a UTF-8 path")));
+    let ids = |path: &Path, chat: i64| -> Vec<i64> {
+        let conn = rusqlite::Connection::open(path).expect("the database opens");
+        let mut stmt = conn
+            .prepare("SELECT id FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id")
+            .expect("the query prepares");
+        stmt.query_map([chat], |row| row.get(0))
+            .expect("the query runs")
+            .collect::<Result<_, _>>()
+            .expect("the ids are read")
+    };
+    assert_eq!(
+        ids(&back, content.chat_id).len(),
+        6 + 4000,
+        "the large chat whole"
+    );
+    let copied_busy = ids(&back, busy_chat);
+    let source_busy = ids(&content.db_path, busy_chat);
+    assert_eq!(
+        copied_busy.len() % 100,
+        0,
+        "whole batches only: {}",
+        copied_busy.len()
+    );
+    assert_eq!(
+        copied_busy[..],
+        source_busy[..copied_busy.len()],
+        "the copy holds the chat as it was at one moment"
     );
 }

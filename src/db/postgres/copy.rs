@@ -1,6 +1,8 @@
 //! The PostgreSQL side of a [`copy`](crate::db::copy): every table read in key order a
 //! chunk at a time, and written a chunk per statement (`INSERT ... SELECT FROM
-//! unnest(...)` of one array per column) with the ids and values it had. One connection
+//! unnest(...)` of one array per column) with the ids and values it had; texts a client
+//! sent (chat names, models, messages) are UTF-8 `bytea` here, as everywhere in this
+//! backend. One connection
 //! of its own, driven by a runtime of its own, as [`Admin`](super::Admin) is.
 //!
 //! A source is read in one `REPEATABLE READ READ ONLY` transaction, so every chunk
@@ -14,7 +16,9 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 use super::admin::block_on;
-use super::{Durability, Error, PostgresUrl, Result, connection_config, instant, schema, tls};
+use super::{
+    Durability, Error, PostgresUrl, Result, connection_config, instant, schema, text, tls,
+};
 use crate::db::copy::{ChatRow, KeyRow, MessageRow, NextIds, SessionRow, TableCounts, UserRow};
 use crate::domain::Timestamp;
 
@@ -207,8 +211,8 @@ impl crate::db::copy::Side for Side {
                 Ok(ChatRow {
                     id: row.try_get(0)?,
                     user_id: row.try_get(1)?,
-                    name: row.try_get(2)?,
-                    model: row.try_get(3)?,
+                    name: text(row, 2)?.to_owned(),
+                    model: text(row, 3)?.to_owned(),
                     created_at: shown(row, 4)?,
                     updated_at: shown(row, 5)?,
                 })
@@ -228,7 +232,7 @@ impl crate::db::copy::Side for Side {
                     id: row.try_get(0)?,
                     chat_id: row.try_get(1)?,
                     user_id: row.try_get(2)?,
-                    text: row.try_get(3)?,
+                    text: text(row, 3)?.to_owned(),
                     actor: row.try_get(4)?,
                     created_at: shown(row, 5)?,
                 })
@@ -287,13 +291,13 @@ impl crate::db::copy::Side for Side {
     fn insert_chats(&mut self, rows: &[ChatRow]) -> Result<()> {
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         let users: Vec<&str> = rows.iter().map(|row| row.user_id.as_str()).collect();
-        let names: Vec<&str> = rows.iter().map(|row| row.name.as_str()).collect();
-        let models: Vec<&str> = rows.iter().map(|row| row.model.as_str()).collect();
+        let names: Vec<&[u8]> = rows.iter().map(|row| row.name.as_bytes()).collect();
+        let models: Vec<&[u8]> = rows.iter().map(|row| row.model.as_bytes()).collect();
         let created = instants(rows.iter().map(|row| &row.created_at))?;
         let updated = instants(rows.iter().map(|row| &row.updated_at))?;
         self.execute(
             "INSERT INTO chat_conversations (id, neptun_user_id, name, model, created_at, \
-             updated_at) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
+             updated_at) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], \
              $5::timestamptz[], $6::timestamptz[])",
             &[&ids, &users, &names, &models, &created, &updated],
         )
@@ -303,13 +307,13 @@ impl crate::db::copy::Side for Side {
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         let chats: Vec<i64> = rows.iter().map(|row| row.chat_id).collect();
         let users: Vec<&str> = rows.iter().map(|row| row.user_id.as_str()).collect();
-        let texts: Vec<&str> = rows.iter().map(|row| row.text.as_str()).collect();
+        let texts: Vec<&[u8]> = rows.iter().map(|row| row.text.as_bytes()).collect();
         let actors: Vec<&str> = rows.iter().map(|row| row.actor.as_str()).collect();
         let created = instants(rows.iter().map(|row| &row.created_at))?;
         self.execute(
             "INSERT INTO chat_messages (id, chat_conversation_id, neptun_user_id, message, \
              actor, created_at) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], \
-             $4::text[], $5::text[], $6::timestamptz[])",
+             $4::bytea[], $5::text[], $6::timestamptz[])",
             &[&ids, &chats, &users, &texts, &actors, &created],
         )
     }
