@@ -316,7 +316,7 @@ pub enum Command {
     /// Copies users (with their password hashes and storage counts), sessions, chats,
     /// messages and idempotency answers, keeping every id and timestamp, from one
     /// snapshot of --database into --to, in one transaction there: if anything fails,
-    /// --to is left as it was. Either side may be SQLite or PostgreSQL. --to is set up if
+    /// --to is left as it was (a new file is removed again). Either side may be SQLite or PostgreSQL. --to is set up if
     /// it is new, and refused, untouched, if it already holds a user, chat or message.
     /// Chats deleted but not yet purged are not copied. Logins, sessions and
     /// Idempotency-Key retries keep working on the copy; new chats and messages get ids
@@ -814,13 +814,32 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
 /// How often a long copy reports its progress.
 const COPY_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
+/// The progress line of a long copy, at most once per [`COPY_PROGRESS_EVERY`].
+struct CopyProgress {
+    reported: std::time::Instant,
+}
+
+impl CopyProgress {
+    fn new(started: std::time::Instant) -> CopyProgress {
+        CopyProgress { reported: started }
+    }
+
+    /// The line to print at `now`, if it is time for one.
+    fn line(&mut self, copied: u64, total: u64, now: std::time::Instant) -> Option<String> {
+        if now.duration_since(self.reported) < COPY_PROGRESS_EVERY {
+            return None;
+        }
+        self.reported = now;
+        Some(format!("copied {copied} of {total} messages"))
+    }
+}
+
 fn copy(cli: &Cli, opts: &CopyOpts) -> anyhow::Result<()> {
     let (from, to) = (&cli.database, &opts.to);
-    let mut reported = std::time::Instant::now();
+    let mut reporter = CopyProgress::new(std::time::Instant::now());
     let mut progress = |copied: u64, total: u64| {
-        if reported.elapsed() >= COPY_PROGRESS_EVERY {
-            eprintln!("copied {copied} of {total} messages");
-            reported = std::time::Instant::now();
+        if let Some(line) = reporter.line(copied, total, std::time::Instant::now()) {
+            eprintln!("{line}");
         }
     };
     let copied = db::copy_database(from, to, &mut progress).map_err(|err| match err {
@@ -903,6 +922,20 @@ fn http_get_status(url: &str) -> anyhow::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_copy_reports_its_progress_every_two_seconds() {
+        let start = std::time::Instant::now();
+        let mut progress = CopyProgress::new(start);
+        let at = |millis| start + Duration::from_millis(millis);
+        assert_eq!(progress.line(2000, 9000, at(1000)), None);
+        assert_eq!(
+            progress.line(4000, 9000, at(2100)).as_deref(),
+            Some("copied 4000 of 9000 messages")
+        );
+        assert_eq!(progress.line(6000, 9000, at(3000)), None);
+        assert!(progress.line(8000, 9000, at(4200)).is_some());
+    }
 
     #[test]
     fn verify_cli() {

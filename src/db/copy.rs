@@ -12,7 +12,7 @@
 //!   not tear the copy; what it writes after the snapshot is not copied.
 //! - **One transaction.** Everything is written to the target in one write transaction
 //!   that first checks the target is empty, so a failure at any point leaves it as it
-//!   was, and a server started on it meanwhile waits for the copy (SQLite: `BEGIN
+//!   was (a new SQLite file is removed again), and a server started on it meanwhile waits for the copy (SQLite: `BEGIN
 //!   IMMEDIATE`; PostgreSQL: the tables locked against writes).
 //! - **Constant memory.** Every table is read in chunks of [`CHUNK`] rows, by key
 //!   (keyset paging, which walks an index), and each chunk is written before the next
@@ -26,6 +26,8 @@
 //!   the same way: the row count of every table, and per chat a SHA-256 over every
 //!   message's id, author, actor, creation time and text in id order, must equal what
 //!   was read from the source.
+
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -206,25 +208,24 @@ pub fn copy_database(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Copied> {
     let mut source = open(from, true)?;
-    let mut target = open(to, false)?;
-    source.begin_snapshot()?;
-    let total = source.counts()?;
-    target.begin_write()?;
-    let written = copy_rows(&mut *source, &mut *target, to, total.messages, progress);
-    let (counts, digests) = match written.and_then(|written| {
-        target.commit()?;
-        Ok(written)
-    }) {
-        Ok(written) => written,
+    // A new SQLite file that the copy did not fill is removed again, so that a failed
+    // copy leaves no empty database behind to be mistaken for a copy.
+    let new_file = to
+        .sqlite_path()
+        .filter(|path| !path.exists())
+        .map(Path::to_path_buf);
+    let filled = fill(&mut *source, to, progress);
+    let ended = source.end();
+    let (mut target, counts, digests) = match filled {
+        Ok(filled) => filled,
         Err(err) => {
-            // Keeps the first error: a failed rollback only means the connection is gone,
-            // which rolls back too.
-            let _ = target.end();
-            let _ = source.end();
+            if let Some(path) = new_file {
+                remove_database_file(&path);
+            }
             return Err(err);
         }
     };
-    source.end()?;
+    ended?;
 
     target.begin_snapshot()?;
     let landed = target.counts()?;
@@ -246,6 +247,53 @@ pub fn copy_database(
         checked_chats: digests.len(),
         problems,
     })
+}
+
+/// Opens `to`, copies the source into it in one transaction and commits; the target,
+/// what was copied and the source's chat digests. On failure the target's transaction is
+/// rolled back and its connection closed.
+fn fill(
+    source: &mut dyn Side,
+    to: &Location,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Box<dyn Side>, TableCounts, ChatDigests)> {
+    let mut target = open(to, false)?;
+    source.begin_snapshot()?;
+    let total = source.counts()?;
+    target.begin_write()?;
+    match copy_rows(source, &mut *target, to, total.messages, progress).and_then(|written| {
+        target.commit()?;
+        Ok(written)
+    }) {
+        Ok((counts, digests)) => Ok((target, counts, digests)),
+        Err(err) => {
+            // Keeps the first error: a failed rollback only means the connection is gone,
+            // which rolls back too.
+            let _ = target.end();
+            Err(err)
+        }
+    }
+}
+
+/// Removes the SQLite database at `path` with its `-wal` and `-shm` files, as far as
+/// they exist.
+fn remove_database_file(path: &Path) {
+    let mut paths = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(suffix);
+        paths.push(beside.into());
+    }
+    for path in paths {
+        if let Err(err) = std::fs::remove_file(&path) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                log::warn!(
+                    "cannot remove {} after the failed copy: {err}",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 /// Copies every table in the order the foreign keys need, inside the open transactions,

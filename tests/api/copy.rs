@@ -656,6 +656,38 @@ async fn a_copy_that_fails_half_way_leaves_the_target_empty() {
     );
 }
 
+#[test]
+fn a_copy_into_a_new_file_that_fails_half_way_leaves_no_file() {
+    // Arrange: a message whose text is not UTF-8, read after the users and chats.
+    let source = crate::process::TempDb::new();
+    source.create_user("ada");
+    let chat = source.create_chat("ada");
+    source
+        .connection()
+        .execute(
+            "INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, \
+             created_at) VALUES (?1, 'ada', CAST(x'ff' AS TEXT), 'user', '2026-01-02T03:04:05.006Z')",
+            [chat],
+        )
+        .expect("a broken message is stored");
+    let target_dir = tempfile::tempdir().expect("a temporary folder");
+    let target = target_dir.path().join("copy.db");
+
+    // Act
+    let failed = copy(
+        source.path.to_str().expect("a UTF-8 path"),
+        target.to_str().expect("a UTF-8 path"),
+    );
+
+    // Assert
+    failed.clear_error();
+    let left: Vec<_> = std::fs::read_dir(target_dir.path())
+        .expect("the folder is read")
+        .map(|entry| entry.expect("an entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "no file is left behind: {left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chat_deleted_but_not_yet_purged_is_left_out_with_its_messages_and_its_owners_counts() {
     // Arrange: a chat as the deleting transaction leaves it, before the writer purges it.
