@@ -447,12 +447,27 @@ async fn a_database_moved_to_postgresql_and_back_is_the_same_row_for_row_and_wor
     assert_eq!(copied(&there), expected, "SQLite -> PostgreSQL");
     assert_eq!(copied(&and_back), expected, "PostgreSQL -> SQLite");
 
-    // Assert: every row, id, timestamp, hash and counter came back as it was.
+    // Assert: every row, id, timestamp, hash and counter came back as it was, also by
+    // way of a second PostgreSQL database, and from SQLite to SQLite directly.
+    let second_url = postgres.create_database();
+    copied(&copy(&url, &second_url));
+    let by_second = back_dir.path().join("by-second.db");
+    copied(&copy(
+        &second_url,
+        by_second.to_str().expect("a UTF-8 path"),
+    ));
+    let direct = back_dir.path().join("direct.db");
+    copied(&copy(&source, direct.to_str().expect("a UTF-8 path")));
     let original = sqlite_rows(&content.db_path);
-    let returned = sqlite_rows(&back);
-    for ((table, rows), (_, returned_rows)) in original.iter().zip(&returned) {
-        assert!(!rows.is_empty(), "{table} has rows to compare");
-        assert_eq!(rows, returned_rows, "{table}, row for row");
+    for (file, how) in [
+        (&back, "SQLite -> PostgreSQL -> SQLite"),
+        (&by_second, "SQLite -> PostgreSQL -> PostgreSQL -> SQLite"),
+        (&direct, "SQLite -> SQLite"),
+    ] {
+        for ((table, rows), (_, copied_rows)) in original.iter().zip(&sqlite_rows(file)) {
+            assert!(!rows.is_empty(), "{table} has rows to compare");
+            assert_eq!(rows, copied_rows, "{how}: {table}, row for row");
+        }
     }
 
     // Assert: a server on the PostgreSQL copy.
