@@ -752,20 +752,18 @@ async fn a_chat_deleted_but_not_yet_purged_is_left_out_with_its_messages_and_its
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_copy_of_a_database_a_server_keeps_writing_to_is_one_snapshot_of_whole_batches() {
-    // Arrange: a chat of some thousands of messages, and a client that keeps adding
-    // batches of 100 to another chat while the copy runs.
-    let Some(mut postgres) = TempPostgres::start() else {
-        return;
-    };
-    let content = make_content().await;
-    let messages = |chat: i64| {
-        format!(
-            "{}/api/users/{}/chats/{chat}/messages",
-            content.address, content.user_id
-        )
-    };
+/// Fills `chat_id` of the server at `address` with 40 batches of 100 messages, then
+/// copies `source` to `target` while a client keeps adding batches of 100 to a new chat
+/// of the same user through that server. The copy's outcome and the new chat's id.
+async fn copy_while_a_server_writes(
+    address: &str,
+    user_id: &str,
+    token: &str,
+    chat_id: i64,
+    source: &str,
+    target: &str,
+) -> (Outcome, i64) {
+    let chats = format!("{address}/api/users/{user_id}/chats");
     let batch = |n: usize| {
         let batch: Vec<Value> = (0..100)
             .map(|i| json!({"content": format!("batch {n}, message {i}"), "role": "user"}))
@@ -773,98 +771,80 @@ async fn a_copy_of_a_database_a_server_keeps_writing_to_is_one_snapshot_of_whole
         json!({"messages": batch})
     };
     for n in 0..40 {
-        ok(
-            send(
-                reqwest::Method::POST,
-                messages(content.chat_id),
-                Some(&content.token),
-                None,
-                Some(&batch(n)),
-            )
-            .await,
-            "a batch stored",
-        )
-        .await;
+        let (url, body) = (format!("{chats}/{chat_id}/messages"), batch(n));
+        let response = send(reqwest::Method::POST, url, Some(token), None, Some(&body));
+        ok(response.await, "a batch stored").await;
     }
-    let busy_chat = {
-        let body = json!({"name": "Busy", "model": "test-model"});
-        let chat = ok(
-            send(
-                reqwest::Method::POST,
-                format!("{}/api/users/{}/chats", content.address, content.user_id),
-                Some(&content.token),
-                None,
-                Some(&body),
-            )
-            .await,
-            "chat created",
-        )
-        .await;
-        chat["chat"]["id"].as_i64().expect("a chat id")
-    };
+    let body = json!({"name": "Busy", "model": "test-model"});
+    let response = send(
+        reqwest::Method::POST,
+        chats.clone(),
+        Some(token),
+        None,
+        Some(&body),
+    );
+    let busy_chat = ok(response.await, "chat created").await["chat"]["id"]
+        .as_i64()
+        .expect("a chat id");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (stop, url, token) = (
-            std::sync::Arc::clone(&stop),
-            messages(busy_chat),
-            content.token.clone(),
-        );
+        let stop = std::sync::Arc::clone(&stop);
+        let (url, token) = (format!("{chats}/{busy_chat}/messages"), token.to_owned());
         tokio::spawn(async move {
             let mut stored = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = batch(1000 + stored);
                 let response = send(
                     reqwest::Method::POST,
                     url.clone(),
                     Some(&token),
                     None,
-                    Some(&batch(1000 + stored)),
-                )
-                .await;
-                assert_eq!(response.status().as_u16(), 200, "a batch while copying");
+                    Some(&body),
+                );
+                assert_eq!(
+                    response.await.status().as_u16(),
+                    200,
+                    "a batch while copying"
+                );
                 stored += 1;
             }
             stored
         })
     };
-    let source = content.db_path.to_str().expect("a UTF-8 path").to_owned();
-    let url = postgres.create_database();
-
-    // Act
     let outcome = {
-        let (source, url) = (source.clone(), url.clone());
-        tokio::task::spawn_blocking(move || copy(&source, &url))
+        let (source, target) = (source.to_owned(), target.to_owned());
+        tokio::task::spawn_blocking(move || copy(&source, &target))
             .await
             .expect("the copy runs")
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let batches_stored = writer.await.expect("the writer ran");
+    let batches = writer.await.expect("the writer ran");
+    assert!(batches > 0, "the server was written to during the copy");
+    (outcome, busy_chat)
+}
 
-    // Assert
-    copied(&outcome);
-    assert!(
-        batches_stored > 0,
-        "the server was written to during the copy"
-    );
-    let back_dir = tempfile::tempdir().expect("a temporary folder");
-    let back = back_dir.path().join("back.db");
-    copied(&copy(&url, back.to_str().expect("a UTF-8 path")));
-    let ids = |path: &Path, chat: i64| -> Vec<i64> {
-        let conn = rusqlite::Connection::open(path).expect("the database opens");
-        let mut stmt = conn
-            .prepare("SELECT id FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id")
-            .expect("the query prepares");
-        stmt.query_map([chat], |row| row.get(0))
-            .expect("the query runs")
-            .collect::<Result<_, _>>()
-            .expect("the ids are read")
-    };
+/// The ids of `chat`'s messages in the SQLite database at `path`.
+fn message_ids(path: &Path, chat: i64) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(path).expect("the database opens");
+    let mut stmt = conn
+        .prepare("SELECT id FROM chat_messages WHERE chat_conversation_id = ?1 ORDER BY id")
+        .expect("the query prepares");
+    stmt.query_map([chat], |row| row.get(0))
+        .expect("the query runs")
+        .collect::<Result<_, _>>()
+        .expect("the ids are read")
+}
+
+/// Asserts that the copy holds the large chat whole, and the busy chat as it was at
+/// one moment: whole batches only, and the first of the source's messages.
+fn assert_one_moment(copied: &Path, source: &Path, large_chat: i64, busy_chat: i64) {
     assert_eq!(
-        ids(&back, content.chat_id).len(),
+        message_ids(copied, large_chat).len(),
         6 + 4000,
         "the large chat whole"
     );
-    let copied_busy = ids(&back, busy_chat);
-    let source_busy = ids(&content.db_path, busy_chat);
+    let copied_busy = message_ids(copied, busy_chat);
+    let source_busy = message_ids(source, busy_chat);
     assert_eq!(
         copied_busy.len() % 100,
         0,
@@ -876,4 +856,65 @@ async fn a_copy_of_a_database_a_server_keeps_writing_to_is_one_snapshot_of_whole
         source_busy[..copied_busy.len()],
         "the copy holds the chat as it was at one moment"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_an_sqlite_database_a_server_keeps_writing_to_is_one_snapshot_of_whole_batches() {
+    // Arrange
+    let Some(mut postgres) = TempPostgres::start() else {
+        return;
+    };
+    let content = make_content().await;
+    let source = content.db_path.to_str().expect("a UTF-8 path").to_owned();
+    let url = postgres.create_database();
+
+    // Act
+    let (outcome, busy_chat) = copy_while_a_server_writes(
+        &content.address,
+        &content.user_id,
+        &content.token,
+        content.chat_id,
+        &source,
+        &url,
+    )
+    .await;
+
+    // Assert
+    copied(&outcome);
+    let back_dir = tempfile::tempdir().expect("a temporary folder");
+    let back = back_dir.path().join("back.db");
+    copied(&copy(&url, back.to_str().expect("a UTF-8 path")));
+    assert_one_moment(&back, &content.db_path, content.chat_id, busy_chat);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_a_postgresql_database_a_server_keeps_writing_to_is_one_snapshot_of_whole_batches()
+ {
+    // Arrange: the content moved to PostgreSQL, and a server on it.
+    let Some(mut postgres) = TempPostgres::start() else {
+        return;
+    };
+    let content = make_content().await;
+    let url = postgres.create_database();
+    copied(&copy(content.db_path.to_str().expect("a UTF-8 path"), &url));
+    let server = serve(url.parse().expect("a URL")).await;
+    let back_dir = tempfile::tempdir().expect("a temporary folder");
+    let back = back_dir.path().join("back.db");
+
+    // Act
+    let (outcome, busy_chat) = copy_while_a_server_writes(
+        &server,
+        &content.user_id,
+        &content.token,
+        content.chat_id,
+        &url,
+        back.to_str().expect("a UTF-8 path"),
+    )
+    .await;
+
+    // Assert
+    copied(&outcome);
+    let after = back_dir.path().join("after.db");
+    copied(&copy(&url, after.to_str().expect("a UTF-8 path")));
+    assert_one_moment(&back, &after, content.chat_id, busy_chat);
 }
