@@ -752,75 +752,104 @@ async fn a_chat_deleted_but_not_yet_purged_is_left_out_with_its_messages_and_its
     );
 }
 
-/// Fills `chat_id` of the server at `address` with 40 batches of 100 messages, then
-/// copies `source` to `target` while a client keeps adding batches of 100 to a new chat
-/// of the same user through that server. The copy's outcome and the new chat's id.
+/// The chats of [`copy_while_a_server_writes`]: two that get batches during the copy,
+/// one after the other, and a large one between them in id order, so that a copy reads
+/// them some time apart.
+struct BusyChats {
+    first: i64,
+    large: i64,
+    second: i64,
+}
+
+/// Makes [`BusyChats`] for `user_id` through the server at `address` (the large one
+/// with 40 batches of 100 messages), then copies `source` to `target` while a client
+/// keeps adding a batch of 100 to the first chat and then one to the second through
+/// that server. The copy's outcome and the chats.
 async fn copy_while_a_server_writes(
     address: &str,
     user_id: &str,
     token: &str,
-    chat_id: i64,
     source: &str,
     target: &str,
-) -> (Outcome, i64) {
-    let chats = format!("{address}/api/users/{user_id}/chats");
+) -> (Outcome, BusyChats) {
+    let chats_url = format!("{address}/api/users/{user_id}/chats");
     let batch = |n: usize| {
         let batch: Vec<Value> = (0..100)
             .map(|i| json!({"content": format!("batch {n}, message {i}"), "role": "user"}))
             .collect();
         json!({"messages": batch})
     };
+    let mut ids = Vec::new();
+    for name in ["First", "Large", "Second"] {
+        let body = json!({"name": name, "model": "test-model"});
+        let response = send(
+            reqwest::Method::POST,
+            chats_url.clone(),
+            Some(token),
+            None,
+            Some(&body),
+        );
+        ids.push(
+            ok(response.await, "chat created").await["chat"]["id"]
+                .as_i64()
+                .expect("a chat id"),
+        );
+    }
+    let chats = BusyChats {
+        first: ids[0],
+        large: ids[1],
+        second: ids[2],
+    };
     for n in 0..40 {
-        let (url, body) = (format!("{chats}/{chat_id}/messages"), batch(n));
+        let (url, body) = (format!("{chats_url}/{}/messages", chats.large), batch(n));
         let response = send(reqwest::Method::POST, url, Some(token), None, Some(&body));
         ok(response.await, "a batch stored").await;
     }
-    let body = json!({"name": "Busy", "model": "test-model"});
-    let response = send(
-        reqwest::Method::POST,
-        chats.clone(),
-        Some(token),
-        None,
-        Some(&body),
-    );
-    let busy_chat = ok(response.await, "chat created").await["chat"]["id"]
-        .as_i64()
-        .expect("a chat id");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stored = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
-        let stop = std::sync::Arc::clone(&stop);
-        let (url, token) = (format!("{chats}/{busy_chat}/messages"), token.to_owned());
+        let (stop, stored) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&stored));
+        let urls = [chats.first, chats.second].map(|chat| format!("{chats_url}/{chat}/messages"));
+        let token = token.to_owned();
         tokio::spawn(async move {
-            let mut stored = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let body = batch(1000 + stored);
-                let response = send(
-                    reqwest::Method::POST,
-                    url.clone(),
-                    Some(&token),
-                    None,
-                    Some(&body),
-                );
-                assert_eq!(
-                    response.await.status().as_u16(),
-                    200,
-                    "a batch while copying"
-                );
-                stored += 1;
+                let body = batch(1000 + stored.load(std::sync::atomic::Ordering::Relaxed));
+                for url in &urls {
+                    let response = send(
+                        reqwest::Method::POST,
+                        url.clone(),
+                        Some(&token),
+                        None,
+                        Some(&body),
+                    );
+                    assert_eq!(
+                        response.await.status().as_u16(),
+                        200,
+                        "a batch while copying"
+                    );
+                }
+                stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            stored
         })
     };
+    // The copy starts while batches keep coming.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the writer stores batches");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = stored.load(std::sync::atomic::Ordering::Relaxed);
     let outcome = {
         let (source, target) = (source.to_owned(), target.to_owned());
         tokio::task::spawn_blocking(move || copy(&source, &target))
             .await
             .expect("the copy runs")
     };
+    let during = stored.load(std::sync::atomic::Ordering::Relaxed) - before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let batches = writer.await.expect("the writer ran");
-    assert!(batches > 0, "the server was written to during the copy");
-    (outcome, busy_chat)
+    writer.await.expect("the writer ran");
+    assert!(during > 0, "the server was written to during the copy");
+    (outcome, chats)
 }
 
 /// The ids of `chat`'s messages in the SQLite database at `path`.
@@ -835,26 +864,36 @@ fn message_ids(path: &Path, chat: i64) -> Vec<i64> {
         .expect("the ids are read")
 }
 
-/// Asserts that the copy holds the large chat whole, and the busy chat as it was at
-/// one moment: whole batches only, and the first of the source's messages.
-fn assert_one_moment(copied: &Path, source: &Path, large_chat: i64, busy_chat: i64) {
+/// Asserts that the copy holds the chats as they were at one moment: the large one
+/// whole; the busy ones in whole batches, each the start of what the source holds now,
+/// and the second at most one batch behind the first and never ahead, as the client
+/// wrote them.
+fn assert_one_moment(copied: &Path, source: &Path, chats: &BusyChats) {
     assert_eq!(
-        message_ids(copied, large_chat).len(),
-        6 + 4000,
+        message_ids(copied, chats.large).len(),
+        4000,
         "the large chat whole"
     );
-    let copied_busy = message_ids(copied, busy_chat);
-    let source_busy = message_ids(source, busy_chat);
-    assert_eq!(
-        copied_busy.len() % 100,
-        0,
-        "whole batches only: {}",
-        copied_busy.len()
-    );
-    assert_eq!(
-        copied_busy[..],
-        source_busy[..copied_busy.len()],
-        "the copy holds the chat as it was at one moment"
+    let mut batches = Vec::new();
+    for chat in [chats.first, chats.second] {
+        let copied_ids = message_ids(copied, chat);
+        let source_ids = message_ids(source, chat);
+        assert_eq!(
+            copied_ids.len() % 100,
+            0,
+            "whole batches only: {}",
+            copied_ids.len()
+        );
+        assert_eq!(
+            copied_ids[..],
+            source_ids[..copied_ids.len()],
+            "chat {chat} as it was at one moment"
+        );
+        batches.push(copied_ids.len() / 100);
+    }
+    assert!(
+        batches[0] == batches[1] || batches[0] == batches[1] + 1,
+        "both chats from the same moment: {batches:?} batches"
     );
 }
 
@@ -869,11 +908,10 @@ async fn a_copy_of_an_sqlite_database_a_server_keeps_writing_to_is_one_snapshot_
     let url = postgres.create_database();
 
     // Act
-    let (outcome, busy_chat) = copy_while_a_server_writes(
+    let (outcome, chats) = copy_while_a_server_writes(
         &content.address,
         &content.user_id,
         &content.token,
-        content.chat_id,
         &source,
         &url,
     )
@@ -884,7 +922,7 @@ async fn a_copy_of_an_sqlite_database_a_server_keeps_writing_to_is_one_snapshot_
     let back_dir = tempfile::tempdir().expect("a temporary folder");
     let back = back_dir.path().join("back.db");
     copied(&copy(&url, back.to_str().expect("a UTF-8 path")));
-    assert_one_moment(&back, &content.db_path, content.chat_id, busy_chat);
+    assert_one_moment(&back, &content.db_path, &chats);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -902,11 +940,10 @@ async fn a_copy_of_a_postgresql_database_a_server_keeps_writing_to_is_one_snapsh
     let back = back_dir.path().join("back.db");
 
     // Act
-    let (outcome, busy_chat) = copy_while_a_server_writes(
+    let (outcome, chats) = copy_while_a_server_writes(
         &server,
         &content.user_id,
         &content.token,
-        content.chat_id,
         &url,
         back.to_str().expect("a UTF-8 path"),
     )
@@ -916,5 +953,5 @@ async fn a_copy_of_a_postgresql_database_a_server_keeps_writing_to_is_one_snapsh
     copied(&outcome);
     let after = back_dir.path().join("after.db");
     copied(&copy(&url, after.to_str().expect("a UTF-8 path")));
-    assert_one_moment(&back, &after, content.chat_id, busy_chat);
+    assert_one_moment(&back, &after, &chats);
 }
