@@ -60,6 +60,35 @@ impl Side {
 const LIVE_MESSAGE: &str = "chat_conversation_id NOT IN \
      (SELECT id FROM chat_conversations WHERE deleted_at IS NOT NULL)";
 
+const MESSAGE_COLUMNS: &str =
+    "id, chat_conversation_id, neptun_user_id, message, actor, created_at";
+
+fn message_row(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: row.get(0)?,
+        chat_id: row.get(1)?,
+        user_id: row.get(2)?,
+        text: row.get(3)?,
+        actor: row.get(4)?,
+        created_at: stored(row.get(5)?),
+    })
+}
+
+const KEY_COLUMNS: &str = "user_id, key, request_hash, first_message_id, last_message_id, \
+     message_count, created_at";
+
+fn key_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        user_id: row.get(0)?,
+        key: row.get(1)?,
+        request_hash: row.get(2)?,
+        first_message_id: row.get(3)?,
+        last_message_id: row.get(4)?,
+        message_count: row.get(5)?,
+        created_at: stored(row.get(6)?),
+    })
+}
+
 fn limit(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
@@ -196,42 +225,56 @@ impl crate::db::copy::Side for Side {
 
     fn messages(&mut self, after: Option<&MessageRow>, limit_: usize) -> Result<Vec<MessageRow>> {
         let (chat, id) = after.map_or((i64::MIN, i64::MIN), |row| (row.chat_id, row.id));
-        let sql = format!(
-            "SELECT id, chat_conversation_id, neptun_user_id, message, actor, created_at \
-             FROM chat_messages WHERE (chat_conversation_id, id) > (?1, ?2) AND {LIVE_MESSAGE} \
-             ORDER BY chat_conversation_id, id LIMIT ?3"
-        );
-        self.rows(&sql, params![chat, id, limit(limit_)], |row| {
-            Ok(MessageRow {
-                id: row.get(0)?,
-                chat_id: row.get(1)?,
-                user_id: row.get(2)?,
-                text: row.get(3)?,
-                actor: row.get(4)?,
-                created_at: stored(row.get(5)?),
-            })
-        })
+        // The rest of this chat, then the chats after it: two index range searches. (A
+        // row-value comparison, `(chat, id) > (?, ?)`, searches by the chat alone and
+        // scans the chat from its start for every chunk.)
+        let mut rows = self.rows(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM chat_messages \
+                 WHERE chat_conversation_id = ?1 AND id > ?2 AND {LIVE_MESSAGE} \
+                 ORDER BY id LIMIT ?3"
+            ),
+            params![chat, id, limit(limit_)],
+            message_row,
+        )?;
+        if rows.len() < limit_ {
+            let more = self.rows(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM chat_messages \
+                     WHERE chat_conversation_id > ?1 AND {LIVE_MESSAGE} \
+                     ORDER BY chat_conversation_id, id LIMIT ?2"
+                ),
+                params![chat, limit(limit_ - rows.len())],
+                message_row,
+            )?;
+            rows.extend(more);
+        }
+        Ok(rows)
     }
 
     fn keys(&mut self, after: Option<&KeyRow>, limit_: usize) -> Result<Vec<KeyRow>> {
         let (user, key) = after.map_or(("", ""), |row| (row.user_id.as_str(), row.key.as_str()));
-        self.rows(
-            "SELECT user_id, key, request_hash, first_message_id, last_message_id, \
-             message_count, created_at FROM idempotency_keys \
-             WHERE (user_id, key) > (?1, ?2) ORDER BY user_id, key LIMIT ?3",
+        // As for messages: the rest of this user's keys, then the users after.
+        let mut rows = self.rows(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE user_id = ?1 AND key > ?2 \
+                 ORDER BY key LIMIT ?3"
+            ),
             params![user, key, limit(limit_)],
-            |row| {
-                Ok(KeyRow {
-                    user_id: row.get(0)?,
-                    key: row.get(1)?,
-                    request_hash: row.get(2)?,
-                    first_message_id: row.get(3)?,
-                    last_message_id: row.get(4)?,
-                    message_count: row.get(5)?,
-                    created_at: stored(row.get(6)?),
-                })
-            },
-        )
+            key_row,
+        )?;
+        if rows.len() < limit_ {
+            let more = self.rows(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE user_id > ?1 \
+                     ORDER BY user_id, key LIMIT ?2"
+                ),
+                params![user, limit(limit_ - rows.len())],
+                key_row,
+            )?;
+            rows.extend(more);
+        }
+        Ok(rows)
     }
 
     fn insert_users(&mut self, rows: &[UserRow]) -> Result<()> {
