@@ -4,11 +4,12 @@
 //! the same session, the same idempotent answer, fresh ids); targets that are not empty
 //! are refused and a copy that fails half-way leaves its target empty.
 //!
-//! These tests run against a real PostgreSQL: a throwaway cluster of their own
-//! ([`TempPostgres`]), socket only, from the installed PostgreSQL programs.
+//! These tests run against a real PostgreSQL: a database of their own each in a
+//! throwaway cluster ([`TempPostgres`], from `postgres_cluster`). They are in the SQLite
+//! binary only: every one of them moves data between the two backends.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use neptun_chat::auth::SESSION_COOKIE;
@@ -20,151 +21,43 @@ use rusqlite::types::Value as SqlValue;
 use serde_json::{Value, json};
 
 use crate::helpers::{chat_message_ids, json_body, session_cookie, spawn_app};
+use crate::postgres_cluster::{self, Cluster, TestDatabase};
 use crate::process::{Outcome, neptun, run};
 
-/// A PostgreSQL cluster in a temporary folder, listening on a socket there only, run by
-/// the `postgres` user when the tests run as root (initdb refuses root). Stopped and
-/// removed when dropped.
+/// Databases of the throwaway PostgreSQL cluster these tests share, dropped with this.
 struct TempPostgres {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    databases: usize,
+    cluster: &'static Cluster,
+    databases: Vec<TestDatabase>,
 }
 
 impl TempPostgres {
-    /// Starts a cluster, or `None`, loudly, when PostgreSQL is not installed.
+    /// The shared cluster, started on first use; `None`, loudly, when it cannot start
+    /// and PostgreSQL is not required (this binary's other tests are SQLite's and go on).
     fn start() -> Option<TempPostgres> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
-            .filter(|bin| bin.join("initdb").is_file())
-            .max_by_key(|bin| {
-                bin.parent()
-                    .and_then(|version| version.file_name()?.to_str()?.parse::<u32>().ok())
-            });
-        let Some(bin) = bin else {
-            eprintln!(
-                "PostgreSQL IS NOT INSTALLED: this copy test ran without it and checked nothing"
-            );
-            return None;
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("neptun-copy-pg-")
-            .tempdir_in("/tmp")
-            .expect("a temporary folder");
-        let postgres = TempPostgres {
-            bin,
-            dir,
-            databases: 0,
-        };
-        if is_root() {
-            let chowned = Command::new("chown")
-                .arg("postgres")
-                .arg(postgres.dir.path())
-                .status()
-                .expect("chown runs");
-            assert!(
-                chowned.success(),
-                "the folder is given to the postgres user"
-            );
-        }
-        let data = postgres.dir.path().join("data");
-        postgres.run(
-            "initdb",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "--auth=trust".as_ref(),
-                "-U".as_ref(),
-                "postgres".as_ref(),
-                "--no-sync".as_ref(),
-            ],
-        );
-        let options = format!(
-            "-k {} -c listen_addresses='' -c fsync=off",
-            postgres.dir.path().display()
-        );
-        let log = postgres.dir.path().join("log");
-        postgres.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-w".as_ref(),
-                "-s".as_ref(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "start".as_ref(),
-            ],
-        );
-        Some(postgres)
-    }
-
-    /// Runs the PostgreSQL program `name`, as `postgres` when root, expecting success.
-    fn run(&self, name: &str, args: &[&std::ffi::OsStr]) {
-        let program = self.bin.join(name);
-        let mut command = if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        };
-        let output = command.args(args).output().expect("the program runs");
-        assert!(
-            output.status.success(),
-            "{name} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+        let cluster = CLUSTER.get_or_init(|| match Cluster::start() {
+            Ok(cluster) => Some(cluster),
+            Err(reason) if postgres_cluster::required() => {
+                panic!("PostgreSQL is required but {reason}")
+            }
+            Err(reason) => {
+                eprintln!("PostgreSQL NOT AVAILABLE: the copy tests checked nothing: {reason}");
+                None
+            }
+        });
+        Some(TempPostgres {
+            cluster: cluster.as_ref()?,
+            databases: Vec::new(),
+        })
     }
 
     /// A new, empty database; its URL.
     fn create_database(&mut self) -> String {
-        self.databases += 1;
-        let name = format!("copy{}", self.databases);
-        let host = self.dir.path().as_os_str();
-        self.run(
-            "createdb",
-            &[
-                "-h".as_ref(),
-                host,
-                "-U".as_ref(),
-                "postgres".as_ref(),
-                "-T".as_ref(),
-                "template0".as_ref(),
-                name.as_ref(),
-            ],
-        );
-        format!(
-            "postgresql:///{name}?host={}&user=postgres",
-            self.dir.path().display()
-        )
+        let database = self.cluster.create_database();
+        let url = database.url();
+        self.databases.push(database);
+        url
     }
-}
-
-impl Drop for TempPostgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let program = self.bin.join("pg_ctl");
-        let mut command = if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        };
-        let _ = command
-            .arg("-D")
-            .arg(data)
-            .args(["-m", "immediate", "-w", "-s", "stop"])
-            .status();
-    }
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// `neptun-chat --database FROM copy --to TO`.
@@ -390,7 +283,7 @@ async fn make_content() -> Content {
     // The writer purges a deleted chat's rows soon after; wait for it, so that the
     // source holds only what a copy takes.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let conn = rusqlite::Connection::open(&app.db_path).expect("the database opens");
+    let conn = rusqlite::Connection::open(&app.db_path()).expect("the database opens");
     while conn
         .query_row("SELECT count(*) FROM chat_conversations", [], |row| {
             row.get::<_, i64>(0)
@@ -405,7 +298,7 @@ async fn make_content() -> Content {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Content {
-        db_path: app.db_path.clone(),
+        db_path: app.db_path().to_path_buf(),
         address: app.address.clone(),
         user_id: ada_id,
         token,
@@ -596,8 +489,8 @@ async fn copying_into_a_database_that_is_not_empty_is_refused_and_changes_nothin
     copied(&copy(&source, &url));
     let other = spawn_app().await;
     other.seed_user("someone");
-    let other_path = other.db_path.to_str().expect("a UTF-8 path").to_owned();
-    let other_before = sqlite_rows(&other.db_path);
+    let other_path = other.db_path().to_str().expect("a UTF-8 path").to_owned();
+    let other_before = sqlite_rows(other.db_path());
     let back_dir = tempfile::tempdir().expect("a temporary folder");
     let before = back_dir.path().join("before.db");
     copied(&copy(&url, before.to_str().expect("a UTF-8 path")));
@@ -621,7 +514,7 @@ async fn copying_into_a_database_that_is_not_empty_is_refused_and_changes_nothin
         "{into_postgres:#?}"
     );
     assert_eq!(
-        sqlite_rows(&other.db_path),
+        sqlite_rows(other.db_path()),
         other_before,
         "the SQLite target is unchanged"
     );
@@ -690,7 +583,7 @@ fn a_copy_into_a_new_file_that_fails_half_way_leaves_no_file() {
 
     // Act
     let failed = copy(
-        source.path.to_str().expect("a UTF-8 path"),
+        source.path().to_str().expect("a UTF-8 path"),
         target.to_str().expect("a UTF-8 path"),
     );
 
