@@ -283,7 +283,7 @@ async fn make_content() -> Content {
     // The writer purges a deleted chat's rows soon after; wait for it, so that the
     // source holds only what a copy takes.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let conn = rusqlite::Connection::open(&app.db_path()).expect("the database opens");
+    let conn = rusqlite::Connection::open(app.db_path()).expect("the database opens");
     while conn
         .query_row("SELECT count(*) FROM chat_conversations", [], |row| {
             row.get::<_, i64>(0)
