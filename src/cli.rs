@@ -29,7 +29,7 @@ use crate::startup::Application;
 #[command(name = "neptun-chat", version, about)]
 pub struct Cli {
     /// The database: an SQLite file (its folder is created if missing) or a PostgreSQL
-    /// URL, postgresql://[user[:password]@][host][:port]/dbname[?host=/socket/dir&sslmode=...]
+    /// URL, `postgresql://[user[:password]@][host][:port]/dbname[?host=/socket/dir&sslmode=...]`
     #[arg(
         long,
         global = true,

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use chrono::Utc;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 
 use super::{
@@ -115,7 +114,7 @@ impl Admin {
     ) -> Result<()> {
         let client = &self.client;
         block_on(&self.runtime, async move {
-            let now = Utc::now();
+            let now = super::instant(&Timestamp::now())?;
             client
                 .execute(super::INSERT_USER, &[&id, &email, &password_hash, &now])
                 .await?;
