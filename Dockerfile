@@ -5,6 +5,9 @@
 #   docker build -t neptun-chat .
 #   docker run -d --name neptun -p 8080:8080 -v neptun-data:/data neptun-chat
 #   docker exec neptun neptun-chat user create alice      # admin commands, same binary
+#
+# On PostgreSQL, set NEPTUN_DATABASE to a postgresql:// URL (the /data volume then goes
+# unused); compose.yaml runs two instances on one database behind nginx.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /app
@@ -32,10 +35,15 @@ RUN cargo clean --release -p neptun-chat \
 
 FROM debian:bookworm-slim AS runtime
 
+# The CA certificates are what `sslmode=verify-full` (and verify-ca) checks a
+# PostgreSQL server's certificate against when the URL names no sslrootcert file.
 # A fixed uid/gid, so volume ownership and a `runAsNonRoot` check do not depend on
 # the order of accounts in the image. /data is created and handed over before VOLUME:
 # a fresh named volume copies that ownership and stays writable for this user.
-RUN groupadd --gid 10001 neptun \
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 neptun \
     && useradd --uid 10001 --gid neptun --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin neptun \
     && mkdir /data \

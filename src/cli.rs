@@ -29,7 +29,7 @@ use crate::startup::Application;
 #[command(name = "neptun-chat", version, about)]
 pub struct Cli {
     /// The database: an SQLite file (its folder is created if missing) or a PostgreSQL
-    /// URL, postgresql://[user[:password]@][host][:port]/dbname[?host=/socket/dir&sslmode=...]
+    /// URL, `postgresql://[user[:password]@][host][:port]/dbname[?host=/socket/dir&sslmode=...]`
     #[arg(
         long,
         global = true,
@@ -310,6 +310,36 @@ pub enum Command {
     /// Check the database (SQLite: the full integrity and foreign-key checks; PostgreSQL:
     /// the schema version, constraints, indexes and storage counts); exit non-zero on any problem.
     Check,
+    /// Copy the whole database into an empty one (a new SQLite file or an empty
+    /// PostgreSQL database), then verify the copy; prints what it copied.
+    ///
+    /// Copies users (with their password hashes and storage counts), sessions, chats,
+    /// messages and idempotency answers, keeping every id and timestamp, from one
+    /// snapshot of --database into --to, in one transaction there: if anything fails,
+    /// --to is left as it was (a new file is removed again). Either side may be SQLite or PostgreSQL. --to is set up if
+    /// it is new, and refused, untouched, if it already holds a user, chat or message.
+    /// Chats deleted but not yet purged are not copied. Logins, sessions and
+    /// Idempotency-Key retries keep working on the copy; new chats and messages get ids
+    /// above every copied one.
+    ///
+    /// Verifies afterwards, reading the copy back: every table's row count, and for
+    /// every chat a SHA-256 over its messages' ids, authors, actors, times and texts in
+    /// id order, must equal what was read from --database. A difference exits non-zero,
+    /// naming the table or chat. Long copies print their progress on stderr.
+    ///
+    /// --database may be in use: the snapshot keeps the copy consistent, but what a
+    /// running server writes after the snapshot is not copied. To move a deployment,
+    /// stop its servers first, copy, then start them on --to.
+    Copy(CopyOpts),
+}
+
+/// `copy`
+#[derive(Debug, Args)]
+pub struct CopyOpts {
+    /// The database to copy into: an SQLite file path or a postgresql:// URL (as
+    /// --database takes them). It must hold no users, chats or messages.
+    #[arg(long, value_name = "PATH_OR_URL", value_parser = parse_location)]
+    pub to: Location,
 }
 
 /// `backup`
@@ -559,6 +589,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Healthcheck(opts)) => healthcheck(opts),
         Some(Command::Backup(opts)) => backup(&cli, opts),
         Some(Command::Check) => check(&cli),
+        Some(Command::Copy(opts)) => copy(&cli, opts),
     }
 }
 
@@ -780,6 +811,61 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
     bail!("the database has {} problem(s)", problems.len())
 }
 
+/// How often a long copy reports its progress.
+const COPY_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// The progress line of a long copy, at most once per [`COPY_PROGRESS_EVERY`].
+struct CopyProgress {
+    reported: std::time::Instant,
+}
+
+impl CopyProgress {
+    fn new(started: std::time::Instant) -> CopyProgress {
+        CopyProgress { reported: started }
+    }
+
+    /// The line to print at `now`, if it is time for one.
+    fn line(&mut self, copied: u64, total: u64, now: std::time::Instant) -> Option<String> {
+        if now.duration_since(self.reported) < COPY_PROGRESS_EVERY {
+            return None;
+        }
+        self.reported = now;
+        Some(format!("copied {copied} of {total} messages"))
+    }
+}
+
+fn copy(cli: &Cli, opts: &CopyOpts) -> anyhow::Result<()> {
+    let (from, to) = (&cli.database, &opts.to);
+    let mut reporter = CopyProgress::new(std::time::Instant::now());
+    let mut progress = |copied: u64, total: u64| {
+        if let Some(line) = reporter.line(copied, total, std::time::Instant::now()) {
+            eprintln!("{line}");
+        }
+    };
+    let copied = db::copy_database(from, to, &mut progress).map_err(|err| match err {
+        db::Error::Unusable { .. } => anyhow::Error::new(err),
+        other => anyhow::Error::new(other).context(format!("cannot copy {from} into {to}")),
+    })?;
+    for (table, rows) in copied.counts.tables() {
+        print_line(&format!("{table}\t{rows}"))?;
+    }
+    if !copied.problems.is_empty() {
+        for problem in &copied.problems {
+            eprintln!("{problem}");
+        }
+        bail!(
+            "the copy in {to} does not match {from}: {} difference(s), the first: {}",
+            copied.problems.len(),
+            copied.problems[0]
+        );
+    }
+    eprintln!(
+        "verified: every table's row count, and the messages of {} chats, match",
+        copied.checked_chats
+    );
+    Ok(())
+}
+
 fn healthcheck(opts: &HealthcheckOpts) -> anyhow::Result<()> {
     let url = match &opts.url {
         Some(url) => url.clone(),
@@ -836,6 +922,20 @@ fn http_get_status(url: &str) -> anyhow::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_copy_reports_its_progress_every_two_seconds() {
+        let start = std::time::Instant::now();
+        let mut progress = CopyProgress::new(start);
+        let at = |millis| start + Duration::from_millis(millis);
+        assert_eq!(progress.line(2000, 9000, at(1000)), None);
+        assert_eq!(
+            progress.line(4000, 9000, at(2100)).as_deref(),
+            Some("copied 4000 of 9000 messages")
+        );
+        assert_eq!(progress.line(6000, 9000, at(3000)), None);
+        assert!(progress.line(8000, 9000, at(4200)).is_some());
+    }
 
     #[test]
     fn verify_cli() {

@@ -15,6 +15,7 @@
 //! `postgresql://` URL.
 
 mod admin;
+mod copy;
 mod error;
 mod location;
 mod postgres;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use admin::{Admin, DeletedUser, PrefixMatch, SessionInfo};
+pub use copy::{Copied, TableCounts, copy_database};
 pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
 pub use location::{Location, PostgresUrl};
 pub use quota::Quota;

@@ -600,6 +600,7 @@ fn help_lists_the_subcommands_and_the_global_options() {
             "healthcheck",
             "backup",
             "check",
+            "copy",
             "help"
         ],
         "{}",

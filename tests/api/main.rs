@@ -11,6 +11,7 @@ mod auth;
 mod chats;
 mod cli;
 mod concurrency;
+mod copy;
 mod cors;
 mod create_messages;
 mod database;

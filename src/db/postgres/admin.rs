@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use chrono::Utc;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 
 use super::{
@@ -51,7 +50,7 @@ impl Drop for AdminRuntime {
 }
 
 /// Runs `work` to completion on `runtime`, on a thread of its own.
-fn block_on<F>(runtime: &tokio::runtime::Runtime, work: F) -> F::Output
+pub(super) fn block_on<F>(runtime: &tokio::runtime::Runtime, work: F) -> F::Output
 where
     F: std::future::Future + Send,
     F::Output: Send,
@@ -115,7 +114,7 @@ impl Admin {
     ) -> Result<()> {
         let client = &self.client;
         block_on(&self.runtime, async move {
-            let now = Utc::now();
+            let now = super::instant(&Timestamp::now())?;
             client
                 .execute(super::INSERT_USER, &[&id, &email, &password_hash, &now])
                 .await?;

@@ -28,6 +28,7 @@
 //! the server recovers by itself when the database is back.
 
 mod admin;
+pub(super) mod copy;
 mod error;
 mod schema;
 mod tls;
@@ -1114,7 +1115,8 @@ async fn insert_session(
     expires_at: &Timestamp,
 ) -> Result<()> {
     let stmt = conn.prepare_cached(INSERT_SESSION).await?;
-    let (now, expires) = (Utc::now(), instant(expires_at)?);
+    // Stored to the millisecond, as every timestamp the program writes.
+    let (now, expires) = (instant(&Timestamp::now())?, instant(expires_at)?);
     conn.execute(&stmt, &[&&token_hash[..], &user_id, &now, &expires])
         .await?;
     Ok(())

@@ -29,6 +29,7 @@
 
 mod admin;
 mod chats;
+pub(super) mod copy;
 mod error;
 mod idempotency;
 mod messages;
