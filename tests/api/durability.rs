@@ -26,7 +26,7 @@ use crate::process::{ServerProcess, TempDb};
 pub(crate) const CLIENTS: usize = 8;
 
 /// The longest a load may take to reach a number of acknowledgements, or to wind down.
-pub(crate) const LOAD_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const LOAD_DEADLINE: Duration = Duration::from_secs(30);
 
 /// No single request may take longer than this; a hung request fails the test.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
