@@ -8,6 +8,10 @@ Subcommands:
   startup      time start-up to a healthy /healthz, and the idle memory after it
   summarize    medians, spreads, ratios and target checks of a raw .jsonl; writes
                JSON and a Markdown table
+  pg-ticks     CPU time of a PostgreSQL cluster so far (postmaster, children, reaped
+               children), in clock ticks
+  pg-line      one line on the last measurement of bench/postgres.sh's raw .jsonl
+  pg-summarize the PostgreSQL benchmark's table and target checks (issue 10)
 
 It never talks to anything but 127.0.0.1, and every network call has a time-out.
 """
@@ -232,6 +236,11 @@ def summarize(records):
             echo = http.get(("echo", "-", workload), {})
             row["vs_echo"] = spread([m["rps"] / echo[run]["rps"]
                                      for run, m in runs.items() if run in echo])
+            if target == "server" and ("compare", sync, workload) in http:
+                # This build against the other one (--compare), run by run.
+                other = http[("compare", sync, workload)]
+                row["vs_compare"] = spread([m["rps"] / other[run]["rps"]
+                                            for run, m in runs.items() if run in other])
             if workload == "W3":
                 raw = sqlite.get((sync, "rows_per_tx_100"), {})
                 row["vs_sqlite_100"] = spread([m["msgs"] / raw[run]
@@ -378,9 +387,11 @@ def cell(s, fmt=fmt_num):
 
 def markdown(summary, meta, checks):
     out = []
+    compared = any(row["target"] == "compare" for row in summary["http"])
     out.append("| workload | server | req/s | messages/s | p50 | p99 | max | non-2xx | "
-               "peak RSS | CPU µs/req | × echo | × SQLite 100/tx |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+               "peak RSS | CPU µs/req | × echo | × SQLite 100/tx |"
+               + (" × neptun B |" if compared else ""))
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if compared else ""))
     for row in summary["http"]:
         server = {"echo": "echo (a)", "compare": f"neptun B --sync {row['sync']}"}.get(
             row["target"], f"neptun --sync {row['sync']}")
@@ -398,12 +409,14 @@ def markdown(summary, meta, checks):
             cell(row["cpu_us_per_req"], lambda v: f"{v:.0f}"),
             cell(row.get("vs_echo"), fmt_pct),
             cell(row.get("vs_sqlite_100"), fmt_pct),
-        ]) + " |")
+        ] + ([cell(row.get("vs_compare"), fmt_pct)] if compared else [])) + " |")
     out.append("")
     out.append("Latencies in ms (median of the runs' p50/p99/max). Cells: median (min–max) over "
                f"{meta.get('runs', '?')} runs. non-2xx counts all runs together (wrk socket "
                "errors included). CPU µs/req: the server process's user+system time per "
-               "request, from /proc/<pid>/stat.")
+               "request, from /proc/<pid>/stat."
+               + (" × neptun B: this build's req/s over the --compare build's, run by run "
+                  "(median of the per-run ratios)." if compared else ""))
     out.append("")
     out.append("Raw SQLite (b), rows/s, median (min–max):")
     out.append("")
@@ -482,6 +495,228 @@ def cmd_summarize(args):
     print(text)
 
 
+# ---------------------------------------------------------------------------
+# the PostgreSQL benchmark (bench/postgres.sh)
+
+
+def proc_stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name (field 3 is index 0)."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    return text[text.rindex(")") + 2:].split()
+
+
+def pg_ticks(postmaster):
+    """utime+stime of the postmaster and its live children, plus cutime+cstime of the
+    postmaster (its children that have exited and been reaped), in clock ticks."""
+    own = proc_stat_fields(postmaster)
+    # Fields 14-17 of stat(5) (utime, stime, cutime, cstime) are indexes 11-14 here,
+    # field 4 (ppid) is index 1.
+    total = sum(int(own[i]) for i in (11, 12, 13, 14))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = proc_stat_fields(entry)
+        except (OSError, ValueError):
+            continue
+        if fields[1] == str(postmaster):
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def pg_metrics(r):
+    """One measurement of bench/postgres.sh as flat figures."""
+    if r["target"] == "baseline":
+        b = r["baseline"]
+        lat = b["latency_us"]
+        tx = b["transactions"] or 1
+        return {
+            "rps": b["tx_per_sec"],
+            "msgs": b["rows_per_sec"],
+            "p50_ms": lat["p50"] / 1000,
+            "p99_ms": lat["p99"] / 1000,
+            "max_ms": lat["max"] / 1000,
+            "errors": 0,
+            "peak_rss_mib": None,
+            "idle_rss_mib": None,
+            "cpu_us_per_req": r["client_cpu_seconds"] * 1e6 / tx,
+            "pg_cpu_us_per_req": r["pg_cpu_seconds"] * 1e6 / tx,
+            "cpu_cores": r["client_cpu_seconds"] / b["seconds"],
+            "pg_cpu_cores": r["pg_cpu_seconds"] / b["seconds"],
+        }
+    wrks = r["wrk"]
+    seconds = max(w["duration_us"] for w in wrks) / 1e6
+    requests = sum(w["requests"] for w in wrks)
+    rps = sum(w["requests"] / (w["duration_us"] / 1e6) for w in wrks)
+    if r["workload"] == "W5":
+        reads = sum((w.get("extra") or {}).get("reads", 0) for w in wrks)
+        writes = sum((w.get("extra") or {}).get("writes", 0) for w in wrks)
+        msgs = rps * writes / ((reads + writes) or 1)
+    else:
+        msgs = rps * r["messages_per_request"]
+    errors = sum(w["errors"][k] for w in wrks
+                 for k in ("status", "connect", "read", "write", "timeout"))
+    peaks = [k for k in r["peak_rss_kib"] if k]
+    idles = [k for k in r["idle_rss_kib"] if k]
+    return {
+        "rps": rps,
+        "msgs": msgs,
+        # Two instances: the worse of the two wrk runs.
+        "p50_ms": max(w["latency_us"]["p50"] for w in wrks) / 1000,
+        "p99_ms": max(w["latency_us"]["p99"] for w in wrks) / 1000,
+        "max_ms": max(w["latency_us"]["max"] for w in wrks) / 1000,
+        "errors": errors,
+        "peak_rss_mib": max(peaks) / MIB if peaks else None,
+        "idle_rss_mib": max(idles) / MIB if idles else None,
+        "cpu_us_per_req": r["server_cpu_seconds"] * 1e6 / requests if requests else None,
+        "pg_cpu_us_per_req": r["pg_cpu_seconds"] * 1e6 / requests if requests else None,
+        "cpu_cores": r["server_cpu_seconds"] / seconds,
+        "pg_cpu_cores": r["pg_cpu_seconds"] / seconds,
+    }
+
+
+def cmd_pg_line(args):
+    with open(args.raw) as f:
+        r = json.loads(f.read().splitlines()[-1])
+    m = pg_metrics(r)
+    peak = f"peak {m['peak_rss_mib']:5.1f} MiB" if m["peak_rss_mib"] else " " * 14
+    print(f"  {r['workload']:>5} {r['target']:>8} {r['sync']:>6} run {r['run']}: "
+          f"{m['rps']:>9,.0f} req/s  p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms  "
+          f"errors {m['errors']}  {peak}  CPU {m['cpu_cores']:.2f} + PG {m['pg_cpu_cores']:.2f} "
+          f"cores  load {r['loadavg'].split()[0]}")
+
+
+PG_METRICS = ("rps", "msgs", "p50_ms", "p99_ms", "max_ms", "cpu_us_per_req",
+              "pg_cpu_us_per_req", "cpu_cores", "pg_cpu_cores", "peak_rss_mib", "idle_rss_mib")
+PG_TARGETS = {"baseline": 0, "one": 1, "two": 2}
+
+
+def pg_summarize(records):
+    runs = defaultdict(dict)  # (target, sync, workload) -> run -> metrics
+    loads = []
+    for r in records:
+        if r.get("kind") != "pg":
+            continue
+        loads.append(float(r["loadavg"].split()[0]))
+        runs[(r["target"], r["sync"], r["workload"])][r["run"]] = pg_metrics(r)
+    sync_order = {"normal": 0, "full": 1}
+    keys = sorted(runs, key=lambda k: (list(WORKLOADS).index(k[2]), sync_order.get(k[1], 2),
+                                       PG_TARGETS[k[0]]))
+    rows = []
+    for target, sync, workload in keys:
+        these = runs[(target, sync, workload)]
+        row = {"target": target, "sync": sync, "workload": workload,
+               "connections": WORKLOADS[workload][1]}
+        for metric in PG_METRICS:
+            row[metric] = spread([m[metric] for m in these.values()])
+        row["errors"] = sum(m["errors"] for m in these.values())
+        if target != "baseline":
+            base = runs.get(("baseline", sync, workload), {})
+            row["vs_baseline"] = spread([m["rps"] / base[run]["rps"]
+                                         for run, m in these.items() if run in base])
+        if target == "two":
+            one = runs.get(("one", sync, workload), {})
+            row["vs_one"] = spread([m["rps"] / one[run]["rps"]
+                                    for run, m in these.items() if run in one])
+        rows.append(row)
+    return {"rows": rows, "loadavg_1min": spread(loads)}
+
+
+def pg_check_targets(summary, syncs):
+    """Issue 10's targets, on the one-instance runs."""
+    rows, checks = summary["rows"], []
+
+    def med(row, metric):
+        return row[metric]["median"] if row and row.get(metric) else None
+
+    for workload, floor, what in (("W1c64", 0.75, "transactions/s"),
+                                  ("W3", 0.90, "rows/s (100-row batches)"),
+                                  ("W4", 0.60, "page reads/s")):
+        for sync in syncs:
+            ratio = med(find(rows, target="one", sync=sync, workload=workload), "vs_baseline")
+            checks.append((f"{workload} --sync {sync}: >= {floor:.0%} of the baseline's {what}",
+                           fmt_pct(ratio), None if ratio is None else ratio >= floor))
+    for workload in [w for w, (_, c) in WORKLOADS.items() if c == 64]:
+        for sync in syncs:
+            p99 = med(find(rows, target="one", sync=sync, workload=workload), "p99_ms")
+            if p99 is not None:
+                checks.append((f"{workload} (c64) --sync {sync}: p99 <= 20 ms", fmt_ms(p99),
+                               p99 <= 20))
+    peaks = [row["peak_rss_mib"]["max"] for row in rows if row.get("peak_rss_mib")]
+    peak = max(peaks) if peaks else None
+    checks.append(("peak RSS <= 64 MiB in every workload (every server, one and two instances)",
+                   fmt_mib(peak), None if peak is None else peak <= 64))
+    errors = sum(row["errors"] for row in rows)
+    checks.append(("no errors (non-2xx or socket errors) in any measurement", str(errors),
+                   errors == 0))
+    return checks
+
+
+def pg_markdown(summary, meta, checks):
+    out = []
+    out.append("| workload | run on | --sync | req/s | messages/s | p50 | p99 | max | errors | "
+               "peak RSS | CPU µs/req | PG CPU µs/req | × baseline | × one |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    names = {"baseline": "baseline (c)", "one": "one instance", "two": "two instances"}
+    ms = lambda v: f"{v:.2f}" if v < 10 else f"{v:.1f}"
+    for row in summary["rows"]:
+        out.append("| " + " | ".join([
+            row["workload"],
+            names[row["target"]],
+            row["sync"],
+            cell(row["rps"]),
+            cell(row["msgs"]),
+            cell(row["p50_ms"], ms),
+            cell(row["p99_ms"], ms),
+            cell(row["max_ms"], ms),
+            str(row["errors"]),
+            cell(row["peak_rss_mib"], lambda v: f"{v:.1f}"),
+            cell(row["cpu_us_per_req"], lambda v: f"{v:.0f}"),
+            cell(row["pg_cpu_us_per_req"], lambda v: f"{v:.0f}"),
+            cell(row.get("vs_baseline"), fmt_pct),
+            cell(row.get("vs_one"), fmt_pct),
+        ]) + " |")
+    out.append("")
+    out.append(
+        f"Cells: median (min–max) over {meta.get('runs', '?')} runs of "
+        f"{meta.get('duration_s', '?'):g} s. Latencies in ms; for two instances, the worse "
+        "of the two wrk runs. req/s: transactions/s for the baseline (W4: page reads/s). "
+        "CPU µs/req: user+system time of the server process(es), or of the baseline, per "
+        "request; PG CPU µs/req: the same for the whole PostgreSQL cluster (postmaster, "
+        "backends, background processes), from /proc. × baseline and × one are medians of "
+        "per-run ratios of req/s.")
+    out.append("")
+    out.append("| target | measured | met |")
+    out.append("|---|---|---|")
+    for name, shown, met in checks:
+        out.append(f"| {name} | {shown} | {'–' if met is None else ('yes' if met else '**no**')} |")
+    return "\n".join(out)
+
+
+def cmd_pg_summarize(args):
+    with open(args.raw) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    meta = json.loads(args.meta) if args.meta else {}
+    meta.update(machine())
+    summary = pg_summarize(records)
+    checks = pg_check_targets(summary, meta.get("syncs") or ["normal", "full"])
+    summary["meta"] = meta
+    summary["targets"] = [{"target": n, "measured": s, "met": m} for n, s, m in checks]
+    loads = summary["loadavg_1min"]
+    header = (f"{meta.get('date', '')} · `{meta.get('command', '')}` · {meta['nproc']} × "
+              f"{meta['cpu']} · {meta.get('postgres', '')} · load average (1 min) during the "
+              f"run {cell(loads, lambda v: f'{v:.1f}')}")
+    text = header + "\n\n" + pg_markdown(summary, meta, checks) + "\n"
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(summary, f, indent=1)
+    if args.md_out:
+        with open(args.md_out, "w") as f:
+            f.write(text)
+    print(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -520,6 +755,21 @@ def main():
     p.add_argument("--json-out")
     p.add_argument("--md-out")
     p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("pg-ticks")
+    p.add_argument("--postmaster", type=int, required=True)
+    p.set_defaults(func=lambda a: print(pg_ticks(a.postmaster)))
+
+    p = sub.add_parser("pg-line")
+    p.add_argument("raw")
+    p.set_defaults(func=cmd_pg_line)
+
+    p = sub.add_parser("pg-summarize")
+    p.add_argument("raw", help="the .jsonl written by bench/postgres.sh")
+    p.add_argument("--meta", help="JSON object: command, date, runs, duration, syncs")
+    p.add_argument("--json-out")
+    p.add_argument("--md-out")
+    p.set_defaults(func=cmd_pg_summarize)
 
     args = parser.parse_args()
     args.func(args)

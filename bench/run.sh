@@ -5,6 +5,9 @@
 # against the no-database echo server (baseline a); runs raw SQLite inserts (baseline b);
 # then prints a table of medians and writes it as JSON. See BENCHMARKS.md.
 #
+# `--backend postgres` (first or anywhere among the options) runs bench/postgres.sh
+# instead, with the other options: the same workloads against PostgreSQL (issue 10).
+#
 # Every neptun-chat measurement gets a fresh copy of the seeded database and a server
 # started for it alone, so each peak RSS (VmHWM) belongs to one workload. Runs are
 # interleaved (echo, normal, full for each workload, then the next workload; then the
@@ -14,9 +17,27 @@
 # script stops the processes it started, by PID, and removes its temporary folder.
 set -euo pipefail
 
+# --backend sqlite|postgres: PostgreSQL has a script of its own.
+ARGS=()
+BACKEND=sqlite
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --backend) BACKEND=${2:?--backend needs sqlite or postgres}; shift 2 ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+set -- ${ARGS[@]+"${ARGS[@]}"}
+case "$BACKEND" in
+  sqlite) ;;
+  postgres | postgresql) exec bash "$(dirname "$0")/postgres.sh" "$@" ;;
+  *) echo "unknown backend: $BACKEND (sqlite or postgres)" >&2; exit 2 ;;
+esac
+
 usage() {
   cat <<'EOF'
-usage: bash bench/run.sh [options]
+usage: bash bench/run.sh [--backend sqlite|postgres] [options]
+
+  --backend postgres  the PostgreSQL benchmark: see bash bench/run.sh --backend postgres --help
 
   --duration SECS     seconds per measurement (default 10)
   --runs N            runs of every measurement; the report shows medians (default 3)
