@@ -9,7 +9,8 @@
 //!   the `COMMIT`. W1 is measured against it with `--rows 1`, W3 with `--rows 100`.
 //! - `page`: one page read, as the server asks for it: the session-and-chat check and
 //!   the newest `--limit` + 1 messages before `i64::MAX` in one round trip, each row
-//!   decoded as the server decodes it (text borrowed, timestamp formatted).
+//!   decoded as the server decodes it (text borrowed and checked as UTF-8, timestamp
+//!   formatted).
 //!
 //! # Design
 //! The statements are not copied: they are read, at build time, from the PostgreSQL
@@ -327,7 +328,8 @@ async fn append(work: &Work) -> anyhow::Result<()> {
         bail!("the session or the chat is not the user's");
     }
     let bytes: i64 = work.texts.iter().map(|t| t.len() as i64).sum();
-    let texts: Vec<&str> = work.texts.iter().map(String::as_str).collect();
+    // Messages are stored as UTF-8 bytes (`bytea`), as the server binds them.
+    let texts: Vec<&[u8]> = work.texts.iter().map(String::as_bytes).collect();
     let (key, hash): (Option<&str>, Option<&[u8]>) = (None, None);
     let (ids, committed) = join!(
         async {
@@ -384,7 +386,7 @@ async fn page(work: &Work) -> anyhow::Result<()> {
     for row in &rows? {
         let _: i64 = row.try_get(0)?;
         let _: &str = row.try_get(1)?;
-        let message: &str = row.try_get(2)?;
+        let message = std::str::from_utf8(row.try_get::<_, &[u8]>(2)?)?;
         let _: &str = row.try_get(3)?;
         let created_at: DateTime<Utc> = row.try_get(4)?;
         text_bytes += message.len() + Timestamp::from_datetime(created_at).as_str().len();
