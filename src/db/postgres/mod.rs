@@ -68,6 +68,86 @@ pub(crate) struct Db {
     commits: Arc<AtomicU64>,
 }
 
+/// A thread of its own that drives every pooled connection: its socket and its
+/// messages. A connection made and driven on an HTTP worker's runtime would break when
+/// that worker stops (an idle worker stops first in a graceful shutdown) while another
+/// worker still uses it from the pool. The thread ends when the last handle is dropped.
+struct IoThread {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the last handle, which lets the thread end.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl IoThread {
+    fn start() -> std::io::Result<Arc<IoThread>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("neptun-postgres".to_owned())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Arc::new(IoThread {
+            handle,
+            _stop: stop,
+        }))
+    }
+}
+
+/// Makes connections on the [`IoThread`], and drives them there.
+struct ConnectOnIoThread {
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    io: Arc<IoThread>,
+}
+
+impl deadpool_postgres::Connect for ConnectOnIoThread {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                        tokio_postgres::Error,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        let (tls, config) = (self.tls.clone(), config.clone());
+        let on_thread = self.io.handle.spawn({
+            let (tls, config) = (tls.clone(), config.clone());
+            async move {
+                let (client, connection) = config.connect(tls).await?;
+                let driver = tokio::spawn(async move {
+                    // The client sees a closed connection; its error is the request's.
+                    let _ = connection.await;
+                });
+                Ok((client, driver))
+            }
+        });
+        Box::pin(async move {
+            match on_thread.await {
+                Ok(made) => made,
+                // The thread is gone (the pool outlived it): connect here instead.
+                Err(_) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    let driver = tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    Ok((client, driver))
+                }
+            }
+        })
+    }
+}
+
 /// The settings every connection of `url` gets: a name in `pg_stat_activity`, the
 /// durability of its commits, how long it waits for a lock, and a bounded connect.
 fn connection_config(
@@ -117,9 +197,16 @@ impl Db {
         schema::migrate(&mut client).await?;
         drop(client);
         let _ = driver.await;
-        let manager = Manager::from_config(
+        let io = IoThread::start().map_err(|err| Error::Unusable {
+            what: format!("start the connection thread for the database {url}"),
+            reason: err.to_string(),
+        })?;
+        let manager = Manager::from_connect(
             config,
-            tls,
+            ConnectOnIoThread {
+                tls,
+                io: Arc::clone(&io),
+            },
             ManagerConfig {
                 // A closed connection is noticed without a query; a broken one fails its
                 // next statement, and is then dropped (see `Conn`).
