@@ -37,3 +37,4 @@ mod sessions;
 mod sqlite_engine;
 mod sqlite_files;
 mod throttle;
+mod tls;

@@ -39,6 +39,18 @@ pub(crate) struct Cluster {
     watchdog: Child,
     /// Whether the tests run as root, so PostgreSQL's commands run as `postgres`.
     as_postgres: bool,
+    /// Server options after the defaults (see [`Setup::options`]).
+    options: String,
+}
+
+/// What a test changes in a cluster's default set-up (a socket-only server that trusts
+/// every local connection).
+#[derive(Default)]
+pub(crate) struct Setup<'a> {
+    /// More server options (`-c name=value ...`), after the defaults, which they override.
+    pub options: &'a str,
+    /// A `pg_hba.conf` to use instead of `initdb`'s.
+    pub hba: Option<&'a str>,
 }
 
 /// A database of its own in a [`Cluster`], dropped (with its connections) when this is.
@@ -82,6 +94,11 @@ fn unavailable(reason: &str) -> ! {
 impl Cluster {
     /// Initialises and starts a new cluster, or says why it could not.
     pub(crate) fn start() -> Result<Cluster, String> {
+        Cluster::start_with(&Setup::default())
+    }
+
+    /// [`Cluster::start`] with a set-up of its own.
+    pub(crate) fn start_with(setup: &Setup<'_>) -> Result<Cluster, String> {
         let bin = find_bin()?;
         let as_postgres = rustix::process::geteuid().is_root();
         let dir = tempfile::Builder::new()
@@ -95,8 +112,15 @@ impl Cluster {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(|err| format!("chown {} to postgres: {err}", dir.display()))?;
         }
-        let cluster = Cluster::with_watchdog(bin, dir, as_postgres)?;
+        let mut cluster = Cluster::with_watchdog(bin, dir, as_postgres)?;
+        cluster.options = setup.options.to_owned();
         cluster.init()?;
+        if let Some(hba) = setup.hba {
+            // Written over initdb's file, so it keeps the server's ownership.
+            let path = cluster.data_dir().join("pg_hba.conf");
+            std::fs::write(&path, hba)
+                .map_err(|err| format!("writing {}: {err}", path.display()))?;
+        }
         cluster.start_server()?;
         Ok(cluster)
     }
@@ -138,6 +162,7 @@ rm -rf "$3""#;
             watchdog_input,
             watchdog,
             as_postgres,
+            options: String::new(),
         })
     }
 
@@ -159,8 +184,9 @@ rm -rf "$3""#;
     fn start_server(&self) -> Result<(), String> {
         let options = format!(
             "-k {} -c listen_addresses='' -c max_connections=300 -c fsync=off \
-             -c full_page_writes=off",
-            self.dir.display()
+             -c full_page_writes=off {}",
+            self.dir.display(),
+            self.options
         );
         self.pg_ctl("start")
             .arg("-l")
@@ -379,7 +405,7 @@ fn find_bin() -> Result<PathBuf, String> {
 }
 
 /// The `postgres` account's user and group ids, from `id`.
-fn postgres_ids() -> Result<(u32, u32), String> {
+pub(crate) fn postgres_ids() -> Result<(u32, u32), String> {
     let id = |flag: &str| -> Result<u32, String> {
         let output = Command::new("id")
             .args([flag, "postgres"])
