@@ -16,7 +16,7 @@ use crate::db::{DeletedUser, PrefixMatch, SessionInfo};
 use crate::domain::{Timestamp, User};
 
 /// How long a command waits for the database or a lock.
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A connection for one-off administrative changes.
 pub(crate) struct Admin {
@@ -63,17 +63,22 @@ where
     )
 }
 
+/// The runtime a synchronous client (an admin command, a copy) drives its connection on.
+pub(super) fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::Unusable {
+            what: "start the database client".to_owned(),
+            reason: err.to_string(),
+        })
+}
+
 impl Admin {
     /// Connects to the database at `url` and brings its schema up to date. Admin writes
     /// are rare, so they are always fully durable.
     pub(in crate::db) fn open(url: &PostgresUrl) -> Result<Admin> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| Error::Unusable {
-                what: "start the database client".to_owned(),
-                reason: err.to_string(),
-            })?;
+        let runtime = client_runtime()?;
         let client = block_on(&runtime, async {
             let tls = tls::connector(url)?;
             let config = connection_config(url, Durability::Full, TIMEOUT);

@@ -15,15 +15,12 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use super::admin::block_on;
+use super::admin::{TIMEOUT, block_on, client_runtime};
 use super::{
     Durability, Error, PostgresUrl, Result, connection_config, instant, schema, text, tls,
 };
 use crate::db::copy::{ChatRow, KeyRow, MessageRow, NextIds, SessionRow, TableCounts, UserRow};
 use crate::domain::Timestamp;
-
-/// How long connecting, and waiting for a lock, may take.
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A PostgreSQL database opened for a copy.
 pub(in crate::db) struct Side {
@@ -35,13 +32,7 @@ impl Side {
     /// Connects to the database at `url` and brings its schema up to date (setting up
     /// an empty database; refusing another application's).
     pub(in crate::db) fn open(url: &PostgresUrl) -> Result<Side> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| Error::Unusable {
-                what: "start the database client".to_owned(),
-                reason: err.to_string(),
-            })?;
+        let runtime = client_runtime()?;
         let client = block_on(&runtime, async {
             let tls = tls::connector(url)?;
             let config = connection_config(url, Durability::Full, TIMEOUT);
