@@ -1031,16 +1031,24 @@ impl Db {
     {
         loop {
             let read = async {
-                let conn = self.conn().await?;
+                let mut conn = self.conn().await?;
                 let check = conn.stmt(SLICE_CHECK).await?;
                 let slice = conn.stmt(SLICE).await?;
-                let (checked, rows) = join!(
+                // The check and the slice in one snapshot: otherwise a chat deleted
+                // between them would pass the check and give an empty slice, read as the
+                // chat's end.
+                conn.clean = false;
+                let (begun, checked, rows, ended) = join!(
+                    conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
                     async { conn.query_one(&check, &[&chat_id, &after]).await },
                     async {
                         conn.query(&slice, &[&chat_id, &after, &Some(through), &SLICE_ROWS])
                             .await
                     },
+                    conn.batch_execute("COMMIT"),
                 );
+                conn.guard(begun.and(ended))?;
+                conn.clean = true;
                 let checked = conn.guard(checked)?;
                 if !checked.try_get::<_, bool>(0)? {
                     return Err(Error::NotFound(Entity::Chat));
