@@ -3,10 +3,11 @@
 //! seeded through the server, and prints one JSON object per case.
 //!
 //! It is a bench-only example, not part of the product. Cases (`--workload`):
-//! - `append`: the append transaction of one request, as the server pipelines it: a
-//!   first round trip with `BEGIN`, the session lookup and the chat-row lock (which
-//!   also moves `updated_at`), then a second with the insert of `--rows` messages and
-//!   the `COMMIT`. W1 is measured against it with `--rows 1`, W3 with `--rows 100`.
+//! - `append`: the append of one request, as the server sends it when there is no
+//!   idempotency key and no quota: one statement (`APPEND_ONE`, or `APPEND_MANY` for
+//!   more than one message) that checks the session, takes the chat's locks, stores
+//!   `--rows` messages and counts them, its own transaction, in one round trip. W1 is
+//!   measured against it with `--rows 1`, W3 with `--rows 100`.
 //! - `page`: one page read, as the server asks for it: the session-and-chat check and
 //!   the newest `--limit` + 1 messages before `i64::MAX` in one round trip, each row
 //!   decoded as the server decodes it (text borrowed and checked as UTF-8, timestamp
@@ -35,6 +36,7 @@ use neptun_chat::auth::hash_token;
 use neptun_chat::domain::Timestamp;
 use serde_json::json;
 use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
 
 /// The PostgreSQL backend's source: where the statements come from.
 const BACKEND_SOURCE: &str = include_str!("../src/db/postgres/mod.rs");
@@ -120,9 +122,8 @@ impl Sync {
 /// The server's statements this baseline runs, read from the backend's source.
 #[derive(Debug, Clone)]
 struct Statements {
-    session: String,
-    lock_chat: String,
-    store: String,
+    append_one: String,
+    append_many: String,
     claimed_chat: String,
     page_before: String,
 }
@@ -130,9 +131,8 @@ struct Statements {
 impl Statements {
     fn from_backend() -> anyhow::Result<Statements> {
         Ok(Statements {
-            session: sql_constant(BACKEND_SOURCE, "LIVE_SESSION_USER")?,
-            lock_chat: sql_constant(BACKEND_SOURCE, "LOCK_CHAT")?,
-            store: sql_constant(BACKEND_SOURCE, "STORE_MESSAGES")?,
+            append_one: sql_constant(BACKEND_SOURCE, "APPEND_ONE")?,
+            append_many: sql_constant(BACKEND_SOURCE, "APPEND_MANY")?,
             claimed_chat: sql_constant(BACKEND_SOURCE, "CLAIMED_CHAT")?,
             page_before: sql_constant(BACKEND_SOURCE, "PAGE_BEFORE")?,
         })
@@ -304,59 +304,55 @@ async fn transaction(work: &Work) -> anyhow::Result<()> {
     }
 }
 
-/// The append transaction, in the server's two round trips.
+/// The append of one request, as the server sends it without an idempotency key or a
+/// quota: one statement in one round trip, its own transaction.
 async fn append(work: &Work) -> anyhow::Result<()> {
     let conn = work.pool.get().await?;
     let statements = &work.statements;
-    let session = conn.prepare_cached(&statements.session).await?;
-    let lock_chat = conn.prepare_cached(&statements.lock_chat).await?;
-    let store = conn.prepare_cached(&statements.store).await?;
     let now = Utc::now();
     let token_hash = &work.token_hash[..];
-    let (begun, user, chat) = join!(
-        conn.batch_execute("BEGIN"),
-        async { conn.query_opt(&session, &[&token_hash, &now]).await },
-        async {
-            conn.query_opt(&lock_chat, &[&work.chat, &work.user, &now])
-                .await
-        },
-    );
-    begun?;
-    let user: String = user?.context("the session is missing")?.try_get(0)?;
-    if user != work.user || chat?.is_none() {
-        conn.batch_execute("ROLLBACK").await?;
-        bail!("the session or the chat is not the user's");
-    }
     let bytes: i64 = work.texts.iter().map(|t| t.len() as i64).sum();
     // Messages are stored as UTF-8 bytes (`bytea`), as the server binds them.
     let texts: Vec<&[u8]> = work.texts.iter().map(String::as_bytes).collect();
-    let (key, hash): (Option<&str>, Option<&[u8]>) = (None, None);
-    let (ids, committed) = join!(
-        async {
-            conn.query(
-                &store,
-                &[
-                    &work.chat,
-                    &work.user,
-                    &texts,
-                    &work.actors,
-                    &now,
-                    &bytes,
-                    &key,
-                    &hash,
-                ],
-            )
-            .await
-        },
-        conn.batch_execute("COMMIT"),
-    );
-    committed?;
-    let ids = ids?;
+    let rows = match (texts.as_slice(), work.actors.as_slice()) {
+        ([text], [actor]) => {
+            let append = conn.prepare_cached(&statements.append_one).await?;
+            let params: [&(dyn ToSql + std::marker::Sync); 7] = [
+                &work.chat,
+                &work.user,
+                &token_hash,
+                &now,
+                text,
+                actor,
+                &bytes,
+            ];
+            conn.query(&append, &params).await?
+        }
+        _ => {
+            let append = conn.prepare_cached(&statements.append_many).await?;
+            let params: [&(dyn ToSql + std::marker::Sync); 7] = [
+                &work.chat,
+                &work.user,
+                &token_hash,
+                &now,
+                &texts,
+                &work.actors,
+                &bytes,
+            ];
+            conn.query(&append, &params).await?
+        }
+    };
+    let first = rows.first().context("the append answered no row")?;
+    if first.try_get::<_, Option<&str>>(0)? != Some(work.user.as_str()) {
+        bail!("the session is not the user's");
+    }
+    let ids = rows
+        .iter()
+        .map(|row| row.try_get::<_, Option<i64>>(1))
+        .collect::<Result<Option<Vec<i64>>, _>>()?
+        .context("the chat is not the user's")?;
     if ids.len() != texts.len() {
         bail!("stored {} of {} messages", ids.len(), texts.len());
-    }
-    for row in &ids {
-        let _: i64 = row.try_get(0)?;
     }
     Ok(())
 }
@@ -403,8 +399,17 @@ mod tests {
     #[test]
     fn every_statement_is_found_in_the_backend_source() {
         let statements = Statements::from_backend().expect("the statements");
-        assert!(statements.store.starts_with("WITH taken AS ( SELECT id"));
-        assert!(!statements.store.contains('\\'));
+        assert!(
+            statements
+                .append_many
+                .starts_with("WITH claimed AS ( SELECT user_id")
+        );
+        assert!(!statements.append_many.contains('\\'));
+        assert!(
+            statements
+                .append_one
+                .contains("FROM (VALUES (1)) AS one LEFT JOIN stored")
+        );
         assert!(statements.page_before.ends_with("ORDER BY id"));
     }
 

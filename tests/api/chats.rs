@@ -43,9 +43,9 @@ fn set_chat_times(app: &TestApp, chat_id: i64, created_at: &str, updated_at: &st
 
 /// Everything stored for one user: their chats `(id, name, model, owner, created_at,
 /// updated_at)` and their messages `(id, chat id, text, actor)`, in id order.
-type Snapshot = (Vec<Row>, Vec<Row>);
+type Snapshot = (Vec<Row>, Vec<Row>, Vec<Row>);
 
-/// Everything stored for `user_id`.
+/// Everything stored for `user_id`: chats, messages, and the user's storage counts.
 fn snapshot(app: &TestApp, user_id: &str) -> Snapshot {
     let db = &app.database;
     let mut chats = db.rows(&format!(
@@ -65,7 +65,10 @@ fn snapshot(app: &TestApp, user_id: &str) -> Snapshot {
     for message in &mut messages {
         message[2] = db.text(&message[2]);
     }
-    (chats, messages)
+    let counts = db.rows(&format!(
+        "SELECT stored_messages, stored_bytes FROM users WHERE id = '{user_id}'"
+    ));
+    (chats, messages, counts)
 }
 
 /// Posts a user/assistant exchange to `user`'s chat `chat_id`.

@@ -6,17 +6,27 @@
 //! write is one transaction of its own; PostgreSQL already commits concurrent
 //! transactions together, so there is no writer thread in front of it. A request's
 //! statements are sent together where the answer of one is not needed to send the next
-//! (pipelining), so an append is two round trips: the checks, then the insert with the
-//! commit.
+//! (pipelining). The common append (no idempotency key, no quota) is a single statement
+//! that checks, locks, stores and counts, its own transaction, in one round trip; an
+//! append with a key or under a quota is two round trips: the checks, then the insert
+//! with the commit.
 //!
 //! **Order.** Message ids come from one sequence, which hands out values as rows are
 //! inserted, not as transactions commit: without care, a reader at cursor N could miss a
-//! message with a smaller id that commits later. So an append first locks its chat's row
-//! (an `UPDATE` of `updated_at`, which also checks that the chat is the user's), and only
-//! then takes ids. The next append to that chat waits for the lock, so it takes its ids
-//! after this one has committed: within a chat, id order is commit order, and a batch's
-//! ids are consecutive in the chat with nothing between them. Locks are always taken in
-//! the same order (idempotency key, chat, user) so that writes never deadlock each other.
+//! message with a smaller id that commits later. So an append first locks its chat (its
+//! turn lock, then its row: an `UPDATE` of `updated_at`, which also checks that the chat
+//! is the user's), and only then takes ids. The next append to that chat waits for the
+//! lock, so it takes its ids after this one has committed: within a chat, id order is
+//! commit order, and a batch's ids are consecutive in the chat with nothing between
+//! them. Locks are always taken in the same order (idempotency key, chat, user) so that
+//! writes never deadlock each other.
+//!
+//! **The turn lock** is a transaction-scoped advisory lock on the chat's id (its two
+//! 32-bit halves, the two-key form, apart from the one-key form of idempotency keys),
+//! taken before the chat's row. It is for speed, not for order: waiters on an advisory
+//! lock queue and are woken one at a time, while waiters on a row updated by another
+//! transaction all wake at its commit and race for the row again, which on a busy chat
+//! cost more than the appends themselves (see BENCHMARKS.md).
 //!
 //! **Idempotency.** A request with an `Idempotency-Key` first takes a transaction-scoped
 //! advisory lock on the user and key, so two instances given the same key at once answer
@@ -323,10 +333,73 @@ const LIVE_SESSION_USER: &str =
 /// Locks idempotency key `$1` (the user and the key) until the transaction ends.
 const LOCK_KEY: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
-/// Locks chat `$1` of user `$2` for an append or a delete of its last turn, moving its
-/// `updated_at` to `$3`; no row if the chat is not the user's.
-const LOCK_CHAT: &str = "UPDATE chat_conversations SET updated_at = $3 \
-     WHERE id = $1 AND neptun_user_id = $2 RETURNING id";
+/// Locks chat `$1` of user `$2` for an append or a delete of its last turn (its turn
+/// lock, then its row), moving its `updated_at` to `$3`; no row if the chat is not the
+/// user's.
+const LOCK_CHAT: &str = "WITH turn AS ( \
+         SELECT pg_advisory_xact_lock(($1::bigint >> 32)::int, $1::bigint::bit(32)::int)) \
+     UPDATE chat_conversations SET updated_at = $3 \
+     WHERE id = $1 AND neptun_user_id = $2 AND EXISTS (SELECT 1 FROM turn) RETURNING id";
+
+/// Appends message `$5` (text) / `$6` (actor) of `$7` bytes to chat `$1` of user `$2` at
+/// `$4`, if session `$3` is live and the user's, in one statement: the whole append
+/// when there is no idempotency key and no quota. Checks the session, takes the chat's
+/// turn lock, locks the chat's row (moving its `updated_at`, and checking that the chat
+/// is the user's), then stores the message and counts it. Each step runs only if the
+/// one before it passed, so a failed check changes nothing. One row: the session's user
+/// (NULL if the session is unknown or expired) and the new id (NULL if nothing was
+/// stored: the chat is not the user's).
+const APPEND_ONE: &str = "WITH claimed AS ( \
+         SELECT user_id FROM sessions WHERE token_hash = $3 AND expires_at > $4), \
+     turn AS ( \
+         SELECT pg_advisory_xact_lock(($1::bigint >> 32)::int, $1::bigint::bit(32)::int) \
+         FROM claimed WHERE user_id = $2), \
+     locked AS ( \
+         UPDATE chat_conversations SET updated_at = $4 \
+         WHERE id = $1 AND neptun_user_id = $2 AND EXISTS (SELECT 1 FROM turn) \
+         RETURNING id), \
+     stored AS ( \
+         INSERT INTO chat_messages \
+             (chat_conversation_id, neptun_user_id, message, actor, created_at) \
+         SELECT $1, $2, $5::bytea, $6::text, $4 FROM locked \
+         RETURNING id), \
+     counted AS ( \
+         UPDATE users SET stored_messages = stored_messages + 1, \
+             stored_bytes = stored_bytes + $7 \
+         WHERE id = $2 AND EXISTS (SELECT 1 FROM locked)) \
+     SELECT (SELECT user_id FROM claimed), stored.id \
+     FROM (VALUES (1)) AS one LEFT JOIN stored ON true";
+
+/// [`APPEND_ONE`] for the messages `$5` (texts) / `$6` (actors): one row per stored
+/// message, ids ascending, or one row with a NULL id if nothing was stored. The ids are
+/// taken after the chat's row is locked, and matched to the array positions by rank
+/// (as in [`STORE_MESSAGES`]).
+const APPEND_MANY: &str = "WITH claimed AS ( \
+         SELECT user_id FROM sessions WHERE token_hash = $3 AND expires_at > $4), \
+     turn AS ( \
+         SELECT pg_advisory_xact_lock(($1::bigint >> 32)::int, $1::bigint::bit(32)::int) \
+         FROM claimed WHERE user_id = $2), \
+     locked AS ( \
+         UPDATE chat_conversations SET updated_at = $4 \
+         WHERE id = $1 AND neptun_user_id = $2 AND EXISTS (SELECT 1 FROM turn) \
+         RETURNING id), \
+     taken AS ( \
+         SELECT id, row_number() OVER (ORDER BY id) AS n FROM ( \
+             SELECT nextval('chat_messages_id_seq'::regclass) AS id \
+             FROM locked, generate_series(1, cardinality($5::bytea[]))) AS ids), \
+     stored AS ( \
+         INSERT INTO chat_messages \
+             (id, chat_conversation_id, neptun_user_id, message, actor, created_at) \
+         SELECT taken.id, $1, $2, given.message, given.actor, $4 \
+         FROM taken JOIN unnest($5::bytea[], $6::text[]) WITH ORDINALITY \
+             AS given (message, actor, n) USING (n) \
+         RETURNING id), \
+     counted AS ( \
+         UPDATE users SET stored_messages = stored_messages + cardinality($5::bytea[]), \
+             stored_bytes = stored_bytes + $7 \
+         WHERE id = $2 AND EXISTS (SELECT 1 FROM locked)) \
+     SELECT (SELECT user_id FROM claimed), stored.id \
+     FROM (VALUES (1)) AS one LEFT JOIN stored ON true ORDER BY stored.id";
 
 /// What `$1`'s key `$2` stored after `$3`.
 const FIND_KEY: &str = "SELECT request_hash, first_message_id, last_message_id, message_count \
@@ -344,7 +417,7 @@ const LOCK_STORED: &str =
 /// sequence hands them out in, the i-th message gets the i-th smallest id.
 const STORE_MESSAGES: &str = "WITH taken AS ( \
          SELECT id, row_number() OVER (ORDER BY id) AS n FROM ( \
-             SELECT nextval(pg_get_serial_sequence('chat_messages', 'id')) AS id \
+             SELECT nextval('chat_messages_id_seq'::regclass) AS id \
              FROM generate_series(1, cardinality($3::bytea[]))) AS ids), \
      stored AS ( \
          INSERT INTO chat_messages \
@@ -380,6 +453,9 @@ impl Db {
         messages: Vec<NewMessage>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Appended> {
+        if idempotency.is_none() && !self.quota.is_set() {
+            return self.append_at_once(claim, chat_id, messages).await;
+        }
         let mut conn = self.conn().await?;
         let now_text = Timestamp::now();
         let now = instant(&now_text)?;
@@ -496,27 +572,73 @@ impl Db {
         };
         conn.clean = true;
         self.committed();
-        if ids.len() != messages.len() {
-            return Err(Error::described(
-                Step::Write,
-                format!("stored {} of {} messages", ids.len(), messages.len()),
-            ));
-        }
-        let stored = ids
+        let ids = ids
             .iter()
-            .zip(messages)
-            .map(|(row, message)| {
-                Ok(ChatMessage {
-                    id: row.try_get(0)?,
-                    chat_conversation_id: chat_id,
-                    neptun_user_id: claim.user_id.clone(),
-                    message: message.content,
-                    actor: message.role,
-                    created_at: now_text.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Appended::Stored(stored))
+            .map(|row| row.try_get(0))
+            .collect::<Result<Vec<i64>, _>>()?;
+        appended(ids, &claim, chat_id, messages, now_text)
+    }
+
+    /// An append without an idempotency key or a quota: one statement, its own
+    /// transaction, in one round trip ([`APPEND_ONE`] or [`APPEND_MANY`]). The chat's
+    /// locks are held only while PostgreSQL runs it, never while an answer travels to
+    /// this process and the next statement back.
+    async fn append_at_once(
+        &self,
+        claim: SessionClaim,
+        chat_id: i64,
+        messages: Vec<NewMessage>,
+    ) -> Result<Appended> {
+        let conn = self.conn().await?;
+        let now_text = Timestamp::now();
+        let now = instant(&now_text)?;
+        let owner = claim.user_id.as_str();
+        let token_hash = &claim.token_hash[..];
+        let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let rows = match messages.as_slice() {
+            [one] => {
+                let stmt = conn.stmt(APPEND_ONE).await?;
+                let (text, actor) = (one.content.as_bytes(), one.role.as_str());
+                conn.query(
+                    &stmt,
+                    &[&chat_id, &owner, &token_hash, &now, &text, &actor, &bytes],
+                )
+                .await
+            }
+            _ => {
+                let stmt = conn.stmt(APPEND_MANY).await?;
+                let texts: Vec<&[u8]> = messages.iter().map(|m| m.content.as_bytes()).collect();
+                let actors: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
+                conn.query(
+                    &stmt,
+                    &[&chat_id, &owner, &token_hash, &now, &texts, &actors, &bytes],
+                )
+                .await
+            }
+        };
+        let rows = conn.guard(rows)?;
+        let Some(first) = rows.first() else {
+            return Err(Error::described(
+                Step::Statement,
+                "an append answered no row".to_owned(),
+            ));
+        };
+        let user: Option<&str> = first.try_get(0)?;
+        match user {
+            None => return Err(Error::NotFound(Entity::Session)),
+            Some(user) if user != claim.user_id => return Err(Error::WrongUser),
+            Some(_) => {}
+        }
+        let ids = rows
+            .iter()
+            .filter_map(|row| row.try_get::<_, Option<i64>>(1).transpose())
+            .collect::<Result<Vec<i64>, _>>()?;
+        if ids.is_empty() {
+            return Err(Error::NotFound(Entity::Chat));
+        }
+        self.committed();
+        appended(ids, &claim, chat_id, messages, now_text)
     }
 
     /// The messages an idempotency key stored, for its retry, after checking that the
@@ -553,6 +675,35 @@ impl Db {
             })
             .collect()
     }
+}
+
+/// The answer to an append that stored `messages` as `ids` (ascending, one per message).
+fn appended(
+    ids: Vec<i64>,
+    claim: &SessionClaim,
+    chat_id: i64,
+    messages: Vec<NewMessage>,
+    created_at: Timestamp,
+) -> Result<Appended> {
+    if ids.len() != messages.len() {
+        return Err(Error::described(
+            Step::Write,
+            format!("stored {} of {} messages", ids.len(), messages.len()),
+        ));
+    }
+    let stored = ids
+        .into_iter()
+        .zip(messages)
+        .map(|(id, message)| ChatMessage {
+            id,
+            chat_conversation_id: chat_id,
+            neptun_user_id: claim.user_id.clone(),
+            message: message.content,
+            actor: message.role,
+            created_at: created_at.clone(),
+        })
+        .collect();
+    Ok(Appended::Stored(stored))
 }
 
 /// Checks that the session row found is the claimed user's.
