@@ -14,8 +14,8 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, 
 
 use crate::auth::{SessionToken, hash_token};
 use crate::config::{
-    Backoff, Durability, HashSettings, Limits, Quota, SessionSettings, Settings, ThrottleSettings,
-    TrustedProxies,
+    Backoff, Durability, EventSettings, HashSettings, Limits, Quota, SessionSettings, Settings,
+    ThrottleSettings, TrustedProxies,
 };
 use crate::db::{self, Admin, Entity, Location, PrefixMatch};
 use crate::domain::Timestamp;
@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Login and sign-up throttling, hashing and the trusted proxies.
     #[command(flatten)]
     pub logins: LoginArgs,
+
+    /// The events stream.
+    #[command(flatten)]
+    pub events: EventArgs,
 
     /// What an acknowledged write survives: `full` (power loss) or `normal` (a crash of
     /// the process; faster, but the last writes before a power loss may be lost).
@@ -177,6 +181,28 @@ pub struct LimitArgs {
     /// Writes allowed per user per minute (429 with Retry-After beyond); 0: no limit.
     #[arg(long, env = "NEPTUN_WRITE_RATE_LIMIT", default_value_t = 0)]
     pub write_rate_limit: u32,
+}
+
+/// The events stream's heartbeat, replay window and limits.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Seconds between heartbeats (an SSE comment) on an idle events stream; at least 1.
+    #[arg(long, env = "NEPTUN_EVENTS_HEARTBEAT_SECS", default_value_t = 15, value_parser = at_least_one::<u64>("heartbeat"))]
+    pub events_heartbeat_secs: u64,
+
+    /// Hours changes are kept for an events stream to replay after a reconnect; at least 1.
+    /// An older Last-Event-ID gets a `reset` event.
+    #[arg(long, env = "NEPTUN_EVENTS_REPLAY_HOURS", default_value_t = 24, value_parser = at_least_one::<u64>("replay window"))]
+    pub events_replay_hours: u64,
+
+    /// Most open events streams in all, at least 1; beyond it, 503 with Retry-After.
+    /// Default: half of --max-connections, so streams never take every connection.
+    #[arg(long, env = "NEPTUN_EVENTS_MAX_STREAMS", value_parser = at_least_one::<usize>("events stream"))]
+    pub events_max_streams: Option<usize>,
+
+    /// Most open events streams per user, at least 1; beyond it, 429 with Retry-After.
+    #[arg(long, env = "NEPTUN_EVENTS_MAX_PER_USER", default_value_t = EventSettings::default().max_per_user, value_parser = at_least_one::<usize>("events stream"))]
+    pub events_max_per_user: usize,
 }
 
 /// Per-user storage quota: off unless set.
@@ -567,6 +593,17 @@ impl ServeArgs {
             quota: Quota {
                 max_messages: self.quota.max_user_messages,
                 max_bytes: self.quota.max_user_bytes,
+            },
+            events: EventSettings {
+                heartbeat: Duration::from_secs(self.events.events_heartbeat_secs),
+                replay_window: Duration::from_secs(
+                    self.events.events_replay_hours.saturating_mul(3600),
+                ),
+                max_streams: self
+                    .events
+                    .events_max_streams
+                    .unwrap_or((self.limits.max_connections / 2).max(1)),
+                max_per_user: self.events.events_max_per_user,
             },
             ..Settings::default()
         }

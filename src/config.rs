@@ -102,6 +102,32 @@ pub struct Settings {
     /// Web origins (`scheme://host[:port]`, lower-case) whose pages may call the API
     /// with the user's session cookie; empty: no cross-origin access (the default).
     pub cors_origins: Vec<String>,
+    /// The events stream's heartbeat, replay window and limits.
+    pub events: EventSettings,
+}
+
+/// The events stream (`GET /api/users/{user_id}/events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    /// Time between heartbeats on an idle stream.
+    pub heartbeat: Duration,
+    /// How long changes are kept for a stream to replay after a reconnect.
+    pub replay_window: Duration,
+    /// Most open streams in all; beyond it, 503 with `Retry-After`.
+    pub max_streams: usize,
+    /// Most open streams per user; beyond it, 429 with `Retry-After`.
+    pub max_per_user: usize,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            heartbeat: Duration::from_secs(15),
+            replay_window: crate::db::DEFAULT_CHANGE_WINDOW,
+            max_streams: 2048,
+            max_per_user: 16,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -123,6 +149,7 @@ impl Default for Settings {
             hashing: HashSettings::default(),
             trusted_proxies: TrustedProxies::default(),
             cors_origins: Vec::new(),
+            events: EventSettings::default(),
         }
     }
 }

@@ -207,6 +207,87 @@ pub enum MessageWindow {
     },
 }
 
+/// What a recorded change of a user's data was (see the `changes` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Messages were appended to a chat: one request's, one batch.
+    MessagesAdded,
+    /// Messages were deleted from a chat (its last turn).
+    MessagesDeleted,
+    /// A chat was created.
+    ChatCreated,
+    /// A chat was renamed.
+    ChatRenamed,
+    /// A chat was deleted, with all its messages.
+    ChatDeleted,
+    /// One of the user's sessions ended (a logout or a revoke), so its streams end.
+    SessionEnded,
+}
+
+impl ChangeKind {
+    /// Every kind.
+    pub const ALL: [ChangeKind; 6] = [
+        ChangeKind::MessagesAdded,
+        ChangeKind::MessagesDeleted,
+        ChangeKind::ChatCreated,
+        ChangeKind::ChatRenamed,
+        ChangeKind::ChatDeleted,
+        ChangeKind::SessionEnded,
+    ];
+
+    /// The kind as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::MessagesAdded => "messages_added",
+            ChangeKind::MessagesDeleted => "messages_deleted",
+            ChangeKind::ChatCreated => "chat_created",
+            ChangeKind::ChatRenamed => "chat_renamed",
+            ChangeKind::ChatDeleted => "chat_deleted",
+            ChangeKind::SessionEnded => "session_ended",
+        }
+    }
+
+    /// The kind stored as `text`.
+    pub fn parse(text: &str) -> Option<ChangeKind> {
+        ChangeKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// One recorded change of a user's data, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its number: 1, 2, 3, ... per user, in commit order.
+    pub seq: i64,
+    /// What it was.
+    pub kind: ChangeKind,
+    /// The chat it changed (`None` for a session's end).
+    pub chat_id: Option<i64>,
+    /// JSON: the ids (messages deleted); for a session's end, the session's token hash
+    /// in hex.
+    pub detail: Option<String>,
+    /// For [`ChangeKind::ChatCreated`] and [`ChangeKind::ChatRenamed`]: the chat as it is
+    /// now (`None` once it is deleted).
+    pub chat: Option<Chat>,
+    /// For [`ChangeKind::MessagesAdded`]: the messages stored that are still there,
+    /// oldest first (none once they or their chat are deleted).
+    pub messages: Vec<ChatMessage>,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+}
+
+/// A run of a user's changes, and where their change feed stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeLog {
+    /// Changes after the number asked for, oldest first.
+    pub changes: Vec<Change>,
+    /// The number of the user's newest change (0 before the first).
+    pub last: i64,
+    /// The number of the oldest change still kept, if any is.
+    pub oldest: Option<i64>,
+}
+
 /// A UTC instant, rendered as RFC 3339 with milliseconds and a `Z`
 /// (`2026-11-24T18:43:05.123Z`). The fixed width makes stored values sort as text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -105,6 +105,12 @@ pub enum ApiError {
         /// Seconds until an attempt will be let through again.
         retry_after_secs: u64,
     },
+    /// The user has the most events streams allowed open (429, with `Retry-After`).
+    #[error("too many events streams")]
+    TooManyStreams,
+    /// The server has the most events streams allowed open (503, with `Retry-After`).
+    #[error("events streams full")]
+    StreamsFull,
     /// The request body did not arrive in time (408).
     #[error("request body timeout")]
     BodyTimeout,
@@ -223,6 +229,15 @@ impl ApiError {
             ApiError::TooManyAttempts { retry_after_secs } => (
                 "Too Many Requests".into(),
                 format!("Too many attempts; retry in {retry_after_secs} s"),
+            ),
+            ApiError::TooManyStreams => (
+                "Too Many Requests".into(),
+                "Too many events streams are open for this user; close one or retry later"
+                    .to_owned(),
+            ),
+            ApiError::StreamsFull => (
+                "Service Unavailable".into(),
+                "Too many events streams are open; retry shortly".to_owned(),
             ),
             ApiError::HashingBusy => (
                 "Service Unavailable".into(),
@@ -347,13 +362,14 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::TooManyRequests { .. } | ApiError::TooManyAttempts { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::TooManyRequests { .. }
+            | ApiError::TooManyAttempts { .. }
+            | ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Overloaded | ApiError::HashingBusy | ApiError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded
+            | ApiError::HashingBusy
+            | ApiError::Unavailable(_)
+            | ApiError::StreamsFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -376,7 +392,11 @@ impl ResponseError for ApiError {
             | ApiError::TooManyAttempts { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ApiError::Overloaded | ApiError::HashingBusy | ApiError::Unavailable(_) => {
+            ApiError::Overloaded
+            | ApiError::HashingBusy
+            | ApiError::Unavailable(_)
+            | ApiError::StreamsFull
+            | ApiError::TooManyStreams => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             _ => {}
@@ -426,12 +446,14 @@ mod tests {
             ApiError::BodyTimeout => "BodyTimeout",
             ApiError::Overloaded => "Overloaded",
             ApiError::HashingBusy => "HashingBusy",
+            ApiError::TooManyStreams => "TooManyStreams",
+            ApiError::StreamsFull => "StreamsFull",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::Internal(_) => "Internal",
         }
     }
 
-    const VARIANTS: usize = 23;
+    const VARIANTS: usize = 25;
 
     fn sqlite_error(code: std::ffi::c_int, message: &str) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message.to_owned()))
@@ -685,6 +707,28 @@ mod tests {
                     503,
                     "Service Unavailable",
                     "Too many writes are waiting; retry shortly",
+                ),
+            ),
+            (
+                ApiError::TooManyStreams,
+                429,
+                Some("1"),
+                None,
+                envelope(
+                    429,
+                    "Too Many Requests",
+                    "Too many events streams are open for this user; close one or retry later",
+                ),
+            ),
+            (
+                ApiError::StreamsFull,
+                503,
+                Some("1"),
+                None,
+                envelope(
+                    503,
+                    "Service Unavailable",
+                    "Too many events streams are open; retry shortly",
                 ),
             ),
             (

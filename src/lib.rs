@@ -19,6 +19,8 @@ pub mod db;
 pub mod domain;
 /// `ApiError` and the JSON error envelope every failing response uses.
 pub mod error;
+/// Live events: the change feed pushed over Server-Sent Events.
+pub mod events;
 /// Request extractors that turn framework failures into `ApiError`s.
 pub mod extract;
 /// The names of the exported Prometheus series (a leaf module).

@@ -16,6 +16,14 @@ pub const WRITE_QUEUE_DEPTH: &str = "neptun_db_write_queue_depth";
 /// Statements that waited past the busy timeout for a lock: SQLITE_BUSY, or PostgreSQL's
 /// lock timeout, deadlock and serialization failures.
 pub const DB_BUSY: &str = "neptun_db_busy_total";
+/// Open events streams.
+pub const OPEN_STREAMS: &str = "neptun_events_open_streams";
+/// Events sent on events streams.
+pub const EVENTS_SENT: &str = "neptun_events_sent_total";
+/// Events streams that began with a `reset` (their Last-Event-ID was too old).
+pub const STREAMS_RESET: &str = "neptun_events_streams_reset_total";
+/// Time from a change's commit to its event being sent, in seconds (a histogram).
+pub const EVENTS_LAG: &str = "neptun_events_lag_seconds";
 /// Open HTTP connections.
 pub const OPEN_CONNECTIONS: &str = "neptun_http_open_connections";
 /// Resident memory of the process, in bytes.

@@ -41,6 +41,7 @@ pub struct Application {
     port: u16,
     server: Server,
     db: Db,
+    hub: crate::events::Hub,
     grace: Duration,
 }
 
@@ -68,12 +69,21 @@ impl Application {
             pool_size,
             busy_timeout: settings.busy_timeout,
             quota: settings.quota,
+            change_window: settings.events.replay_window,
         };
         let db = Db::open_with(&settings.database, options)
             .await
             .map_err(|err| database_error(err, &settings.database))?;
         telemetry::metrics();
         let app_db = web::Data::new(db.clone());
+        let poll = match settings.database {
+            // Another process's writes to the file (the CLI) are seen by polling.
+            Location::Sqlite(_) => Duration::from_secs(1),
+            // Other instances' writes wake the feeds through LISTEN / NOTIFY.
+            Location::Postgres(_) => Duration::from_secs(30),
+        };
+        let hub = crate::events::Hub::new(db.clone(), settings.events, poll);
+        let app_hub = web::Data::new(hub.clone());
         let limits = web::Data::new(settings.limits);
         let api_document = web::Data::new(routes::docs::ApiDocument::new(&settings.limits));
         let sessions = web::Data::new(settings.sessions);
@@ -99,6 +109,7 @@ impl Application {
                 .wrap(from_fn(telemetry::log_request))
                 .wrap(security_headers())
                 .app_data(app_db.clone())
+                .app_data(app_hub.clone())
                 .app_data(limits.clone())
                 .app_data(api_document.clone())
                 .app_data(sessions.clone())
@@ -151,6 +162,7 @@ impl Application {
             port,
             server,
             db,
+            hub,
             grace: settings.shutdown_grace,
         })
     }
@@ -179,11 +191,15 @@ impl Application {
 
     async fn run(self, signals: Option<StopSignals>) -> anyhow::Result<()> {
         let Application {
-            server, db, grace, ..
+            server,
+            db,
+            hub,
+            grace,
+            ..
         } = self;
         let served = match signals {
             None => server.await,
-            Some(signals) => serve_until_signalled(server, signals, grace).await,
+            Some(signals) => serve_until_signalled(server, signals, grace, &hub).await,
         };
         let served = served.context("the server failed");
         db.close().await.context("closing the database failed")?;
@@ -198,11 +214,15 @@ async fn serve_until_signalled(
     mut server: Server,
     mut signals: StopSignals,
     grace: Duration,
+    hub: &crate::events::Hub,
 ) -> std::io::Result<()> {
     let handle = server.handle();
     tokio::select! {
         served = &mut server => return served,
         signal = signals.next() => {
+            // Events streams never end by themselves: end them now, so that their
+            // clients reconnect elsewhere and they do not hold the stop for the grace.
+            hub.stop();
             // The stop command is sent by this call; the server future ends once the
             // workers have finished their requests or the grace period is over.
             drop(handle.stop(true));

@@ -722,6 +722,39 @@ pub fn parse_message_window(
 /// written in plain digits. As zod's `z.coerce.number().int().min(min).max(max)` would
 /// say: a number out of range is `too_small` / `too_big`, anything else (`abc`, `1.5`,
 /// `+5`, an empty value) is `invalid_type`.
+/// The query of an events stream: `chat_id` (a chat id) and `after` (an event id, `N` or
+/// `N.M`), each optional. `after` is checked by `is_event_id`.
+pub fn parse_events_query(
+    chat_id: Option<&str>,
+    after: Option<&str>,
+    is_event_id: impl Fn(&str) -> bool,
+) -> Result<(Option<i64>, Option<String>), Vec<Issue>> {
+    let mut issues = Vec::new();
+    let chat_id = match chat_id.map(|text| query_integer("chat_id", text, 1, i64::MAX)) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(issue)) => {
+            issues.push(issue);
+            None
+        }
+        None => None,
+    };
+    if let Some(after) = after.filter(|after| !is_event_id(after)) {
+        issues.push(Issue {
+            kind: IssueKind::InvalidType {
+                expected: "event id",
+                received: "string",
+            },
+            path: vec![PathSegment::Key("after")],
+            message: format!("after must be an event id (N or N.M), not {after:?}"),
+        });
+    }
+    if issues.is_empty() {
+        Ok((chat_id, after.map(str::to_owned)))
+    } else {
+        Err(issues)
+    }
+}
+
 fn query_integer(field: &'static str, text: &str, min: i64, max: i64) -> Result<i64, Issue> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let bound = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);

@@ -34,7 +34,7 @@ pub use location::{Location, PostgresUrl};
 pub use quota::Quota;
 
 use crate::domain::{
-    Chat, ChatMessage, ChatOrder, IdempotencyKey, MessageRef, MessageWindow, NewMessage,
+    ChangeLog, Chat, ChatMessage, ChatOrder, IdempotencyKey, MessageRef, MessageWindow, NewMessage,
     SessionClaim, Timestamp, User,
 };
 
@@ -117,7 +117,12 @@ pub struct Options {
     pub busy_timeout: Duration,
     /// Per-user storage limits.
     pub quota: Quota,
+    /// How long recorded changes are kept, for the events stream to replay them.
+    pub change_window: Duration,
 }
+
+/// How long recorded changes are kept by default.
+pub const DEFAULT_CHANGE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Default for Options {
     fn default() -> Self {
@@ -127,6 +132,7 @@ impl Default for Options {
             pool_size: DEFAULT_POOL_SIZE,
             busy_timeout: Duration::from_secs(5),
             quota: Quota::default(),
+            change_window: DEFAULT_CHANGE_WINDOW,
         }
     }
 }
@@ -164,7 +170,16 @@ async fn cut_short<S>(slices: &mpsc::Sender<Result<S>>, chat_id: i64, err: Error
 
 /// The server's handle on the database, whichever backend holds it. Cheap to clone.
 #[derive(Clone)]
-pub struct Db(Backend);
+pub struct Db {
+    backend: Backend,
+    /// The user of every committed write that recorded a change, for the events
+    /// streams of this process (see [`Db::changes`]).
+    changed: tokio::sync::broadcast::Sender<std::sync::Arc<str>>,
+}
+
+/// Writes told to [`Db::changes`] listeners that have not taken them yet; one that falls
+/// further behind is told so (and then wakes every stream).
+const CHANGED_BUFFER: usize = 1024;
 
 #[derive(Clone)]
 enum Backend {
@@ -175,7 +190,7 @@ enum Backend {
 /// Calls the same method on whichever backend `$db` is.
 macro_rules! dispatch {
     ($self:expr, $db:ident => $call:expr) => {
-        match &$self.0 {
+        match &$self.backend {
             Backend::Sqlite($db) => $call,
             Backend::Postgres($db) => $call,
         }
@@ -198,23 +213,47 @@ impl Db {
     /// Opens (creating if needed) the database at `location` and brings its schema up to
     /// date. Fails on a database that is not this program's, or has a newer schema.
     pub async fn open_with(location: &Location, options: Options) -> Result<Db> {
-        match location {
+        let backend = match location {
             Location::Sqlite(path) => {
                 let path = path.clone();
                 let opened =
                     tokio::task::spawn_blocking(move || sqlite::Db::open_with(&path, options))
                         .await??;
-                Ok(Db(Backend::Sqlite(opened)))
+                Backend::Sqlite(opened)
             }
-            Location::Postgres(url) => Ok(Db(Backend::Postgres(
-                postgres::Db::open(url, options).await?,
-            ))),
+            Location::Postgres(url) => Backend::Postgres(postgres::Db::open(url, options).await?),
+        };
+        let (changed, _) = tokio::sync::broadcast::channel(CHANGED_BUFFER);
+        Ok(Db { backend, changed })
+    }
+
+    /// The users whose data this handle changes, one per committed write that recorded
+    /// a change (the change feed itself is read with [`Db::read_changes`]). Changes made
+    /// by other processes are not told here.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
+        self.changed.subscribe()
+    }
+
+    /// Calls `wake` with the user of every change another process commits, as the
+    /// backend learns of them (PostgreSQL: `LISTEN` / `NOTIFY`), and with `None` when it
+    /// may have missed some; returns when `wake` returns false. SQLite tells nothing
+    /// (another process's writes are found by polling) and returns at once.
+    pub async fn follow_changes(&self, wake: impl Fn(Option<&str>) -> bool) {
+        match &self.backend {
+            Backend::Sqlite(_) => {}
+            Backend::Postgres(db) => db.follow_changes(wake).await,
         }
+    }
+
+    /// Tells [`Db::changes`] listeners that `user`'s data changed.
+    fn changed(&self, user: &str) {
+        // No listener is fine: no events stream is open.
+        let _ = self.changed.send(std::sync::Arc::from(user));
     }
 
     /// Which backend this is, for logs and metrics: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
-        match self.0 {
+        match self.backend {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
@@ -250,6 +289,20 @@ impl Db {
         dispatch!(self, db => db.purge_expired().await)
     }
 
+    /// Up to `limit` of `user`'s recorded changes after number `after`, oldest first,
+    /// with the messages each append stored (those still there), and where the user's
+    /// change feed stands, all from one snapshot. [`Error::NotFound`] if there is no
+    /// such user.
+    pub async fn read_changes(&self, user: String, after: i64, limit: usize) -> Result<ChangeLog> {
+        dispatch!(self, db => db.read_changes(user, after, limit).await)
+    }
+
+    /// The user and expiry of a live session token hash; `None` if the session is
+    /// unknown or expired.
+    pub async fn session(&self, token_hash: [u8; 32]) -> Result<Option<(String, Timestamp)>> {
+        dispatch!(self, db => db.session(token_hash).await)
+    }
+
     /// Answers whether the database can be read.
     pub async fn ping(&self) -> Result<()> {
         dispatch!(self, db => db.ping().await)
@@ -283,7 +336,13 @@ impl Db {
         messages: Vec<NewMessage>,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Appended> {
-        dispatch!(self, db => db.append_messages(claim, chat_id, messages, idempotency).await)
+        let owner = claim.user_id.clone();
+        let appended =
+            dispatch!(self, db => db.append_messages(claim, chat_id, messages, idempotency).await)?;
+        if matches!(appended, Appended::Stored(_)) {
+            self.changed(&owner);
+        }
+        Ok(appended)
     }
 
     /// Signs a user up: creates the user, who logs in with `email` and a password (given
@@ -337,19 +396,27 @@ impl Db {
 
     /// Creates a chat for `owner`.
     pub async fn create_chat(&self, owner: String, name: String, model: String) -> Result<Chat> {
-        dispatch!(self, db => db.create_chat(owner, name, model).await)
+        let chat = dispatch!(self, db => db.create_chat(owner.clone(), name, model).await)?;
+        self.changed(&owner);
+        Ok(chat)
     }
 
     /// Renames `owner`'s chat. [`Error::NotFound`] if it is not theirs.
     pub async fn rename_chat(&self, owner: String, chat_id: i64, name: String) -> Result<Chat> {
-        dispatch!(self, db => db.rename_chat(owner, chat_id, name).await)
+        let chat = dispatch!(self, db => db.rename_chat(owner.clone(), chat_id, name).await)?;
+        self.changed(&owner);
+        Ok(chat)
     }
 
     /// Deletes those of `chat_ids` that are `owner`'s, with their messages, in one
     /// transaction; returns the ids deleted. They are gone at once; the messages of
     /// large ones may be purged afterwards, a slice at a time.
     pub async fn delete_chats(&self, owner: String, chat_ids: Vec<i64>) -> Result<Vec<i64>> {
-        dispatch!(self, db => db.delete_chats(owner, chat_ids).await)
+        let deleted = dispatch!(self, db => db.delete_chats(owner.clone(), chat_ids).await)?;
+        if !deleted.is_empty() {
+            self.changed(&owner);
+        }
+        Ok(deleted)
     }
 
     /// Reads a window of the claimed user's chat `chat_id`, oldest first, after checking
@@ -394,6 +461,8 @@ impl Db {
 
     /// Deletes the last turn of `owner`'s chat; returns the deleted ids.
     pub async fn delete_last_turn(&self, owner: String, chat_id: i64) -> Result<Vec<i64>> {
-        dispatch!(self, db => db.delete_last_turn(owner, chat_id).await)
+        let deleted = dispatch!(self, db => db.delete_last_turn(owner.clone(), chat_id).await)?;
+        self.changed(&owner);
+        Ok(deleted)
     }
 }

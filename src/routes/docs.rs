@@ -17,7 +17,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, chats, health, messages};
+use super::{auth, chats, events, health, messages};
 use crate::config::Limits;
 use crate::error::ApiError;
 
@@ -48,12 +48,14 @@ use crate::error::ApiError;
         messages::list,
         messages::create,
         messages::delete_last,
+        events::stream,
     ),
     modifiers(&SessionCookie, &Summaries),
     tags(
         (name = "auth", description = "Sign-up, login, logout and the current session"),
         (name = "chats", description = "A user's chats"),
         (name = "messages", description = "The messages of a chat"),
+        (name = "events", description = "The user's changes, live, as Server-Sent Events"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -76,6 +78,11 @@ fn metrics() {}
 /// Each operation's summary and description for readers of `/docs`, by operation id:
 /// short sentences about what the operation does for the caller.
 pub const OPERATIONS: &[(&str, &str, &str)] = &[
+    (
+        "events",
+        "Follow the user's changes live.",
+        "A Server-Sent Events stream of every change to the user's chats and messages, in commit order. Reconnecting with Last-Event-ID (EventSource does it by itself) or ?after= replays what was missed; an id older than the replay window gets a reset event.",
+    ),
     (
         "healthz",
         "Check that the service is up.",

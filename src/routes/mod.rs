@@ -4,6 +4,7 @@
 mod auth;
 mod chats;
 pub mod docs;
+mod events;
 mod favicon;
 mod health;
 mod messages;
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(get().to(messages::list))
                         .route(web::post().to(messages::create)),
                 )
+                .service(user_resource("/events", "GET, HEAD").route(get().to(events::stream)))
                 .service(
                     user_resource("/chats/{chat_id}/messages/last", "DELETE")
                         .route(web::delete().to(messages::delete_last)),

@@ -18,6 +18,7 @@ mod database;
 mod docs;
 mod durability;
 mod errors;
+mod events;
 mod failures;
 mod flows;
 mod helpers;

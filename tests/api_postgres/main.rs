@@ -34,6 +34,8 @@ mod docs;
 mod durability;
 #[path = "../api/errors.rs"]
 mod errors;
+#[path = "../api/events.rs"]
+mod events;
 #[path = "../api/failures.rs"]
 mod failures;
 #[path = "../api/flows.rs"]

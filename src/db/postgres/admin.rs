@@ -9,8 +9,8 @@ use std::path::Path;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 
 use super::{
-    Durability, Entity, Error, PostgresUrl, Result, connection_config, find_user, insert_chat,
-    insert_session, schema, tls, user_from_row,
+    Durability, Entity, Error, PostgresUrl, Result, connection_config, end_sessions, find_user,
+    insert_chat, insert_session, schema, tls, user_from_row,
 };
 use crate::db::{DeletedUser, PrefixMatch, SessionInfo};
 use crate::domain::{Timestamp, User};
@@ -191,10 +191,7 @@ impl Admin {
         let client = &self.client;
         block_on(&self.runtime, async move {
             require_user(client, user_id).await?;
-            let deleted = client
-                .execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
-                .await?;
-            Ok(count(deleted))
+            end_sessions(&***client, None, Some(user_id)).await
         })
     }
 
@@ -217,8 +214,7 @@ impl Admin {
                 [] => PrefixMatch::None,
                 [row] => {
                     let hash: &[u8] = row.try_get(0)?;
-                    tx.execute("DELETE FROM sessions WHERE token_hash = $1", &[&hash])
-                        .await?;
+                    end_sessions(&*tx, Some(hash), None).await?;
                     PrefixMatch::Revoked
                 }
                 many => PrefixMatch::Ambiguous(many.len()),
@@ -300,11 +296,9 @@ impl Admin {
             if changed == 0 {
                 return Err(Error::NotFound(Entity::User));
             }
-            let revoked = tx
-                .execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
-                .await?;
+            let revoked = end_sessions(&*tx, None, Some(user_id)).await?;
             tx.commit().await?;
-            Ok(count(revoked))
+            Ok(revoked)
         })
     }
 
@@ -454,6 +448,9 @@ const CONSTRAINTS: &[(&str, &str)] = &[
     ("idempotency_keys", "idempotency_keys_pkey"),
     ("idempotency_keys", "idempotency_keys_user_id_fkey"),
     ("idempotency_keys", "idempotency_keys_request_hash_check"),
+    ("changes", "changes_pkey"),
+    ("changes", "changes_user_id_fkey"),
+    ("changes", "changes_kind_check"),
 ];
 
 /// `NotFound(User)` unless the user exists.

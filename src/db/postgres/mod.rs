@@ -61,8 +61,8 @@ use super::{
     Step, Taken, Unavailable, cut_short,
 };
 use crate::domain::{
-    Chat, ChatMessage, ChatOrder, ChatSortField, IDEMPOTENCY_WINDOW, IdempotencyKey, MessageRef,
-    MessageWindow, NewMessage, Role, SessionClaim, Timestamp, User,
+    Change, ChangeKind, ChangeLog, Chat, ChatMessage, ChatOrder, ChatSortField, IDEMPOTENCY_WINDOW,
+    IdempotencyKey, MessageRef, MessageWindow, NewMessage, Role, SessionClaim, Timestamp, User,
 };
 
 /// Most messages in one slice of a whole-chat read, and the text bytes after which a
@@ -74,7 +74,14 @@ const SLICE_TEXT_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub(crate) struct Db {
     pool: Pool,
+    /// How to open the connection that listens for changes (see [`Db::follow_changes`]).
+    listen: Arc<(
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    )>,
     quota: Quota,
+    /// How long recorded changes are kept for the events stream's replays.
+    change_window: Duration,
     commits: Arc<AtomicU64>,
 }
 
@@ -196,6 +203,7 @@ impl Db {
             pool_size,
             busy_timeout,
             quota,
+            change_window,
             write_queue: _,
         } = options;
         let tls = tls::connector(url)?;
@@ -211,6 +219,7 @@ impl Db {
             what: format!("start the connection thread for the database {url}"),
             reason: err.to_string(),
         })?;
+        let listen = Arc::new((config.clone(), tls.clone()));
         let manager = Manager::from_connect(
             config,
             ConnectOnIoThread {
@@ -237,7 +246,9 @@ impl Db {
             })?;
         Ok(Db {
             pool,
+            listen,
             quota,
+            change_window,
             commits: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -302,7 +313,18 @@ impl Db {
             )
             .await;
         let keys = conn.guard(keys)?;
-        Ok(usize::try_from(sessions + keys).unwrap_or(usize::MAX))
+        let window =
+            chrono::Duration::from_std(self.change_window).unwrap_or(chrono::Duration::MAX);
+        let changes = match now.checked_sub_signed(window) {
+            Some(before) => {
+                let deleted = conn
+                    .execute("DELETE FROM changes WHERE created_at < $1", &[&before])
+                    .await;
+                conn.guard(deleted)?
+            }
+            None => 0,
+        };
+        Ok(usize::try_from(sessions + keys + changes).unwrap_or(usize::MAX))
     }
 
     /// Answers whether the database can be read.
@@ -310,6 +332,152 @@ impl Db {
         let conn = self.conn().await?;
         let answer = conn.simple_query("SELECT 1").await;
         conn.guard(answer).map(drop)
+    }
+
+    /// Calls `wake` with the user of every change any instance commits, as PostgreSQL
+    /// notifies them on [`NOTIFY`], over one connection of its own; `wake(None)` each
+    /// time that connection is (re)established, since changes made while it was down
+    /// were not notified, and whenever notifications came faster than they were taken.
+    /// Reconnects after a second when the connection fails. Runs until `wake` says
+    /// to stop (returns false).
+    pub(super) async fn follow_changes(&self, wake: impl Fn(Option<&str>) -> bool) {
+        use futures_util::StreamExt;
+        let (config, tls) = &*self.listen;
+        loop {
+            match config.connect(tls.clone()).await {
+                Ok((client, mut connection)) => {
+                    let (heard, mut notes) = mpsc::channel::<Option<String>>(1024);
+                    let driver = tokio::spawn(async move {
+                        let mut messages =
+                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        let mut lost = false;
+                        while let Some(Ok(message)) = messages.next().await {
+                            let tokio_postgres::AsyncMessage::Notification(note) = message else {
+                                continue;
+                            };
+                            if lost && heard.try_send(None).is_ok() {
+                                lost = false;
+                            }
+                            if heard.try_send(Some(note.payload().to_owned())).is_err() {
+                                lost = true;
+                            }
+                        }
+                    });
+                    match client.batch_execute(&format!("LISTEN {NOTIFY}")).await {
+                        Ok(()) => {
+                            if !wake(None) {
+                                driver.abort();
+                                return;
+                            }
+                            while let Some(user) = notes.recv().await {
+                                if !wake(user.as_deref()) {
+                                    driver.abort();
+                                    return;
+                                }
+                            }
+                            log::warn!("the connection that listens for changes was lost");
+                        }
+                        Err(err) => log::warn!("listening for changes failed: {err}"),
+                    }
+                    driver.abort();
+                }
+                Err(err) => log::warn!("connecting to listen for changes failed: {err}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !wake(None) {
+                return;
+            }
+        }
+    }
+
+    /// See [`crate::db::Db::read_changes`]: the feed's state and the changes in one
+    /// snapshot, in one round trip.
+    pub(super) async fn read_changes(
+        &self,
+        user: String,
+        after: i64,
+        limit: usize,
+    ) -> Result<ChangeLog> {
+        let mut conn = self.conn().await?;
+        let state = conn.stmt(FEED_STATE).await?;
+        let read = conn.stmt(READ_CHANGES).await?;
+        let limit = sql_count(limit);
+        conn.clean = false;
+        let (begun, state, rows, ended) = join!(
+            conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+            async { conn.query_opt(&state, &[&user]).await },
+            async { conn.query(&read, &[&user, &after, &limit]).await },
+            conn.batch_execute("COMMIT"),
+        );
+        conn.guard(begun.and(ended))?;
+        conn.clean = true;
+        let Some(state) = conn.guard(state)? else {
+            return Err(Error::NotFound(Entity::User));
+        };
+        let mut changes: Vec<Change> = Vec::new();
+        for row in conn.guard(rows)? {
+            let seq: i64 = row.try_get(0)?;
+            if changes.last().is_none_or(|change| change.seq != seq) {
+                let kind: &str = row.try_get(1)?;
+                let kind = ChangeKind::parse(kind).ok_or_else(|| {
+                    Error::described(
+                        Step::Statement,
+                        format!("a change of an unknown kind: {kind}"),
+                    )
+                })?;
+                let chat = match row.try_get::<_, Option<i64>>(9)? {
+                    Some(_) => Some(chat_from_columns(&row, 9)?),
+                    None => None,
+                };
+                changes.push(Change {
+                    seq,
+                    kind,
+                    chat_id: row.try_get(2)?,
+                    detail: row.try_get(3)?,
+                    chat,
+                    messages: Vec::new(),
+                    created_at: Timestamp::from_datetime(row.try_get(4)?),
+                });
+            }
+            let Some(id) = row.try_get::<_, Option<i64>>(5)? else {
+                continue;
+            };
+            if let Some(change) = changes.last_mut() {
+                let chat_id = change.chat_id.unwrap_or_default();
+                change.messages.push(ChatMessage {
+                    id,
+                    chat_conversation_id: chat_id,
+                    neptun_user_id: user.clone(),
+                    message: text(&row, 6)?.to_owned(),
+                    actor: actor(row.try_get(7)?)?,
+                    created_at: Timestamp::from_datetime(row.try_get(8)?),
+                });
+            }
+        }
+        Ok(ChangeLog {
+            changes,
+            last: state.try_get(0)?,
+            oldest: state.try_get(1)?,
+        })
+    }
+
+    /// See [`crate::db::Db::session`].
+    pub(super) async fn session(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<(String, Timestamp)>> {
+        let conn = self.conn().await?;
+        let stmt = conn.stmt(LIVE_SESSION).await?;
+        let row = conn
+            .query_opt(&stmt, &[&&token_hash[..], &Utc::now()])
+            .await;
+        match conn.guard(row)? {
+            Some(row) => Ok(Some((
+                row.try_get(0)?,
+                Timestamp::from_datetime(row.try_get(1)?),
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// The user a live session token hash belongs to.
@@ -326,9 +494,119 @@ impl Db {
     }
 }
 
+/// How a write wakes the events streams of every instance (see `crate::events`): each
+/// statement that records a change in `changes` (numbered by moving the user's
+/// `last_change`, which locks the user's row until the commit, so numbers follow commit
+/// order) also calls `pg_notify` on this channel with the user's id, which PostgreSQL
+/// delivers at the commit, and only if it commits. The payload is only a wake-up: a
+/// listener reads what is new from `changes`, so a notification lost or merged with
+/// another loses nothing.
+pub(crate) const NOTIFY: &str = "neptun_changes";
+
+/// Where user `$1`'s change feed stands: their newest change's number and the oldest one
+/// kept (NULL if none is); no row if there is no such user.
+const FEED_STATE: &str = "SELECT last_change, \
+     (SELECT min(seq) FROM changes WHERE user_id = $1) FROM users WHERE id = $1";
+
+/// Up to `$3` of user `$1`'s changes after number `$2`, oldest first, each with the
+/// messages it stored that are still there (a row per message, NULLs if none) and the
+/// chat it created or renamed as it is now (NULLs if it is gone).
+const READ_CHANGES: &str = "SELECT c.seq, c.kind, c.chat_id, c.detail, c.created_at, \
+         m.id, m.message, m.actor, m.created_at, \
+         ch.id, ch.name, ch.model, ch.neptun_user_id, ch.created_at, ch.updated_at \
+     FROM (SELECT * FROM changes WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) AS c \
+     LEFT JOIN chat_messages AS m ON c.kind = 'messages_added' \
+         AND m.chat_conversation_id = c.chat_id AND m.id BETWEEN c.first_id AND c.last_id \
+     LEFT JOIN chat_conversations AS ch \
+         ON c.kind IN ('chat_created', 'chat_renamed') AND ch.id = c.chat_id \
+     ORDER BY c.seq, m.id";
+
 /// The user of a live session: `$1` token hash, `$2` now.
 const LIVE_SESSION_USER: &str =
     "SELECT user_id FROM sessions WHERE token_hash = $1 AND expires_at > $2";
+
+/// The user and expiry of a live session: `$1` token hash, `$2` now.
+const LIVE_SESSION: &str =
+    "SELECT user_id, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2";
+
+/// Ends the session with token hash `$1`, or every session of user `$2` (either may be
+/// NULL), recording each end at `$3` as a change of its user; one row: how many ended,
+/// and how many wake-ups were sent.
+const END_SESSIONS: &str = "WITH gone AS ( \
+         DELETE FROM sessions WHERE token_hash = $1 OR user_id = $2 \
+         RETURNING user_id, token_hash), \
+     numbered AS ( \
+         SELECT user_id, token_hash, \
+             row_number() OVER (PARTITION BY user_id ORDER BY token_hash) AS n, \
+             count(*) OVER (PARTITION BY user_id) AS total \
+         FROM gone), \
+     counted AS ( \
+         UPDATE users SET last_change = last_change + ended.total \
+         FROM (SELECT user_id, count(*) AS total FROM gone GROUP BY user_id) AS ended \
+         WHERE users.id = ended.user_id RETURNING users.id, users.last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, detail, created_at) \
+         SELECT numbered.user_id, counted.last_change - numbered.total + numbered.n, \
+             'session_ended', encode(numbered.token_hash, 'hex'), $3 \
+         FROM numbered JOIN counted ON counted.id = numbered.user_id \
+         RETURNING user_id) \
+     SELECT (SELECT count(*) FROM gone), \
+         (SELECT count(*) FROM (SELECT DISTINCT user_id FROM logged) AS woken, \
+             pg_notify('neptun_changes', woken.user_id))";
+
+/// Creates a chat for user `$1` named `$2` with model `$3` at `$4`, recording the change;
+/// its id.
+const CREATE_CHAT: &str = "WITH chat AS ( \
+         INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $4) RETURNING id), \
+     counted AS ( \
+         UPDATE users SET last_change = last_change + 1 WHERE id = $1 \
+         RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, created_at) \
+         SELECT $1, counted.last_change, 'chat_created', chat.id, $4 FROM counted, chat \
+         RETURNING user_id) \
+     SELECT chat.id, \
+         (SELECT count(*) FROM logged, pg_notify('neptun_changes', logged.user_id)) \
+     FROM chat";
+
+/// Renames chat `$1` of user `$2` to `$3` at `$4`, recording the change; the chat, or
+/// no row if it is not the user's.
+const RENAME_CHAT: &str = "WITH renamed AS ( \
+         UPDATE chat_conversations SET name = $3, updated_at = $4 \
+         WHERE id = $1 AND neptun_user_id = $2 \
+         RETURNING id, name, model, neptun_user_id, created_at, updated_at), \
+     counted AS ( \
+         UPDATE users SET last_change = last_change + 1 \
+         WHERE id = $2 AND EXISTS (SELECT 1 FROM renamed) RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, created_at) \
+         SELECT $2, counted.last_change, 'chat_renamed', $1, $4 FROM counted \
+         RETURNING user_id) \
+     SELECT renamed.*, \
+         (SELECT count(*) FROM logged, pg_notify('neptun_changes', logged.user_id)) \
+     FROM renamed";
+
+/// Deletes those of chats `$1` that are user `$2`'s, with their messages (by the foreign
+/// key's cascade), recording each deletion at `$3`; the ids deleted.
+const DELETE_CHATS: &str = "WITH gone AS ( \
+         DELETE FROM chat_conversations WHERE id = ANY($1) AND neptun_user_id = $2 \
+         RETURNING id), \
+     numbered AS ( \
+         SELECT id, row_number() OVER (ORDER BY id) AS n, count(*) OVER () AS total \
+         FROM gone), \
+     counted AS ( \
+         UPDATE users SET last_change = last_change + (SELECT count(*) FROM gone) \
+         WHERE id = $2 AND EXISTS (SELECT 1 FROM gone) RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, created_at) \
+         SELECT $2, counted.last_change - numbered.total + numbered.n, 'chat_deleted', \
+             numbered.id, $3 \
+         FROM counted, numbered RETURNING user_id) \
+     SELECT gone.id, \
+         (SELECT count(*) FROM (SELECT DISTINCT user_id FROM logged) AS woken, \
+             pg_notify('neptun_changes', woken.user_id)) \
+     FROM gone";
 
 /// Locks idempotency key `$1` (the user and the key) until the transaction ends.
 const LOCK_KEY: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
@@ -345,10 +623,11 @@ const LOCK_CHAT: &str = "WITH turn AS ( \
 /// `$4`, if session `$3` is live and the user's, in one statement: the whole append
 /// when there is no idempotency key and no quota. Checks the session, takes the chat's
 /// turn lock, locks the chat's row (moving its `updated_at`, and checking that the chat
-/// is the user's), then stores the message and counts it. Each step runs only if the
-/// one before it passed, so a failed check changes nothing. One row: the session's user
-/// (NULL if the session is unknown or expired) and the new id (NULL if nothing was
-/// stored: the chat is not the user's).
+/// is the user's), then stores the message, counts it and records the change (see
+/// [`NOTIFY`]). Each step runs only if the one before it passed, so a failed check
+/// changes nothing. One row: the session's user (NULL if the session is unknown or
+/// expired), the new id (NULL if nothing was stored: the chat is not the user's), and
+/// how many wake-ups were sent.
 const APPEND_ONE: &str = "WITH claimed AS ( \
          SELECT user_id FROM sessions WHERE token_hash = $3 AND expires_at > $4), \
      turn AS ( \
@@ -365,9 +644,14 @@ const APPEND_ONE: &str = "WITH claimed AS ( \
          RETURNING id), \
      counted AS ( \
          UPDATE users SET stored_messages = stored_messages + 1, \
-             stored_bytes = stored_bytes + $7 \
-         WHERE id = $2 AND EXISTS (SELECT 1 FROM locked)) \
-     SELECT (SELECT user_id FROM claimed), stored.id \
+             stored_bytes = stored_bytes + $7, last_change = last_change + 1 \
+         WHERE id = $2 AND EXISTS (SELECT 1 FROM locked) RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, first_id, last_id, created_at) \
+         SELECT $2, counted.last_change, 'messages_added', $1, stored.id, stored.id, $4 \
+         FROM counted, stored RETURNING user_id) \
+     SELECT (SELECT user_id FROM claimed), stored.id, \
+         (SELECT count(*) FROM logged, pg_notify('neptun_changes', logged.user_id)) \
      FROM (VALUES (1)) AS one LEFT JOIN stored ON true";
 
 /// [`APPEND_ONE`] for the messages `$5` (texts) / `$6` (actors): one row per stored
@@ -396,9 +680,15 @@ const APPEND_MANY: &str = "WITH claimed AS ( \
          RETURNING id), \
      counted AS ( \
          UPDATE users SET stored_messages = stored_messages + cardinality($5::bytea[]), \
-             stored_bytes = stored_bytes + $7 \
-         WHERE id = $2 AND EXISTS (SELECT 1 FROM locked)) \
-     SELECT (SELECT user_id FROM claimed), stored.id \
+             stored_bytes = stored_bytes + $7, last_change = last_change + 1 \
+         WHERE id = $2 AND EXISTS (SELECT 1 FROM locked) RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, first_id, last_id, created_at) \
+         SELECT $2, counted.last_change, 'messages_added', $1, min(stored.id), max(stored.id), \
+             $4 \
+         FROM counted, stored GROUP BY counted.last_change RETURNING user_id) \
+     SELECT (SELECT user_id FROM claimed), stored.id, \
+         (SELECT count(*) FROM logged, pg_notify('neptun_changes', logged.user_id)) \
      FROM (VALUES (1)) AS one LEFT JOIN stored ON true ORDER BY stored.id";
 
 /// What `$1`'s key `$2` stored after `$3`.
@@ -411,7 +701,7 @@ const LOCK_STORED: &str =
     "SELECT stored_messages, stored_bytes FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Stores the messages `$3` (texts) / `$4` (actors) in chat `$1` of user `$2` at `$5`,
-/// adds them to the user's counts (`$6` bytes), and keeps idempotency key `$7` with
+/// adds them to the user's counts (`$6` bytes), records the change (see [`NOTIFY`]), keeps idempotency key `$7` with
 /// request hash `$8` when `$7` is not NULL; returns the new ids, ascending. The ids are
 /// taken first and matched to the array positions by rank, so whatever order the
 /// sequence hands them out in, the i-th message gets the i-th smallest id.
@@ -428,7 +718,13 @@ const STORE_MESSAGES: &str = "WITH taken AS ( \
          RETURNING id), \
      counted AS ( \
          UPDATE users SET stored_messages = stored_messages + cardinality($3::bytea[]), \
-             stored_bytes = stored_bytes + $6 WHERE id = $2), \
+             stored_bytes = stored_bytes + $6, last_change = last_change + 1 \
+         WHERE id = $2 RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, first_id, last_id, created_at) \
+         SELECT $2, counted.last_change, 'messages_added', $1, min(stored.id), max(stored.id), \
+             $5 \
+         FROM counted, stored GROUP BY counted.last_change RETURNING user_id), \
      kept AS ( \
          INSERT INTO idempotency_keys (user_id, key, request_hash, first_message_id, \
              last_message_id, message_count, created_at) \
@@ -438,7 +734,8 @@ const STORE_MESSAGES: &str = "WITH taken AS ( \
              first_message_id = excluded.first_message_id, \
              last_message_id = excluded.last_message_id, \
              message_count = excluded.message_count, created_at = excluded.created_at) \
-     SELECT id FROM stored ORDER BY id";
+     SELECT id, (SELECT count(*) FROM logged, pg_notify('neptun_changes', logged.user_id)) \
+     FROM stored ORDER BY id";
 
 /// The messages of chat `$1` with ids `$2` to `$3`: an idempotency key's answer.
 const MESSAGE_RANGE: &str = "SELECT id, neptun_user_id, message, actor, created_at \
@@ -887,12 +1184,7 @@ impl Db {
         name: String,
     ) -> Result<Chat> {
         let conn = self.conn().await?;
-        let stmt = conn
-            .stmt(&format!(
-                "UPDATE chat_conversations SET name = $3, updated_at = $4 \
-                 WHERE id = $1 AND neptun_user_id = $2 RETURNING {CHAT_COLUMNS}"
-            ))
-            .await?;
+        let stmt = conn.stmt(RENAME_CHAT).await?;
         let now = instant(&Timestamp::now())?;
         let row = conn
             .query_opt(&stmt, &[&chat_id, &owner, &name.as_bytes(), &now])
@@ -916,17 +1208,13 @@ impl Db {
                  ORDER BY id FOR UPDATE",
             )
             .await?;
-        let delete = conn
-            .stmt(
-                "DELETE FROM chat_conversations WHERE id = ANY($1) AND neptun_user_id = $2 \
-                 RETURNING id",
-            )
-            .await?;
+        let delete = conn.stmt(DELETE_CHATS).await?;
+        let now = instant(&Timestamp::now())?;
         conn.clean = false;
         let (begun, locked, deleted, committed) = join!(
             conn.batch_execute("BEGIN"),
             async { conn.query(&lock, &[&chat_ids, &owner]).await },
-            async { conn.query(&delete, &[&chat_ids, &owner]).await },
+            async { conn.query(&delete, &[&chat_ids, &owner, &now]).await },
             conn.batch_execute("COMMIT"),
         );
         let deleted = match (begun, locked, deleted, committed) {
@@ -961,7 +1249,7 @@ impl Db {
         let (begun, chat, deleted) = join!(
             conn.batch_execute("BEGIN"),
             async { conn.query_opt(&lock_chat, &[&chat_id, &owner, &now]).await },
-            async { conn.query(&delete, &[&chat_id, &owner]).await },
+            async { conn.query(&delete, &[&chat_id, &owner, &now]).await },
         );
         let checked = (|| {
             begun?;
@@ -990,7 +1278,7 @@ impl Db {
 }
 
 /// Deletes the last turn of chat `$1` if it is user `$2`'s: every message after the
-/// turn's bound. The bound is the message before the last one when that is a system
+/// turn's bound, recording the change at `$3`. The bound is the message before the last one when that is a system
 /// message, else the newest message before the last one that is not the user's.
 const DELETE_LAST_TURN: &str = "WITH last AS ( \
          SELECT id, actor FROM chat_messages WHERE chat_conversation_id = $1 \
@@ -999,11 +1287,24 @@ const DELETE_LAST_TURN: &str = "WITH last AS ( \
          SELECT CASE WHEN last.actor = 'system' THEN last.id - 1 \
              ELSE coalesce((SELECT max(m.id) FROM chat_messages m \
                  WHERE m.chat_conversation_id = $1 AND m.actor <> 'user' AND m.id < last.id), 0) \
-             END AS after FROM last) \
-     DELETE FROM chat_messages WHERE chat_conversation_id = $1 \
-         AND id > (SELECT after FROM bound) \
-         AND EXISTS (SELECT 1 FROM chat_conversations WHERE id = $1 AND neptun_user_id = $2) \
-     RETURNING id";
+             END AS after FROM last), \
+     gone AS ( \
+         DELETE FROM chat_messages WHERE chat_conversation_id = $1 \
+             AND id > (SELECT after FROM bound) \
+             AND EXISTS (SELECT 1 FROM chat_conversations \
+                 WHERE id = $1 AND neptun_user_id = $2) \
+         RETURNING id), \
+     counted AS ( \
+         UPDATE users SET last_change = last_change + 1 \
+         WHERE id = $2 AND EXISTS (SELECT 1 FROM gone) RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, detail, created_at) \
+         SELECT $2, counted.last_change, 'messages_deleted', $1, \
+             (SELECT json_agg(id ORDER BY id)::text FROM gone), $3 \
+         FROM counted RETURNING user_id) \
+     SELECT gone.id, \
+         (SELECT count(*) FROM logged, pg_notify('neptun_changes', logged.user_id)) \
+     FROM gone";
 
 /// Checks session `$1` at `$2` and whether chat `$3` is its user's: one row (the
 /// session's user, whether the chat is theirs), or none for an unknown or expired
@@ -1318,13 +1619,18 @@ fn instant(timestamp: &Timestamp) -> Result<DateTime<Utc>> {
 const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
 
 fn chat_from_row(row: &Row) -> Result<Chat> {
+    chat_from_columns(row, 0)
+}
+
+/// The chat in `row`'s columns from `at` on, in [`CHAT_COLUMNS`]' order.
+fn chat_from_columns(row: &Row, at: usize) -> Result<Chat> {
     Ok(Chat {
-        id: row.try_get(0)?,
-        name: text(row, 1)?.to_owned(),
-        model: text(row, 2)?.to_owned(),
-        neptun_user_id: row.try_get(3)?,
-        created_at: Timestamp::from_datetime(row.try_get(4)?),
-        updated_at: Timestamp::from_datetime(row.try_get(5)?),
+        id: row.try_get(at)?,
+        name: text(row, at + 1)?.to_owned(),
+        model: text(row, at + 2)?.to_owned(),
+        neptun_user_id: row.try_get(at + 3)?,
+        created_at: Timestamp::from_datetime(row.try_get(at + 4)?),
+        updated_at: Timestamp::from_datetime(row.try_get(at + 5)?),
     })
 }
 
@@ -1373,10 +1679,23 @@ async fn delete_session(
     conn: &deadpool_postgres::ClientWrapper,
     token_hash: &[u8; 32],
 ) -> Result<bool> {
-    let stmt = conn
-        .prepare_cached("DELETE FROM sessions WHERE token_hash = $1")
-        .await?;
-    Ok(conn.execute(&stmt, &[&&token_hash[..]]).await? > 0)
+    Ok(end_sessions(&**conn, Some(&token_hash[..]), None).await? > 0)
+}
+
+/// Ends the session with `token_hash`, or every session of `user` ([`END_SESSIONS`]);
+/// how many ended.
+pub(super) async fn end_sessions(
+    conn: &impl tokio_postgres::GenericClient,
+    token_hash: Option<&[u8]>,
+    user: Option<&str>,
+) -> Result<usize> {
+    let stmt = conn.prepare(END_SESSIONS).await?;
+    let now = Utc::now();
+    let ended: i64 = conn
+        .query_one(&stmt, &[&token_hash, &user, &now])
+        .await?
+        .try_get(0)?;
+    Ok(usize::try_from(ended).unwrap_or_default())
 }
 
 /// Inserts a chat for `owner`; a foreign-key failure (no such user) is
@@ -1389,12 +1708,7 @@ async fn insert_chat(
 ) -> Result<Chat> {
     let now_text = Timestamp::now();
     let now = instant(&now_text)?;
-    let stmt = conn
-        .prepare_cached(
-            "INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4) RETURNING id",
-        )
-        .await?;
+    let stmt = conn.prepare_cached(CREATE_CHAT).await?;
     let row = conn
         .query_one(&stmt, &[&owner, &name.as_bytes(), &model.as_bytes(), &now])
         .await

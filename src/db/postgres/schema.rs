@@ -13,10 +13,13 @@ use tokio_postgres::Client;
 use super::{Error, Result};
 
 /// The schema version this program expects.
-pub(super) const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 2;
 
 /// The migrations, in order: entry `i` brings version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_initial.sql"),
+    include_str!("migrations/002_changes.sql"),
+];
 
 /// The key of the advisory lock that migrations take (any constant of this program's).
 const MIGRATION_LOCK: i64 = 0x6e65_7074_756e; // "neptun"

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result, messages, sessions};
-use crate::domain::{Chat, ChatOrder, ChatSortField, SessionClaim, Timestamp};
+use super::{Entity, Error, Result, changes, messages, sessions};
+use crate::domain::{ChangeKind, Chat, ChatOrder, ChatSortField, SessionClaim, Timestamp};
 
 const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
 
@@ -39,14 +39,17 @@ pub(super) fn insert_chat(
          VALUES (?1, ?2, ?3, ?4, ?4)",
     )?
     .execute(params![owner, name, model, now.as_str()])?;
-    Ok(Chat {
+    let chat = Chat {
         id: conn.last_insert_rowid(),
         name: name.to_owned(),
         model: model.to_owned(),
         neptun_user_id: owner.to_owned(),
         created_at: now.clone(),
         updated_at: now.clone(),
-    })
+    };
+    let kind = ChangeKind::ChatCreated;
+    changes::record(conn, owner, kind, Some(chat.id), None, None, now)?;
+    Ok(chat)
 }
 
 /// `owner`'s chat `chat_id`; [`Error::NotFound`] if it does not exist or is someone
@@ -145,6 +148,15 @@ pub(super) fn rename_chat(
     if changed == 0 {
         return Err(Error::NotFound(Entity::Chat));
     }
+    changes::record(
+        conn,
+        owner,
+        ChangeKind::ChatRenamed,
+        Some(chat_id),
+        None,
+        None,
+        now,
+    )?;
     find_owned_chat(conn, owner, chat_id)
 }
 
@@ -181,6 +193,8 @@ pub(super) fn delete_chats(
             continue;
         }
         result.deleted.push(chat_id);
+        let kind = ChangeKind::ChatDeleted;
+        changes::record(conn, owner, kind, Some(chat_id), None, None, now)?;
         if result.purge_pending || !purge_chat(conn, chat_id, &mut budget)? {
             result.purge_pending = true;
         }

@@ -3,8 +3,10 @@
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BoxError, Entity, Error, Result, chats, users};
-use crate::domain::{ChatMessage, MessageRef, MessageWindow, NewMessage, Role, Timestamp};
+use super::{BoxError, Entity, Error, Result, changes, chats, users};
+use crate::domain::{
+    ChangeKind, ChatMessage, MessageRef, MessageWindow, NewMessage, Role, Timestamp,
+};
 
 /// Messages of chat ?1 with ids between ?2 and ?3 (both excluded), oldest first, at
 /// most ?4 (-1: all).
@@ -72,6 +74,18 @@ pub(super) fn insert_messages(
     chats::touch_chat(conn, chat_id, now)?;
     let bytes: usize = stored.iter().map(|m| m.message.len()).sum();
     users::add_stored(conn, owner, to_sql_count(stored.len()), to_sql_count(bytes))?;
+    if let (Some(first), Some(last)) = (stored.first(), stored.last()) {
+        let ids = Some((first.id, last.id));
+        changes::record(
+            conn,
+            owner,
+            ChangeKind::MessagesAdded,
+            Some(chat_id),
+            ids,
+            None,
+            now,
+        )?;
+    }
     Ok(stored)
 }
 
@@ -278,7 +292,15 @@ pub(super) fn delete_last_turn(
     }
     chats::touch_chat(conn, chat_id, now)?;
     doomed.reverse();
+    let detail = deleted_ids_detail(&doomed);
+    let kind = ChangeKind::MessagesDeleted;
+    changes::record(conn, owner, kind, Some(chat_id), None, Some(&detail), now)?;
     Ok(doomed)
+}
+
+/// The detail of a `messages_deleted` change: the ids, as a JSON array.
+fn deleted_ids_detail(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Deletes up to `limit` messages of chat `chat_id`; how many it deleted (fewer than

@@ -28,6 +28,7 @@
 //! sent, so the read ends with an error instead (the client sees the answer cut short).
 
 mod admin;
+mod changes;
 mod chats;
 pub(super) mod copy;
 mod error;
@@ -56,8 +57,8 @@ use super::{
 };
 
 use crate::domain::{
-    Chat, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessageRef, MessageWindow, NewMessage,
-    SessionClaim, Timestamp, User,
+    ChangeLog, Chat, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessageRef, MessageWindow,
+    NewMessage, SessionClaim, Timestamp, User,
 };
 use messages::SliceBudget;
 use writer::{Background, Writer};
@@ -77,6 +78,8 @@ pub(crate) struct Db {
     pool: Pool,
     writer: Writer,
     quota: Quota,
+    /// How long recorded changes are kept for the events stream's replays.
+    change_window: std::time::Duration,
     /// Turns for reading one slice of a whole chat (see the module docs).
     slice_turns: Arc<Semaphore>,
     /// Set when deleted chats are left for the writer to purge.
@@ -93,6 +96,7 @@ impl Db {
             pool_size: read_connections,
             busy_timeout,
             quota,
+            change_window,
         } = options;
         let conn = open_for_writing(path, durability)?;
         conn.busy_timeout(busy_timeout)?;
@@ -129,6 +133,7 @@ impl Db {
             pool,
             writer,
             quota,
+            change_window,
             slice_turns,
             purge_pending,
         })
@@ -190,15 +195,47 @@ impl Db {
         self.writer.close().await
     }
 
-    /// Deletes expired sessions and idempotency answers older than 24 hours; how many
-    /// rows there were.
+    /// Deletes expired sessions, idempotency answers older than 24 hours and changes
+    /// older than the change window; how many rows there were.
     pub(super) async fn purge_expired(&self) -> Result<usize> {
-        self.write(|tx| {
+        let change_window =
+            chrono::Duration::from_std(self.change_window).unwrap_or(chrono::Duration::MAX);
+        self.write(move |tx| {
+            let now = chrono::Utc::now();
             let sessions = sessions::delete_expired_sessions(tx, &Timestamp::now())?;
-            let keys_before = Timestamp::from_datetime(chrono::Utc::now() - IDEMPOTENCY_WINDOW);
-            Ok(sessions + idempotency::delete_expired_keys(tx, &keys_before)?)
+            let keys_before = Timestamp::from_datetime(now - IDEMPOTENCY_WINDOW);
+            let keys = idempotency::delete_expired_keys(tx, &keys_before)?;
+            let changes = match now.checked_sub_signed(change_window) {
+                Some(before) => changes::delete_older(tx, &Timestamp::from_datetime(before))?,
+                None => 0,
+            };
+            Ok(sessions + keys + changes)
         })
         .await
+    }
+
+    /// Up to `limit` of `user`'s changes after number `after`, and where their feed
+    /// stands, from one snapshot.
+    pub(super) async fn read_changes(
+        &self,
+        user: String,
+        after: i64,
+        limit: usize,
+    ) -> Result<ChangeLog> {
+        self.read(move |conn| {
+            in_read_transaction(conn, || changes::read(conn, &user, after, limit))
+        })
+        .await
+    }
+
+    /// The user and expiry of a live session token hash; `None` if the session is
+    /// unknown or expired.
+    pub(super) async fn session(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<(String, Timestamp)>> {
+        self.read(move |conn| sessions::find_session(conn, &token_hash, &Timestamp::now()))
+            .await
     }
 
     /// Answers whether the database can be read.

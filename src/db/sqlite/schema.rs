@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_actor_check.sql"),
     include_str!("migrations/004_storage_counts_and_slim_keys.sql"),
     include_str!("migrations/005_deleted_chats.sql"),
+    include_str!("migrations/006_changes.sql"),
 ];
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).

@@ -3,8 +3,8 @@
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result, SessionInfo};
-use crate::domain::{SessionClaim, Timestamp};
+use super::{Entity, Error, Result, SessionInfo, changes};
+use crate::domain::{ChangeKind, SessionClaim, Timestamp};
 
 /// The user of the session whose token hashes to ?1, if it is still live at ?2.
 const LIVE_SESSION_USER: &str =
@@ -64,19 +64,57 @@ pub(super) fn check_claimed_user(user_id: ValueRef<'_>, claim: &SessionClaim) ->
     }
 }
 
-/// Deletes the session with this token hash; whether there was one.
-pub(super) fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool> {
-    let deleted = conn
-        .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
-        .execute([&token_hash[..]])?;
-    Ok(deleted > 0)
+/// The user and expiry of the session whose token hashes to `token_hash`, if it is still
+/// live at `now`.
+pub(super) fn find_session(
+    conn: &Connection,
+    token_hash: &[u8; 32],
+    now: &Timestamp,
+) -> Result<Option<(String, Timestamp)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT user_id, expires_at FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
+        )?
+        .query_row(params![&token_hash[..], now.as_str()], |row| {
+            Ok((row.get(0)?, Timestamp::from_stored(row.get(1)?)))
+        })
+        .optional()?)
 }
 
-/// Deletes every session of a user; how many there were.
+/// Deletes the session with this token hash, and records its end in its user's change
+/// feed; whether there was one.
+pub(super) fn delete_session(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool> {
+    let user: Option<String> = conn
+        .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1 RETURNING user_id")?
+        .query_row([&token_hash[..]], |row| row.get(0))
+        .optional()?;
+    match user {
+        Some(user) => {
+            record_end(conn, &user, token_hash)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Deletes every session of a user, recording each one's end; how many there were.
 pub(super) fn delete_user_sessions(conn: &Connection, user_id: &str) -> Result<usize> {
-    Ok(conn
-        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
-        .execute([user_id])?)
+    let hashes = conn
+        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 RETURNING token_hash")?
+        .query_map([user_id], |row| row.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for hash in &hashes {
+        record_end(conn, user_id, hash)?;
+    }
+    Ok(hashes.len())
+}
+
+/// Records the end of `user`'s session `token_hash`, so that its events streams end.
+fn record_end(conn: &Connection, user: &str, token_hash: &[u8]) -> Result<()> {
+    let hex: String = token_hash.iter().map(|b| format!("{b:02x}")).collect();
+    let kind = ChangeKind::SessionEnded;
+    changes::record(conn, user, kind, None, None, Some(&hex), &Timestamp::now())?;
+    Ok(())
 }
 
 /// Deletes the sessions that expired before `now`; how many there were.

@@ -1,0 +1,668 @@
+//! Live events: every change to a user's data, pushed over Server-Sent Events
+//! (`GET /api/users/{user_id}/events`), resumable by event id.
+//!
+//! # Design
+//! **The change feed is the database.** Every write that changes a user's chats or
+//! messages, and every end of one of their sessions, records a row in `changes` in its
+//! own transaction, numbered 1, 2, 3, ... per user in commit order (see the backends).
+//! A stream sends what it reads there, so an event is sent if and only if its write
+//! committed, and a client that comes back with the id of the last event it saw gets
+//! exactly what came after it.
+//!
+//! **Event ids.** A change with one event has the id `N` (its number); a message of a
+//! stored batch has `N.M`, `M` being the message's id, so a client cut off half-way
+//! through a batch resumes after the last message it got. Messages deleted since are
+//! left out of a replay (their deletion follows); a chat is sent as it is now.
+//!
+//! **Fan-out.** Per user with open streams, one feed: a task that reads the user's new
+//! changes once, renders each event once, and hands them to the user's streams through
+//! a bounded broadcast channel. The feed wakes when this process writes for the user
+//! (one channel send per write, whatever the number of streams), when PostgreSQL
+//! notifies a change made by another instance, and every [`poll interval`](Hub::new),
+//! which catches changes made by another process on the same SQLite file (the CLI).
+//! The wake-up carries no data: the feed reads what is new from the database, so a
+//! lost or merged wake-up loses nothing.
+//!
+//! **Bounded.** A stream first replays from the database, a page at a time, then takes
+//! live events. A stream whose client reads too slowly falls behind the broadcast
+//! channel, which drops the oldest events for it; it then catches up from the
+//! database again. Its own buffer towards the connection holds [`STREAM_BUFFER`]
+//! frames. Open streams are limited per user (429) and in all (503); the total
+//! defaults to half of `--max-connections`, so streams cannot take every connection.
+//!
+//! A stream ends when its session expires (a timer), ends (logout, revoke: the change
+//! feed says so), when the chat it is narrowed to is deleted (after that event), at
+//! shutdown, or when the client goes away.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use chrono::{DateTime, Utc};
+use metrics::{counter, gauge, histogram};
+use serde_json::json;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+
+use crate::config::EventSettings;
+use crate::db::{self, Db};
+use crate::domain::{Change, ChangeKind, Timestamp};
+use crate::metric_names::{EVENTS_LAG, EVENTS_SENT, OPEN_STREAMS, STREAMS_RESET};
+
+/// Changes read from the database at once.
+const PAGE: usize = 256;
+
+/// Rendered changes a feed keeps for streams that have not taken them yet; a stream
+/// further behind catches up from the database.
+const FEED_BUFFER: usize = 1024;
+
+/// Frames waiting to be written to one stream's connection.
+pub const STREAM_BUFFER: usize = 64;
+
+/// How long a client waits before it reconnects (the `retry:` field), in ms.
+const RETRY_MS: u64 = 2000;
+
+/// Where a stream stands: every event of the changes up to `seq` was sent, except that
+/// of change `seq` itself, when `message` is set, only its messages with ids up to
+/// `message` were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The number of the last change sent (or partly sent).
+    pub seq: i64,
+    /// For a change partly sent: the id of the last of its messages sent.
+    pub message: Option<i64>,
+}
+
+impl Position {
+    /// Reads an event id: `N` or `N.M`.
+    pub fn parse(id: &str) -> Option<Position> {
+        let (seq, message) = match id.split_once('.') {
+            Some((seq, message)) => (seq, Some(message.parse().ok()?)),
+            None => (id, None),
+        };
+        let seq: i64 = seq.parse().ok()?;
+        (seq >= 0 && message.is_none_or(|m: i64| m > 0)).then_some(Position { seq, message })
+    }
+
+    /// The number to read changes after: the change itself is read again when it was
+    /// only partly sent.
+    fn read_after(self) -> i64 {
+        match self.message {
+            Some(_) => self.seq - 1,
+            None => self.seq,
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.message {
+            Some(message) => write!(f, "{}.{message}", self.seq),
+            None => write!(f, "{}", self.seq),
+        }
+    }
+}
+
+/// One change, rendered once for every stream.
+#[derive(Debug)]
+pub struct Rendered {
+    seq: i64,
+    kind: ChangeKind,
+    chat_id: Option<i64>,
+    /// The SSE frames, with the message id of each message event.
+    frames: Vec<(Option<i64>, Bytes)>,
+    /// For a session's end: the token hash, in hex.
+    ended_session: Option<String>,
+    created_at: Timestamp,
+}
+
+/// One SSE frame: `id`, `event` and one line of JSON data.
+fn frame(id: &str, event: &str, data: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("id: {id}\nevent: {event}\ndata: {data}\n\n"))
+}
+
+/// Renders `change` as its events.
+pub fn render(change: Change) -> Rendered {
+    let seq = change.seq;
+    let id = seq.to_string();
+    let mut frames = Vec::new();
+    let mut ended_session = None;
+    match change.kind {
+        ChangeKind::MessagesAdded => {
+            for message in &change.messages {
+                let id = Position {
+                    seq,
+                    message: Some(message.id),
+                };
+                let data = json!({ "message": message });
+                frames.push((Some(message.id), frame(&id.to_string(), "message", &data)));
+            }
+        }
+        ChangeKind::MessagesDeleted => {
+            let ids: Vec<i64> = change
+                .detail
+                .as_deref()
+                .and_then(|detail| serde_json::from_str(detail).ok())
+                .unwrap_or_default();
+            let data = json!({ "chat_id": change.chat_id, "ids": ids });
+            frames.push((None, frame(&id, "messages_deleted", &data)));
+        }
+        ChangeKind::ChatCreated | ChangeKind::ChatRenamed => {
+            if let Some(chat) = &change.chat {
+                let event = change.kind.as_str();
+                frames.push((None, frame(&id, event, &json!({ "chat": chat }))));
+            }
+        }
+        ChangeKind::ChatDeleted => {
+            let data = json!({ "chat_id": change.chat_id });
+            frames.push((None, frame(&id, "chat_deleted", &data)));
+        }
+        ChangeKind::SessionEnded => ended_session = change.detail.clone(),
+    }
+    Rendered {
+        seq,
+        kind: change.kind,
+        chat_id: change.chat_id,
+        frames,
+        ended_session,
+        created_at: change.created_at,
+    }
+}
+
+/// The events of every open stream: the feeds, the limits and the stop signal.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    settings: EventSettings,
+    poll: Duration,
+    feeds: Mutex<HashMap<String, Weak<Feed>>>,
+    open: AtomicUsize,
+    stop: watch::Sender<bool>,
+}
+
+/// The changes of one user with open streams.
+struct Feed {
+    user: String,
+    wake: Arc<Notify>,
+    events: broadcast::Sender<Arc<Rendered>>,
+    streams: AtomicUsize,
+    hub: Weak<Inner>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // Its task ends by itself; take it out of the map unless it was replaced.
+        if let Some(hub) = self.hub.upgrade() {
+            let mut feeds = hub.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            if feeds.get(&self.user).is_some_and(|w| w.strong_count() == 0) {
+                feeds.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The user has the most streams allowed open (429).
+    PerUser,
+    /// The server has the most streams allowed open (503).
+    Total,
+}
+
+impl Hub {
+    /// A hub over `db`, waking its feeds by themselves every `poll`.
+    pub fn new(db: Db, settings: EventSettings, poll: Duration) -> Hub {
+        let (stop, _) = watch::channel(false);
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                settings,
+                poll,
+                feeds: Mutex::new(HashMap::new()),
+                open: AtomicUsize::new(0),
+                stop,
+            }),
+        };
+        tokio::spawn(wake_on_writes(Arc::downgrade(&hub.inner), db.changes()));
+        let others = Arc::downgrade(&hub.inner);
+        tokio::spawn(async move {
+            db.follow_changes(|user| match others.upgrade() {
+                Some(inner) if !*inner.stop.borrow() => {
+                    wake(&inner, user);
+                    true
+                }
+                _ => false,
+            })
+            .await;
+        });
+        hub
+    }
+
+    /// Ends every stream now (at shutdown), and refuses new ones.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Wakes the feed of `user` (`None`: every feed), if it has one.
+    pub fn wake(&self, user: Option<&str>) {
+        wake(&self.inner, user);
+    }
+
+    /// Opens a stream of `user`'s events from `start` (`None`: from now), narrowed to
+    /// `chat` if set, for the session `token_hash` that expires at `expires_at`. The
+    /// frames come out of the receiver; the stream ends when it is dropped.
+    pub async fn open(
+        &self,
+        user: String,
+        chat: Option<i64>,
+        token_hash: [u8; 32],
+        expires_at: DateTime<Utc>,
+        start: Option<Position>,
+    ) -> Result<mpsc::Receiver<Bytes>, Refused> {
+        let inner = &self.inner;
+        if *inner.stop.borrow() {
+            return Err(Refused::Total);
+        }
+        let total = inner.open.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(Arc::clone(inner));
+        if total >= inner.settings.max_streams {
+            return Err(Refused::Total);
+        }
+        let feed = self.feed(&user);
+        let per_user = feed.streams.fetch_add(1, Ordering::AcqRel);
+        let user_slot = UserSlot(Arc::clone(&feed));
+        if per_user >= inner.settings.max_per_user {
+            return Err(Refused::PerUser);
+        }
+        // Subscribed before the replay reads the database: whatever commits from now on
+        // comes through here, and what the replay has sent already is skipped.
+        let live = feed.events.subscribe();
+        let (out, frames) = mpsc::channel(STREAM_BUFFER);
+        gauge!(OPEN_STREAMS).increment(1.0);
+        let stream = Stream {
+            db: inner.db.clone(),
+            user,
+            chat,
+            token_hex: hex(&token_hash),
+            out,
+        };
+        let heartbeat = inner.settings.heartbeat;
+        let stop = inner.stop.subscribe();
+        tokio::spawn(async move {
+            let _slots = (slot, user_slot);
+            stream.run(start, live, heartbeat, expires_at, stop).await;
+            gauge!(OPEN_STREAMS).decrement(1.0);
+        });
+        Ok(frames)
+    }
+
+    /// The feed of `user`, started if it has none.
+    fn feed(&self, user: &str) -> Arc<Feed> {
+        let inner = &self.inner;
+        let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(feed) = feeds.get(user).and_then(Weak::upgrade) {
+            return feed;
+        }
+        let (events, _) = broadcast::channel(FEED_BUFFER);
+        let feed = Arc::new(Feed {
+            user: user.to_owned(),
+            wake: Arc::new(Notify::new()),
+            events,
+            streams: AtomicUsize::new(0),
+            hub: Arc::downgrade(inner),
+        });
+        feeds.insert(user.to_owned(), Arc::downgrade(&feed));
+        tokio::spawn(follow(
+            Arc::downgrade(&feed),
+            Arc::clone(&feed.wake),
+            inner.db.clone(),
+            user.to_owned(),
+            inner.poll,
+            inner.stop.subscribe(),
+        ));
+        feed
+    }
+}
+
+/// A place among the open streams, given back when dropped.
+struct Slot(Arc<Inner>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A place among a user's open streams, given back when dropped.
+struct UserSlot(Arc<Feed>);
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn wake(inner: &Inner, user: Option<&str>) {
+    let feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+    match user {
+        Some(user) => {
+            if let Some(feed) = feeds.get(user).and_then(Weak::upgrade) {
+                feed.wake.notify_one();
+            }
+        }
+        None => {
+            for feed in feeds.values().filter_map(Weak::upgrade) {
+                feed.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Wakes the feed of every user this process writes for, until the hub is gone.
+async fn wake_on_writes(hub: Weak<Inner>, mut writes: broadcast::Receiver<Arc<str>>) {
+    loop {
+        let user = match writes.recv().await {
+            Ok(user) => Some(user),
+            // Missed some: wake them all.
+            Err(broadcast::error::RecvError::Lagged(_)) => None,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(inner) = hub.upgrade() else { return };
+        wake(&inner, user.as_deref());
+    }
+}
+
+/// A feed's task: reads `user`'s new changes whenever woken (or every `poll`) and hands
+/// them to the feed's streams, until the feed is gone or the hub stops.
+async fn follow(
+    feed: Weak<Feed>,
+    wake: Arc<Notify>,
+    db: Db,
+    user: String,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut after: Option<i64> = None;
+    loop {
+        let Some(events) = feed.upgrade().map(|feed| feed.events.clone()) else {
+            return;
+        };
+        match after {
+            // Starts from where the user's feed stands: the streams replay what came
+            // before themselves.
+            None => match db.read_changes(user.clone(), i64::MAX, 0).await {
+                Ok(log) => after = Some(log.last),
+                Err(err) => log::warn!("reading the change feed of {user} failed: {err}"),
+            },
+            Some(seq) => match read_new(&db, &user, seq, &events).await {
+                Ok(last) => after = Some(last),
+                Err(err) => log::warn!("reading the change feed of {user} failed: {err}"),
+            },
+        }
+        drop(events);
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Hands every change of `user` after `after` to `events`; the number of the last.
+async fn read_new(
+    db: &Db,
+    user: &str,
+    mut after: i64,
+    events: &broadcast::Sender<Arc<Rendered>>,
+) -> db::Result<i64> {
+    loop {
+        let log = db.read_changes(user.to_owned(), after, PAGE).await?;
+        let full = log.changes.len() == PAGE;
+        for change in log.changes {
+            after = change.seq;
+            // No receivers is fine: the last stream just went away.
+            let _ = events.send(Arc::new(render(change)));
+        }
+        if !full {
+            return Ok(after);
+        }
+    }
+}
+
+/// One open stream.
+struct Stream {
+    db: Db,
+    user: String,
+    chat: Option<i64>,
+    token_hex: String,
+    out: mpsc::Sender<Bytes>,
+}
+
+/// What sending a change left the stream to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Go,
+    End,
+}
+
+impl Stream {
+    async fn run(
+        self,
+        start: Option<Position>,
+        mut live: broadcast::Receiver<Arc<Rendered>>,
+        heartbeat: Duration,
+        expires_at: DateTime<Utc>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        if self
+            .send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
+            .await
+            == Flow::End
+        {
+            return;
+        }
+        let mut at = match self.begin(start).await {
+            Some(at) => at,
+            None => return,
+        };
+        let until_expiry = (expires_at - Utc::now()).to_std().unwrap_or_default();
+        let expiry = tokio::time::sleep(until_expiry);
+        tokio::pin!(expiry);
+        let mut beats = tokio::time::interval(heartbeat);
+        beats.reset();
+        loop {
+            let flow = tokio::select! {
+                received = live.recv() => match received {
+                    Ok(change) => self.deliver(&change, &mut at).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match self.catch_up(&mut at).await {
+                            Some(flow) => flow,
+                            None => Flow::End,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => Flow::End,
+                },
+                _ = beats.tick() => self.send(Bytes::from_static(b": heartbeat\n\n")).await,
+                () = &mut expiry => Flow::End,
+                _ = stop.changed() => Flow::End,
+                () = self.out.closed() => Flow::End,
+            };
+            if flow == Flow::End {
+                return;
+            }
+        }
+    }
+
+    /// Replays what came after `start`, or sends a `reset` when that is no longer kept;
+    /// where the stream then stands. `None` when the stream ended.
+    async fn begin(&self, start: Option<Position>) -> Option<Position> {
+        let log = match self
+            .db
+            .read_changes(
+                self.user.clone(),
+                start.map_or(i64::MAX, Position::read_after),
+                0,
+            )
+            .await
+        {
+            Ok(log) => log,
+            Err(err) => {
+                log::warn!("opening the events of {} failed: {err}", self.user);
+                return None;
+            }
+        };
+        let now = Position {
+            seq: log.last,
+            message: None,
+        };
+        let Some(start) = start else {
+            return Some(now);
+        };
+        let needed = start.read_after().saturating_add(1);
+        let kept = match log.oldest {
+            Some(oldest) => oldest <= needed,
+            None => needed > log.last,
+        };
+        if start.seq > log.last || !kept {
+            counter!(STREAMS_RESET).increment(1);
+            let data = json!({
+                "reason": "the changes after this event id are no longer kept; reload",
+            });
+            let reset = frame(&now.to_string(), "reset", &data);
+            return match self.send(reset).await {
+                Flow::Go => Some(now),
+                Flow::End => None,
+            };
+        }
+        let mut at = start;
+        match self.catch_up(&mut at).await? {
+            Flow::Go => Some(at),
+            Flow::End => None,
+        }
+    }
+
+    /// Sends every change after `at` from the database, a page at a time. `None` when
+    /// reading failed (the stream ends; the client reconnects and resumes).
+    async fn catch_up(&self, at: &mut Position) -> Option<Flow> {
+        loop {
+            let log = match self
+                .db
+                .read_changes(self.user.clone(), at.read_after(), PAGE)
+                .await
+            {
+                Ok(log) => log,
+                Err(err) => {
+                    log::warn!("reading the events of {} failed: {err}", self.user);
+                    return None;
+                }
+            };
+            let full = log.changes.len() == PAGE;
+            for change in log.changes {
+                if self.deliver(&render(change), at).await == Flow::End {
+                    return Some(Flow::End);
+                }
+            }
+            if !full {
+                return Some(Flow::Go);
+            }
+        }
+    }
+
+    /// Sends what of `change` this stream has not sent yet, and moves `at` past it.
+    async fn deliver(&self, change: &Rendered, at: &mut Position) -> Flow {
+        if change.seq < at.seq || (change.seq == at.seq && at.message.is_none()) {
+            return Flow::Go;
+        }
+        if change.ended_session.as_deref() == Some(self.token_hex.as_str()) {
+            return Flow::End;
+        }
+        let ours = self.chat.is_none() || change.chat_id == self.chat;
+        if ours {
+            for (message, text) in &change.frames {
+                let sent =
+                    change.seq == at.seq && message.zip(at.message).is_some_and(|(m, a)| m <= a);
+                if sent {
+                    continue;
+                }
+                if self.send(text.clone()).await == Flow::End {
+                    return Flow::End;
+                }
+                counter!(EVENTS_SENT).increment(1);
+                if let Some(message) = message {
+                    *at = Position {
+                        seq: change.seq,
+                        message: Some(*message),
+                    };
+                }
+            }
+            if let Ok(recorded) = chrono::DateTime::parse_from_rfc3339(change.created_at.as_str()) {
+                let lag = Utc::now().signed_duration_since(recorded);
+                histogram!(EVENTS_LAG).record(lag.as_seconds_f64().max(0.0));
+            }
+        }
+        *at = Position {
+            seq: change.seq,
+            message: None,
+        };
+        if ours && self.chat.is_some() && change.kind == ChangeKind::ChatDeleted {
+            return Flow::End;
+        }
+        Flow::Go
+    }
+
+    /// Queues `frame` for the connection, waiting while its buffer is full.
+    async fn send(&self, frame: Bytes) -> Flow {
+        match self.out.send(frame).await {
+            Ok(()) => Flow::Go,
+            Err(_) => Flow::End,
+        }
+    }
+}
+
+/// `bytes` in lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_read_back_as_they_are_written() {
+        for id in ["0", "7", "12.345"] {
+            let position = Position::parse(id).unwrap();
+            assert_eq!(position.to_string(), id);
+        }
+        assert_eq!(
+            Position::parse("12.345"),
+            Some(Position {
+                seq: 12,
+                message: Some(345)
+            })
+        );
+    }
+
+    #[test]
+    fn other_ids_are_not_event_ids() {
+        for id in [
+            "", "-1", "1.", ".5", "1.0", "1.-2", "x", "1.2.3", " 1", "1e3",
+        ] {
+            assert_eq!(Position::parse(id), None, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn a_partly_sent_change_is_read_again() {
+        let whole = Position::parse("9").unwrap();
+        let part = Position::parse("9.40").unwrap();
+        assert_eq!(whole.read_after(), 9);
+        assert_eq!(part.read_after(), 8);
+    }
+}
