@@ -127,6 +127,8 @@ api_key = "\${API_CHECK_TOKEN}"
 values = [$(IFS=,; echo "${chat_ids[*]}")]
 EOF
 
+    # The events stream is left out: it answers 200 and then never ends, which
+    # schemathesis can only wait for (tests/api/events.rs reads it with an SSE parser).
     # One worker: with two, hypothesis on CPython 3.11.7 failed with "AST constructor
     # recursion depth mismatch", a thread-safety bug of `ast` in that Python.
     local status=0
@@ -134,6 +136,7 @@ EOF
         "$VENV/bin/schemathesis" --config-file "$work/schemathesis-$backend.toml" run "$base/openapi.json" \
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,unsupported_method,allow_header_conformance,ignored_auth \
         --max-examples "$MAX_EXAMPLES" \
+        --exclude-operation-id events \
         --seed "$SEED" \
         --workers 1 \
         --generation-database none \

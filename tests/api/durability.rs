@@ -623,6 +623,45 @@ async fn a_request_whose_body_never_arrives_holds_up_shutdown_for_the_grace_peri
     assert_eq!(db.cli(&["check"]).single_line(), "ok");
 }
 
+#[tokio::test]
+async fn sigterm_ends_open_events_streams_at_once_instead_of_waiting_out_the_grace() {
+    use futures_util::StreamExt;
+    // Arrange: an events stream, open and sending (its first frame has arrived).
+    let grace = Duration::from_secs(10);
+    let (db, token, _chat) = seeded_db();
+    let mut server = db.serve_with_args(&["--shutdown-grace-secs", "10"]);
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/users/alice/events", server.address()))
+        .header(COOKIE, format!("{SESSION_COOKIE}={token}"))
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut frames = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(10), frames.next())
+        .await
+        .expect("a first frame");
+    assert!(first.is_some_and(|frame| frame.is_ok_and(|f| f.starts_with(b"retry: "))));
+
+    // Act
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = frames.next().await {}
+    })
+    .await;
+    let status = server.wait_for_exit(grace);
+    let took = signalled.elapsed();
+
+    // Assert
+    assert!(ended.is_ok(), "the stream did not end:\n{}", server.log());
+    assert_eq!(status.code(), Some(0), "exit status:\n{}", server.log());
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM with a stream open; the grace is {grace:?}"
+    );
+}
+
 // ---- 7. sessions over time -------------------------------------------------------------
 
 /// The first 12 hex digits of a token's SHA-256, as `session list` shows it.

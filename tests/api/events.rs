@@ -424,6 +424,30 @@ async fn streams_beyond_the_per_user_limit_get_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_reader_that_falls_far_behind_still_gets_every_message_once_in_order() {
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let mut sse = open_live(&app, &alice).await;
+    // Not read meanwhile: far more than the live buffers hold (1,024 changes shared by
+    // the user's streams, 64 frames per stream) and than the sockets buffer (about
+    // 10 MB of text), so the stream falls behind and is caught up from the database.
+    let padding = "x".repeat(4000);
+    let mut posted = Vec::new();
+    for batch in 0..30 {
+        let texts: Vec<String> = (0..50).map(|i| format!("{batch}-{i} {padding}")).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        posted.extend(post_batch(&app, &alice, alice.chat_id, &texts).await);
+    }
+    for _ in 0..1100 {
+        posted.push(post(&app, &alice, alice.chat_id, &padding).await);
+    }
+    for id in &posted {
+        let (_, data) = sse.expect("message").await;
+        assert_eq!(data["message"]["id"], *id);
+    }
+}
+
+#[tokio::test]
 async fn an_idle_stream_gets_heartbeats() {
     let app = spawn_app_with_settings(Settings {
         events: EventSettings {

@@ -1069,3 +1069,96 @@ fn a_database_of_another_application_or_of_a_newer_schema_is_refused_and_left_un
         vec![vec![Some("before-the-upgrade".to_owned())]]
     );
 }
+
+/// The next SSE event of `events` within [`REQUEST_LIMIT`]: `(event, id, data)`.
+async fn next_event<S>(events: &mut S) -> (String, String, Value)
+where
+    S: futures_util::Stream<
+            Item = Result<
+                eventsource_stream::Event,
+                eventsource_stream::EventStreamError<reqwest::Error>,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    let event = tokio::time::timeout(REQUEST_LIMIT, events.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+        .expect("a well-formed event");
+    let data = serde_json::from_str(&event.data).expect("JSON data");
+    (event.event, event.id, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_on_one_instance_gets_the_other_instances_writes_in_order_and_after_its_listener_is_cut()
+ {
+    use eventsource_stream::Eventsource;
+
+    // Arrange: a stream on instance 0, following (a chat made by the CLI arrives).
+    let Some(cluster) = shared() else { return };
+    let db = Database::fresh(cluster);
+    let who = db.seed("streamer");
+    let servers = db.serve_many(2);
+    let client = client();
+    let response = client
+        .get(format!(
+            "{}/api/users/{}/events",
+            servers[0].address(),
+            who.user
+        ))
+        .header(COOKIE, cookie(&who.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = Box::pin(response.bytes_stream().eventsource());
+    let marker = db.create_chat(&who.user);
+    let (kind, _, data) = next_event(&mut events).await;
+    assert_eq!(
+        (kind.as_str(), &data["chat"]["id"]),
+        ("chat_created", &json!(marker))
+    );
+
+    // Act: batches through instance 1.
+    let mut sent = Vec::new();
+    for batch in 0..3 {
+        let texts: Vec<String> = (0..4).map(|index| text(1, batch, index)).collect();
+        let response = post_batch(&client, &servers[1], &who, &texts, None)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        sent.extend(messages_of(response).await);
+    }
+
+    // Assert: every message, in order, once.
+    for (id, text) in &sent {
+        let (kind, _, data) = next_event(&mut events).await;
+        assert_eq!(kind, "message");
+        assert_eq!(data["message"]["id"], *id);
+        assert_eq!(data["message"]["message"], text.as_str());
+    }
+
+    // Act: cut instance 0's listening connection, then write through instance 1.
+    let cut = db.query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    );
+    assert!(
+        cut[0][0].as_deref().is_some_and(|n| n != "0"),
+        "a listener was cut: {cut:?}"
+    );
+    let texts: Vec<String> = (0..2).map(|index| text(1, 9, index)).collect();
+    let response = post_batch(&client, &servers[1], &who, &texts, None)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let after_cut = messages_of(response).await;
+
+    // Assert: the stream catches up once the listener is back.
+    for (id, _) in &after_cut {
+        let (kind, _, data) = next_event(&mut events).await;
+        assert_eq!(kind, "message");
+        assert_eq!(data["message"]["id"], *id);
+    }
+}
