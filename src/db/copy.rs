@@ -86,6 +86,10 @@ pub(super) struct UserRow {
     pub(super) created_at: Timestamp,
     pub(super) stored_messages: i64,
     pub(super) stored_bytes: i64,
+    /// The number of their newest change. The change feed itself is not copied: a
+    /// client resuming with an older event id gets a `reset`, then carries on, with the
+    /// numbers going on from here.
+    pub(super) last_change: i64,
 }
 
 /// A session, by its token's hash.

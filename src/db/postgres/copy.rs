@@ -159,8 +159,8 @@ impl crate::db::copy::Side for Side {
     fn users(&mut self, after: Option<&UserRow>, limit_: usize) -> Result<Vec<UserRow>> {
         let after = after.map_or("", |row| row.id.as_str());
         self.rows(
-            "SELECT id, primary_email, password_hash, created_at, stored_messages, stored_bytes \
-             FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, primary_email, password_hash, created_at, stored_messages, stored_bytes, \
+             last_change FROM users WHERE id > $1 ORDER BY id LIMIT $2",
             &[&after, &limit(limit_)],
             |row| {
                 Ok(UserRow {
@@ -170,6 +170,7 @@ impl crate::db::copy::Side for Side {
                     created_at: shown(row, 3)?,
                     stored_messages: row.try_get(4)?,
                     stored_bytes: row.try_get(5)?,
+                    last_change: row.try_get(6)?,
                 })
             },
         )
@@ -259,11 +260,14 @@ impl crate::db::copy::Side for Side {
         let created = instants(rows.iter().map(|row| &row.created_at))?;
         let messages: Vec<i64> = rows.iter().map(|row| row.stored_messages).collect();
         let bytes: Vec<i64> = rows.iter().map(|row| row.stored_bytes).collect();
+        let changes: Vec<i64> = rows.iter().map(|row| row.last_change).collect();
         self.execute(
             "INSERT INTO users (id, primary_email, password_hash, created_at, stored_messages, \
-             stored_bytes) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
-             $4::timestamptz[], $5::bigint[], $6::bigint[])",
-            &[&ids, &emails, &hashes, &created, &messages, &bytes],
+             stored_bytes, last_change) SELECT * FROM unnest($1::text[], $2::text[], \
+             $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::bigint[])",
+            &[
+                &ids, &emails, &hashes, &created, &messages, &bytes, &changes,
+            ],
         )
     }
 

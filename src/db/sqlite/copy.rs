@@ -165,7 +165,7 @@ impl crate::db::copy::Side for Side {
         self.rows(
             "SELECT u.id, u.primary_email, u.password_hash, u.created_at, \
              u.stored_messages - coalesce(gone.messages, 0), \
-             u.stored_bytes - coalesce(gone.bytes, 0) \
+             u.stored_bytes - coalesce(gone.bytes, 0), u.last_change \
              FROM users u LEFT JOIN ( \
                  SELECT m.neptun_user_id AS user_id, count(*) AS messages, \
                      sum(length(CAST(m.message AS BLOB))) AS bytes \
@@ -182,6 +182,7 @@ impl crate::db::copy::Side for Side {
                     created_at: stored(row.get(3)?),
                     stored_messages: row.get(4)?,
                     stored_bytes: row.get(5)?,
+                    last_change: row.get(6)?,
                 })
             },
         )
@@ -280,7 +281,7 @@ impl crate::db::copy::Side for Side {
     fn insert_users(&mut self, rows: &[UserRow]) -> Result<()> {
         self.insert_each(
             "INSERT INTO users (id, primary_email, password_hash, created_at, \
-             stored_messages, stored_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             stored_messages, stored_bytes, last_change) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             rows,
             |stmt, row| {
                 stmt.execute(params![
@@ -290,6 +291,7 @@ impl crate::db::copy::Side for Side {
                     row.created_at.as_str(),
                     row.stored_messages,
                     row.stored_bytes,
+                    row.last_change,
                 ])
             },
         )
