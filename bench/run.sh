@@ -23,6 +23,7 @@ BACKEND=sqlite
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend) BACKEND=${2:?--backend needs sqlite or postgres}; shift 2 ;;
+    --events) BACKEND=events; shift ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
@@ -30,6 +31,7 @@ set -- ${ARGS[@]+"${ARGS[@]}"}
 case "$BACKEND" in
   sqlite) ;;
   postgres | postgresql) exec bash "$(dirname "$0")/postgres.sh" "$@" ;;
+  events) exec bash "$(dirname "$0")/events.sh" "$@" ;;
   *) echo "unknown backend: $BACKEND (sqlite or postgres)" >&2; exit 2 ;;
 esac
 
@@ -38,6 +40,7 @@ usage() {
 usage: bash bench/run.sh [--backend sqlite|postgres] [options]
 
   --backend postgres  the PostgreSQL benchmark: see bash bench/run.sh --backend postgres --help
+  --events            the events-stream benchmark: see bash bench/run.sh --events --help
 
   --duration SECS     seconds per measurement (default 10)
   --runs N            runs of every measurement; the report shows medians (default 3)

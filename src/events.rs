@@ -18,7 +18,7 @@
 //! changes once, renders each event once, and hands them to the user's streams through
 //! a bounded broadcast channel. The feed wakes when this process writes for the user
 //! (one channel send per write, whatever the number of streams), when PostgreSQL
-//! notifies a change made by another instance, and every [`poll interval`](Hub::new),
+//! notifies a change made by another instance, and every [`poll interval`](crate::events::Hub::new),
 //! which catches changes made by another process on the same SQLite file (the CLI).
 //! The wake-up carries no data: the feed reads what is new from the database, so a
 //! lost or merged wake-up loses nothing.
@@ -26,7 +26,9 @@
 //! **Bounded.** A stream first replays from the database, a page at a time, then takes
 //! live events. A stream whose client reads too slowly falls behind the broadcast
 //! channel, which drops the oldest events for it; it then catches up from the
-//! database again. Its own buffer towards the connection holds [`STREAM_BUFFER`]
+//! database again. Likewise, a stream handed a change that is not the next one after
+//! what it sent (its feed started after it, or missed one) reads the changes between
+//! from the database first: the numbers have no gaps, so a gap is always noticed. Its own buffer towards the connection holds [`STREAM_BUFFER`](crate::events::STREAM_BUFFER)
 //! frames. Open streams are limited per user (429) and in all (503); the total
 //! defaults to half of `--max-connections`, so streams cannot take every connection.
 //!
@@ -479,6 +481,14 @@ impl Stream {
         loop {
             let flow = tokio::select! {
                 received = live.recv() => match received {
+                    // A change that is not the next one: those between came before this
+                    // stream's feed did, or were missed; read them first.
+                    Ok(change) if change.seq > at.seq + 1 => {
+                        match self.catch_up(&mut at).await {
+                            Some(Flow::Go) => self.deliver(&change, &mut at).await,
+                            Some(Flow::End) | None => Flow::End,
+                        }
+                    }
                     Ok(change) => self.deliver(&change, &mut at).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         match self.catch_up(&mut at).await {

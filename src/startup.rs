@@ -306,6 +306,8 @@ fn cors(origins: &[String]) -> Cors {
         .allowed_headers([
             header::CONTENT_TYPE,
             header::HeaderName::from_static("idempotency-key"),
+            // EventSource sends it when it reconnects to resume.
+            header::HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([header::RETRY_AFTER, telemetry::REQUEST_ID_HEADER])
         .supports_credentials()

@@ -2,7 +2,8 @@
 // a page from one local server and, with fetch(..., {credentials: 'include'}), signs up,
 // creates a chat and stores and reads messages on the API, which runs with
 // --cors-origin set to that page's origin. A page from an origin that is not listed
-// cannot read the API's answers.
+// cannot read the API's answers. And the page follows the user's changes with
+// EventSource, across a restart of the API, seeing every message once and in order.
 //
 // Both origins are http://127.0.0.1 with different ports: cross-origin but same-site,
 // as a dev server on localhost:3000 talking to an API on localhost:8080 is, so the
@@ -51,14 +52,14 @@ function servePage() {
   });
 }
 
-/** Starts the API on a free port and resolves with its origin, read from its start-up log line. */
-function startApi(corsOrigin) {
+/** Starts the API on `bind` (a free port by default) and resolves with its origin, read from its start-up log line. */
+function startApi(corsOrigin, bind = '127.0.0.1:0') {
   const child = spawn(
     BIN,
     [
       '--database', join(work, 'neptun.db'),
       'serve',
-      '--bind', '127.0.0.1:0',
+      '--bind', bind,
       '--cors-origin', corsOrigin,
       '--cookie-secure', 'false',
     ],
@@ -212,5 +213,65 @@ test('a page on an origin that is not listed cannot read the API', async () => {
   // Assert
   assert.match(read.error ?? '', /TypeError/, `blocked: ${JSON.stringify(read)}`);
   assert.match(preflighted.error ?? '', /TypeError/, `blocked: ${JSON.stringify(preflighted)}`);
+  await page.close();
+});
+
+test('a page follows the user\'s changes with EventSource and resumes after the API restarts', async () => {
+  // Arrange: a user with a chat, and an EventSource on their events.
+  const page = await browser.newPage();
+  await page.goto(`${pageServers[0].origin}/`);
+  const json = (method, body) => ({
+    method,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  await fetchInPage(
+    page,
+    `${apiOrigin}/api/auth/sign-up`,
+    json('POST', { email: 'live@example.org', password: 'a long enough password' }),
+  );
+  const session = await fetchInPage(page, `${apiOrigin}/api/auth/session`);
+  const userId = JSON.parse(session.body).user.id;
+  const created = await fetchInPage(
+    page,
+    `${apiOrigin}/api/users/${userId}/chats`,
+    json('POST', { name: 'Live', model: 'm' }),
+  );
+  const chatId = JSON.parse(created.body).chat.id;
+  const messagesUrl = `${apiOrigin}/api/users/${userId}/chats/${chatId}/messages`;
+  await page.evaluate((url) => {
+    window.seen = [];
+    window.opened = 0;
+    const events = new EventSource(url, { withCredentials: true });
+    events.onopen = () => { window.opened += 1; };
+    events.addEventListener('message', (e) => {
+      window.seen.push({ id: e.lastEventId, text: JSON.parse(e.data).message.message });
+    });
+  }, `${apiOrigin}/api/users/${userId}/events`);
+  await page.waitForFunction(() => window.opened === 1, null, { timeout: START_TIMEOUT_MS });
+  const batch = (texts) => json('POST', { messages: texts.map((content) => ({ content, role: 'user' })) });
+
+  // Act: a batch live, then a restart of the API with more messages stored around it.
+  const first = await fetchInPage(page, messagesUrl, batch(['one', 'two', 'three']));
+  await page.waitForFunction(() => window.seen.length === 3, null, { timeout: START_TIMEOUT_MS });
+  const port = new URL(apiOrigin).port;
+  const exited = new Promise((resolve) => api.once('exit', resolve));
+  api.kill('SIGTERM');
+  await exited;
+  apiOrigin = await startApi(pageServers[0].origin, `127.0.0.1:${port}`);
+  const second = await fetchInPage(page, messagesUrl, batch(['four', 'five']));
+  await page.waitForFunction(() => window.seen.length >= 5 && window.opened >= 2, null, {
+    timeout: START_TIMEOUT_MS,
+  });
+  // A moment for anything sent twice to show up.
+  await fetchInPage(page, messagesUrl, json('POST', { message: 'six', actor: 'user' }));
+  await page.waitForFunction(() => window.seen.length >= 6, null, { timeout: START_TIMEOUT_MS });
+  const seen = await page.evaluate(() => window.seen);
+
+  // Assert: every message once, in order, each with its own event id.
+  assert.equal(first.status, 200, JSON.stringify(first));
+  assert.equal(second.status, 200, JSON.stringify(second));
+  assert.deepEqual(seen.map((e) => e.text), ['one', 'two', 'three', 'four', 'five', 'six']);
+  assert.equal(new Set(seen.map((e) => e.id)).size, 6, JSON.stringify(seen));
   await page.close();
 });
