@@ -87,6 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Open the streams, a few at a time, and wait until each has sent its first frame.
     let mut streams = Vec::with_capacity(args.streams);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let opening = Instant::now();
     let clients: Vec<reqwest::Client> = (0..16).map(|_| reqwest::Client::new()).collect();
     let mut pending = futures_util::stream::iter(0..args.streams)
@@ -110,10 +111,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     while let Some(opened) = pending.next().await {
         let mut bytes = opened?;
         let (events, arrived) = (Arc::clone(&events), Arc::clone(&arrived));
+        let mut stopped = stopped.clone();
         streams.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             let mut rest = String::new();
-            while let Some(Ok(chunk)) = bytes.next().await {
+            loop {
+                let chunk = tokio::select! {
+                    chunk = bytes.next() => chunk,
+                    _ = stopped.changed() => break,
+                };
+                let Some(Ok(chunk)) = chunk else { break };
                 let now = start.elapsed();
                 rest.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = rest.find("\n\n") {
@@ -193,9 +200,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.streams > 0 && args.stream_chat.is_some() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for stream in &streams {
-        stream.abort();
-    }
+    stop.send_replace(true);
     for stream in streams {
         let _ = stream.await;
     }

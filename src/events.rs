@@ -89,7 +89,7 @@ impl Position {
 
     /// The number to read changes after: the change itself is read again when it was
     /// only partly sent.
-    fn read_after(self) -> i64 {
+    pub fn read_after(self) -> i64 {
         match self.message {
             Some(_) => self.seq - 1,
             None => self.seq,
@@ -266,6 +266,7 @@ impl Hub {
         token_hash: [u8; 32],
         expires_at: DateTime<Utc>,
         start: Option<Position>,
+        state: FeedState,
     ) -> Result<mpsc::Receiver<Bytes>, Refused> {
         let inner = &self.inner;
         if *inner.stop.borrow() {
@@ -276,7 +277,7 @@ impl Hub {
         if total >= inner.settings.max_streams {
             return Err(Refused::Total);
         }
-        let feed = self.feed(&user);
+        let feed = self.feed(&user, state.last);
         let per_user = feed.streams.fetch_add(1, Ordering::AcqRel);
         let user_slot = UserSlot(Arc::clone(&feed));
         if per_user >= inner.settings.max_per_user {
@@ -298,14 +299,16 @@ impl Hub {
         let stop = inner.stop.subscribe();
         tokio::spawn(async move {
             let _slots = (slot, user_slot);
-            stream.run(start, live, heartbeat, expires_at, stop).await;
+            stream
+                .run(start, state, live, heartbeat, expires_at, stop)
+                .await;
             gauge!(OPEN_STREAMS).decrement(1.0);
         });
         Ok(frames)
     }
 
-    /// The feed of `user`, started if it has none.
-    fn feed(&self, user: &str) -> Arc<Feed> {
+    /// The feed of `user`; started, from after change `last`, if it has none.
+    fn feed(&self, user: &str, last: i64) -> Arc<Feed> {
         let inner = &self.inner;
         let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(feed) = feeds.get(user).and_then(Weak::upgrade) {
@@ -325,6 +328,7 @@ impl Hub {
             Arc::clone(&feed.wake),
             inner.db.clone(),
             user.to_owned(),
+            last,
             inner.poll,
             inner.stop.subscribe(),
         ));
@@ -387,25 +391,17 @@ async fn follow(
     wake: Arc<Notify>,
     db: Db,
     user: String,
+    mut after: i64,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut after: Option<i64> = None;
     loop {
         let Some(events) = feed.upgrade().map(|feed| feed.events.clone()) else {
             return;
         };
-        match after {
-            // Starts from where the user's feed stands: the streams replay what came
-            // before themselves.
-            None => match db.read_changes(user.clone(), i64::MAX, 0).await {
-                Ok(log) => after = Some(log.last),
-                Err(err) => log::warn!("reading the change feed of {user} failed: {err}"),
-            },
-            Some(seq) => match read_new(&db, &user, seq, &events).await {
-                Ok(last) => after = Some(last),
-                Err(err) => log::warn!("reading the change feed of {user} failed: {err}"),
-            },
+        match read_new(&db, &user, after, &events).await {
+            Ok(last) => after = last,
+            Err(err) => log::warn!("reading the change feed of {user} failed: {err}"),
         }
         drop(events);
         tokio::select! {
@@ -437,6 +433,15 @@ async fn read_new(
     }
 }
 
+/// Where a user's change feed stands (see [`Db::read_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedState {
+    /// The number of the user's newest change.
+    pub last: i64,
+    /// The number of the oldest change still kept.
+    pub oldest: Option<i64>,
+}
+
 /// One open stream.
 struct Stream {
     db: Db,
@@ -457,6 +462,7 @@ impl Stream {
     async fn run(
         self,
         start: Option<Position>,
+        state: FeedState,
         mut live: broadcast::Receiver<Arc<Rendered>>,
         heartbeat: Duration,
         expires_at: DateTime<Utc>,
@@ -469,7 +475,9 @@ impl Stream {
         {
             return;
         }
-        let mut at = match self.begin(start).await {
+        // Boxed, like the catch-ups below: a stream's task stays small while it waits,
+        // which is what 10,000 idle streams cost.
+        let mut at = match Box::pin(self.begin(start, state)).await {
             Some(at) => at,
             None => return,
         };
@@ -484,14 +492,14 @@ impl Stream {
                     // A change that is not the next one: those between came before this
                     // stream's feed did, or were missed; read them first.
                     Ok(change) if change.seq > at.seq + 1 => {
-                        match self.catch_up(&mut at).await {
+                        match Box::pin(self.catch_up(&mut at)).await {
                             Some(Flow::Go) => self.deliver(&change, &mut at).await,
                             Some(Flow::End) | None => Flow::End,
                         }
                     }
                     Ok(change) => self.deliver(&change, &mut at).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match self.catch_up(&mut at).await {
+                        match Box::pin(self.catch_up(&mut at)).await {
                             Some(flow) => flow,
                             None => Flow::End,
                         }
@@ -511,35 +519,28 @@ impl Stream {
 
     /// Replays what came after `start`, or sends a `reset` when that is no longer kept;
     /// where the stream then stands. `None` when the stream ended.
-    async fn begin(&self, start: Option<Position>) -> Option<Position> {
-        let log = match self
-            .db
-            .read_changes(
-                self.user.clone(),
-                start.map_or(i64::MAX, Position::read_after),
-                0,
-            )
-            .await
-        {
-            Ok(log) => log,
-            Err(err) => {
-                log::warn!("opening the events of {} failed: {err}", self.user);
-                return None;
-            }
-        };
+    /// `feed` is where the user's change feed stood when the stream was opened, before
+    /// its client got the answer's head: "from now" means from there.
+    async fn begin(&self, start: Option<Position>, feed: FeedState) -> Option<Position> {
         let now = Position {
-            seq: log.last,
+            seq: feed.last,
             message: None,
         };
         let Some(start) = start else {
-            return Some(now);
+            // Whatever committed since was maybe handed out by the feed before this
+            // stream subscribed: read it here.
+            let mut at = now;
+            return match self.catch_up(&mut at).await? {
+                Flow::Go => Some(at),
+                Flow::End => None,
+            };
         };
         let needed = start.read_after().saturating_add(1);
-        let kept = match log.oldest {
+        let kept = match feed.oldest {
             Some(oldest) => oldest <= needed,
-            None => needed > log.last,
+            None => needed > feed.last,
         };
-        if start.seq > log.last || !kept {
+        if start.seq > feed.last || !kept {
             counter!(STREAMS_RESET).increment(1);
             let data = json!({
                 "reason": "the changes after this event id are no longer kept; reload",

@@ -2,16 +2,19 @@
 //! [`crate::events`]).
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 
 use crate::auth::{Check, Claim};
 use crate::db::{self, Db, Entity};
 use crate::error::ApiError;
-use crate::events::{Hub, Position, Refused};
+use crate::events::{FeedState, Hub, Position, Refused};
 use crate::routes::schema::{ErrorBody, SessionErrors};
 use crate::validation::{self, Issue};
+
+/// Most bytes of frames joined into one chunk of the answer.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// Query parameters of the events stream.
 #[derive(utoipa::IntoParams)]
@@ -56,7 +59,7 @@ pub(super) async fn stream(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let inputs = |_key| async move { parse(&req) };
-    let (user, token_hash, expires_at, chat, start) = claim
+    let (user, token_hash, expires_at, chat, start, state) = claim
         .run(Check::First, inputs, |claim, (chat, start)| async move {
             if let Some(chat) = chat {
                 db.chat(claim.user_id.clone(), chat).await?;
@@ -67,19 +70,51 @@ pub(super) async fn stream(
             let expires_at = DateTime::parse_from_rfc3339(expires_at.as_str())
                 .map(|at| at.with_timezone(&Utc))
                 .unwrap_or_else(|_| Utc::now());
-            Ok((claim.user_id, claim.token_hash, expires_at, chat, start))
+            // Where the feed stands, read before the answer's head goes out: a change
+            // the client makes once it has the head comes after the stream's start.
+            let after = start.map_or(i64::MAX, Position::read_after);
+            let log = db.read_changes(claim.user_id.clone(), after, 0).await?;
+            let state = FeedState {
+                last: log.last,
+                oldest: log.oldest,
+            };
+            Ok((
+                claim.user_id,
+                claim.token_hash,
+                expires_at,
+                chat,
+                start,
+                state,
+            ))
         })
         .await?;
     let frames = hub
-        .open(user, chat, token_hash, expires_at, start)
+        .open(user, chat, token_hash, expires_at, start, state)
         .await
         .map_err(|refused| match refused {
             Refused::PerUser => ApiError::TooManyStreams,
             Refused::Total => ApiError::StreamsFull,
         })?;
+    // Frames waiting together go out as one chunk: one write for many events when a
+    // burst comes, instead of one each.
     let body = futures_util::stream::unfold(frames, |mut frames| async move {
-        let frame = frames.recv().await?;
-        Some((Ok::<Bytes, std::convert::Infallible>(frame), frames))
+        let first = frames.recv().await?;
+        let Ok(second) = frames.try_recv() else {
+            return Some((Ok::<Bytes, std::convert::Infallible>(first), frames));
+        };
+        let mut chunk = BytesMut::with_capacity(COALESCE_BYTES);
+        chunk.extend_from_slice(&first);
+        chunk.extend_from_slice(&second);
+        while chunk.len() < COALESCE_BYTES {
+            match frames.try_recv() {
+                Ok(frame) => chunk.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        Some((
+            Ok::<Bytes, std::convert::Infallible>(chunk.freeze()),
+            frames,
+        ))
     });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
