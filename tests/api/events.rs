@@ -448,6 +448,65 @@ async fn a_reader_that_falls_far_behind_still_gets_every_message_once_in_order()
 }
 
 #[tokio::test]
+async fn streams_beyond_the_total_limit_get_503_with_retry_after() {
+    let app = spawn_app_with_settings(Settings {
+        // A client that went away is noticed when the next frame cannot be written:
+        // at the next heartbeat at the latest.
+        events: EventSettings {
+            max_streams: 1,
+            heartbeat: Duration::from_millis(200),
+            ..EventSettings::default()
+        },
+        ..Settings::default()
+    })
+    .await;
+    let alice = app.seed_user("alice");
+    let bob = app.seed_user("bob");
+    let first = open(&app, &alice, "", None).await;
+
+    let refused = request(&app, "bob", Some(&bob.token), "", None).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_error(refused, 503, "Service Unavailable").await;
+    // A place is free again once a stream's client has gone.
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let response = request(&app, "bob", Some(&bob.token), "", None).await;
+        if response.status().as_u16() == 200 {
+            reopened = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "no place came free after the first stream ended"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_session_expires() {
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let token = neptun_chat::auth::SessionToken::generate().unwrap();
+    let expires_at = neptun_chat::domain::Timestamp::from_datetime(
+        chrono::Utc::now() + chrono::Duration::seconds(2),
+    );
+    app.with_admin(|admin| admin.create_session("alice", &token.hash(), &expires_at))
+        .unwrap();
+    let short = TestUser {
+        id: alice.id.clone(),
+        token: token.expose().to_owned(),
+        chat_id: alice.chat_id,
+    };
+    let mut sse = open(&app, &short, "", None).await;
+
+    sse.expect_end().await;
+    let again = request(&app, "alice", Some(&short.token), "", None).await;
+    assert_error(again, 401, "Unauthorized").await;
+}
+
+#[tokio::test]
 async fn an_idle_stream_gets_heartbeats() {
     let app = spawn_app_with_settings(Settings {
         events: EventSettings {
