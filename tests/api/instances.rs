@@ -1014,11 +1014,11 @@ fn two_instances_starting_at_once_on_an_empty_database_both_serve_on_one_migrate
     // Act
     let servers = db.serve_many(2);
 
-    // Assert: one schema, at version 1, marked once.
+    // Assert: one schema, at the newest version (2: the change feed), marked once.
     assert_eq!(servers.len(), 2);
     assert_eq!(
         db.query("SELECT version FROM neptun_schema"),
-        vec![vec![Some("1".to_owned())]]
+        vec![vec![Some("2".to_owned())]]
     );
     let tables = db.query(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'chat_messages'",
@@ -1161,4 +1161,45 @@ async fn a_stream_on_one_instance_gets_the_other_instances_writes_in_order_and_a
         assert_eq!(kind, "message");
         assert_eq!(data["message"]["id"], *id);
     }
+}
+
+#[test]
+fn a_database_at_schema_version_1_is_migrated_to_the_change_feed_and_keeps_its_data() {
+    // Arrange: version 1 as it was released, with a user and a chat written into it.
+    let Some(cluster) = shared() else { return };
+    let db = Database::fresh(cluster);
+    db.query(include_str!(
+        "../../src/db/postgres/migrations/001_initial.sql"
+    ));
+    db.query(
+        "INSERT INTO users (id, created_at) VALUES ('early', now()); \
+         INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at) \
+         VALUES ('early', 'old', 'm', now(), now())",
+    );
+
+    // Act
+    let _server = db.serve();
+    let chat = db.create_chat("early");
+
+    // Assert: version 2, the old rows kept, and the user's changes counted from here.
+    assert_eq!(
+        db.query("SELECT version FROM neptun_schema"),
+        vec![vec![Some("2".to_owned())]]
+    );
+    assert_eq!(
+        db.query("SELECT convert_from(name, 'UTF8') FROM chat_conversations ORDER BY id"),
+        vec![
+            vec![Some("old".to_owned())],
+            vec![Some("Untitled".to_owned())]
+        ]
+    );
+    assert_eq!(
+        db.query("SELECT u.last_change, c.seq, c.kind, c.chat_id FROM users u JOIN changes c ON c.user_id = u.id"),
+        vec![vec![
+            Some("1".to_owned()),
+            Some("1".to_owned()),
+            Some("chat_created".to_owned()),
+            Some(chat.to_string()),
+        ]]
+    );
 }
