@@ -1190,7 +1190,7 @@ fn a_database_at_schema_version_1_is_migrated_to_the_change_feed_and_keeps_its_d
         db.query("SELECT convert_from(name, 'UTF8') FROM chat_conversations ORDER BY id"),
         vec![
             vec![Some("old".to_owned())],
-            vec![Some("Untitled".to_owned())]
+            vec![Some("New chat".to_owned())]
         ]
     );
     assert_eq!(
