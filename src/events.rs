@@ -49,7 +49,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::config::EventSettings;
 use crate::db::{self, Db};
-use crate::domain::{Change, ChangeKind, Timestamp};
+use crate::domain::{Change, ChangeKind};
 use crate::metric_names::{EVENTS_LAG, EVENTS_SENT, OPEN_STREAMS, STREAMS_RESET};
 
 /// Changes read from the database at once.
@@ -116,7 +116,8 @@ pub struct Rendered {
     frames: Vec<(Option<i64>, Bytes)>,
     /// For a session's end: the token hash, in hex.
     ended_session: Option<String>,
-    created_at: Timestamp,
+    /// When the change was recorded, for the lag metric.
+    recorded: Option<DateTime<Utc>>,
 }
 
 /// One SSE frame: `id`, `event` and one line of JSON data.
@@ -168,7 +169,9 @@ pub fn render(change: Change) -> Rendered {
         chat_id: change.chat_id,
         frames,
         ended_session,
-        created_at: change.created_at,
+        recorded: DateTime::parse_from_rfc3339(change.created_at.as_str())
+            .ok()
+            .map(|at| at.with_timezone(&Utc)),
     }
 }
 
@@ -251,15 +254,10 @@ impl Hub {
         self.inner.stop.send_replace(true);
     }
 
-    /// Wakes the feed of `user` (`None`: every feed), if it has one.
-    pub fn wake(&self, user: Option<&str>) {
-        wake(&self.inner, user);
-    }
-
     /// Opens a stream of `user`'s events from `start` (`None`: from now), narrowed to
     /// `chat` if set, for the session `token_hash` that expires at `expires_at`. The
     /// frames come out of the receiver; the stream ends when it is dropped.
-    pub async fn open(
+    pub fn open(
         &self,
         user: String,
         chat: Option<i64>,
@@ -612,7 +610,7 @@ impl Stream {
                     };
                 }
             }
-            if let Ok(recorded) = chrono::DateTime::parse_from_rfc3339(change.created_at.as_str()) {
+            if let Some(recorded) = change.recorded {
                 let lag = Utc::now().signed_duration_since(recorded);
                 histogram!(EVENTS_LAG).record(lag.as_seconds_f64().max(0.0));
             }

@@ -60,37 +60,44 @@ pub(super) async fn stream(
 ) -> Result<HttpResponse, ApiError> {
     let inputs = |_key| async move { parse(&req) };
     let (user, token_hash, expires_at, chat, start, state) = claim
-        .run(Check::First, inputs, |claim, (chat, start)| async move {
-            if let Some(chat) = chat {
-                db.chat(claim.user_id.clone(), chat).await?;
-            }
-            let Some((_, expires_at)) = db.session(claim.token_hash).await? else {
-                return Err(db::Error::NotFound(Entity::Session));
-            };
-            let expires_at = DateTime::parse_from_rfc3339(expires_at.as_str())
-                .map(|at| at.with_timezone(&Utc))
-                .unwrap_or_else(|_| Utc::now());
-            // Where the feed stands, read before the answer's head goes out: a change
-            // the client makes once it has the head comes after the stream's start.
-            let after = start.map_or(i64::MAX, Position::read_after);
-            let log = db.read_changes(claim.user_id.clone(), after, 0).await?;
-            let state = FeedState {
-                last: log.last,
-                oldest: log.oldest,
-            };
-            Ok((
-                claim.user_id,
-                claim.token_hash,
-                expires_at,
-                chat,
-                start,
-                state,
-            ))
-        })
+        // The session is looked up here, once, for its expiry too; its answer settles
+        // the claim (401, 403) before the chat's 404.
+        .run(
+            Check::InStorage,
+            inputs,
+            |claim, (chat, start)| async move {
+                let expires_at = match db.session(claim.token_hash).await? {
+                    Some((user, expires_at)) if user == claim.user_id => expires_at,
+                    Some(_) => return Err(db::Error::WrongUser),
+                    None => return Err(db::Error::NotFound(Entity::Session)),
+                };
+                if let Some(chat) = chat {
+                    db.chat(claim.user_id.clone(), chat).await?;
+                }
+                let expires_at = DateTime::parse_from_rfc3339(expires_at.as_str())
+                    .map(|at| at.with_timezone(&Utc))
+                    .unwrap_or_else(|_| Utc::now());
+                // Where the feed stands, read before the answer's head goes out: a change
+                // the client makes once it has the head comes after the stream's start.
+                let after = start.map_or(i64::MAX, Position::read_after);
+                let log = db.read_changes(claim.user_id.clone(), after, 0).await?;
+                let state = FeedState {
+                    last: log.last,
+                    oldest: log.oldest,
+                };
+                Ok((
+                    claim.user_id,
+                    claim.token_hash,
+                    expires_at,
+                    chat,
+                    start,
+                    state,
+                ))
+            },
+        )
         .await?;
     let frames = hub
         .open(user, chat, token_hash, expires_at, start, state)
-        .await
         .map_err(|refused| match refused {
             Refused::PerUser => ApiError::TooManyStreams,
             Refused::Total => ApiError::StreamsFull,
