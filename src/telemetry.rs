@@ -22,8 +22,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::metric_names::{
-    BATCHES_STORED, DB_BUSY, LATENCY, MESSAGES_STORED, OPEN_CONNECTIONS, REQUESTS, RESIDENT_MEMORY,
-    WRITE_QUEUE_DEPTH,
+    BATCHES_STORED, DB_BUSY, EVENTS_LAG, EVENTS_SENT, LATENCY, MESSAGES_STORED, OPEN_CONNECTIONS,
+    OPEN_STREAMS, REQUESTS, RESIDENT_MEMORY, STREAMS_RESET, WRITE_QUEUE_DEPTH,
 };
 use crate::random::random_url_safe;
 
@@ -165,6 +165,9 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
             ];
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(LATENCY.to_owned()), &buckets)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Full(EVENTS_LAG.to_owned()), &buckets)
+                })
                 .and_then(PrometheusBuilder::install_recorder);
             match handle {
                 Ok(handle) => {
@@ -202,6 +205,17 @@ fn describe_metrics() {
         "Database calls that failed because SQLite stayed busy"
     );
     describe_gauge!(OPEN_CONNECTIONS, "Open HTTP connections");
+    describe_gauge!(OPEN_STREAMS, "Open events streams");
+    describe_counter!(EVENTS_SENT, "Events sent on events streams");
+    describe_counter!(
+        STREAMS_RESET,
+        "Events streams that began with a reset: their Last-Event-ID was no longer kept"
+    );
+    describe_histogram!(
+        EVENTS_LAG,
+        metrics::Unit::Seconds,
+        "Time from a change's commit to its event being sent on a stream"
+    );
     describe_gauge!(
         RESIDENT_MEMORY,
         metrics::Unit::Bytes,
@@ -214,12 +228,20 @@ fn describe_metrics() {
 /// `rate()`, and an alert on a missing series cannot tell "0" from "not exported").
 /// The labelled request series appear with the first request, labelled by it.
 fn register_unlabelled_series() {
-    for name in [MESSAGES_STORED, BATCHES_STORED, DB_BUSY] {
+    for name in [
+        MESSAGES_STORED,
+        BATCHES_STORED,
+        DB_BUSY,
+        EVENTS_SENT,
+        STREAMS_RESET,
+    ] {
         counter!(name).increment(0);
     }
-    for name in [WRITE_QUEUE_DEPTH, OPEN_CONNECTIONS] {
+    for name in [WRITE_QUEUE_DEPTH, OPEN_CONNECTIONS, OPEN_STREAMS] {
         gauge!(name).increment(0.0);
     }
+    // Registered, so that it is exported (with a count of 0) before the first event.
+    let _ = histogram!(EVENTS_LAG);
     if let Some(rss) = resident_memory_bytes() {
         gauge!(RESIDENT_MEMORY).set(rss as f64);
     }

@@ -506,6 +506,40 @@ async fn a_stream_ends_when_its_session_expires() {
     assert_error(again, 401, "Unauthorized").await;
 }
 
+/// The value of the unlabelled series `name` on `app`'s `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    crate::operations::parse_metrics(&text)
+        .iter()
+        .find(|sample| sample.name == name)
+        .map(|sample| sample.value)
+        .unwrap_or_else(|| panic!("{name} is not exported:\n{text}"))
+}
+
+#[tokio::test]
+async fn open_streams_events_sent_resets_and_the_lag_are_counted() {
+    // The recorder is shared by every test of this binary: the counts only grow, and a
+    // gauge of streams open elsewhere can be higher.
+    let app = spawn_app().await;
+    let alice = app.seed_user("alice");
+    let sent_before = metric(&app, "neptun_events_sent_total").await;
+    let lagged_before = metric(&app, "neptun_events_lag_seconds_count").await;
+    let resets_before = metric(&app, "neptun_events_streams_reset_total").await;
+
+    let mut sse = open_live(&app, &alice).await;
+    post_batch(&app, &alice, alice.chat_id, &["a", "b"]).await;
+    sse.expect("message").await;
+    sse.expect("message").await;
+    let mut reset = open(&app, &alice, "", Some("99999")).await;
+    reset.expect("reset").await;
+
+    assert!(metric(&app, "neptun_events_open_streams").await >= 2.0);
+    // The marker chat and the two messages.
+    assert!(metric(&app, "neptun_events_sent_total").await >= sent_before + 3.0);
+    assert!(metric(&app, "neptun_events_lag_seconds_count").await >= lagged_before + 2.0);
+    assert!(metric(&app, "neptun_events_streams_reset_total").await >= resets_before + 1.0);
+}
+
 #[tokio::test]
 async fn an_idle_stream_gets_heartbeats() {
     let app = spawn_app_with_settings(Settings {

@@ -48,14 +48,14 @@ async fn healthz_and_readyz_answer_without_a_session() {
 
 /// One sample line of the Prometheus text format.
 #[derive(Debug)]
-struct Sample {
-    name: String,
+pub(crate) struct Sample {
+    pub(crate) name: String,
     labels: BTreeMap<String, String>,
-    value: f64,
+    pub(crate) value: f64,
 }
 
 /// Parses the sample lines of a Prometheus text exposition (comments skipped).
-fn parse_metrics(text: &str) -> Vec<Sample> {
+pub(crate) fn parse_metrics(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(|line| {
