@@ -45,7 +45,8 @@ fn set_chat_times(app: &TestApp, chat_id: i64, created_at: &str, updated_at: &st
 /// updated_at)` and their messages `(id, chat id, text, actor)`, in id order.
 type Snapshot = (Vec<Row>, Vec<Row>, Vec<Row>);
 
-/// Everything stored for `user_id`: chats, messages, and the user's storage counts.
+/// Everything stored for `user_id`: chats, messages, the user's storage counts and
+/// change count, and their recorded changes (a refused write records none).
 fn snapshot(app: &TestApp, user_id: &str) -> Snapshot {
     let db = &app.database;
     let mut chats = db.rows(&format!(
@@ -65,9 +66,12 @@ fn snapshot(app: &TestApp, user_id: &str) -> Snapshot {
     for message in &mut messages {
         message[2] = db.text(&message[2]);
     }
-    let counts = db.rows(&format!(
-        "SELECT stored_messages, stored_bytes FROM users WHERE id = '{user_id}'"
+    let mut counts = db.rows(&format!(
+        "SELECT stored_messages, stored_bytes, last_change FROM users WHERE id = '{user_id}'"
     ));
+    counts.extend(db.rows(&format!(
+        "SELECT seq, kind, chat_id FROM changes WHERE user_id = '{user_id}' ORDER BY seq"
+    )));
     (chats, messages, counts)
 }
 
