@@ -207,6 +207,11 @@ pub enum MessageWindow {
     },
 }
 
+/// `bytes` in lower-case hex: how token hashes are shown and recorded.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What a recorded change of a user's data was (see the `changes` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {

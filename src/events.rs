@@ -49,7 +49,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::config::EventSettings;
 use crate::db::{self, Db};
-use crate::domain::{Change, ChangeKind};
+use crate::domain::{Change, ChangeKind, hex};
 use crate::metric_names::{EVENTS_LAG, EVENTS_SENT, OPEN_STREAMS, STREAMS_RESET};
 
 /// Changes read from the database at once.
@@ -632,11 +632,6 @@ impl Stream {
             Err(_) => Flow::End,
         }
     }
-}
-
-/// `bytes` in lower-case hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

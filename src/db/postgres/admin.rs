@@ -171,7 +171,7 @@ impl Admin {
                 .map(|row| {
                     let hash: &[u8] = row.try_get(0)?;
                     Ok(SessionInfo {
-                        hash_prefix: hash.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+                        hash_prefix: crate::domain::hex(&hash[..hash.len().min(6)]),
                         created_at: Timestamp::from_datetime(row.try_get(1)?),
                         expires_at: Timestamp::from_datetime(row.try_get(2)?),
                     })

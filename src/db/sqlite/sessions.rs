@@ -4,7 +4,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Entity, Error, Result, SessionInfo, changes};
-use crate::domain::{ChangeKind, SessionClaim, Timestamp};
+use crate::domain::{ChangeKind, SessionClaim, Timestamp, hex};
 
 /// The user of the session whose token hashes to ?1, if it is still live at ?2.
 const LIVE_SESSION_USER: &str =
@@ -111,8 +111,8 @@ pub(super) fn delete_user_sessions(conn: &Connection, user_id: &str) -> Result<u
 
 /// Records the end of `user`'s session `token_hash`, so that its events streams end.
 fn record_end(conn: &Connection, user: &str, token_hash: &[u8]) -> Result<()> {
-    let hex: String = token_hash.iter().map(|b| format!("{b:02x}")).collect();
     let kind = ChangeKind::SessionEnded;
+    let hex = hex(token_hash);
     changes::record(conn, user, kind, None, None, Some(&hex), &Timestamp::now())?;
     Ok(())
 }
@@ -134,7 +134,7 @@ pub(super) fn list_sessions(conn: &Connection, user_id: &str) -> Result<Vec<Sess
         .query_map([user_id], |row| {
             let hash: Vec<u8> = row.get(0)?;
             Ok(SessionInfo {
-                hash_prefix: hash.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+                hash_prefix: hex(&hash[..hash.len().min(6)]),
                 created_at: Timestamp::from_stored(row.get(1)?),
                 expires_at: Timestamp::from_stored(row.get(2)?),
             })
