@@ -185,9 +185,18 @@ struct Inner {
     db: Db,
     settings: EventSettings,
     poll: Duration,
-    feeds: Mutex<HashMap<String, Weak<Feed>>>,
+    feeds: Mutex<HashMap<String, FeedEntry>>,
     open: AtomicUsize,
     stop: watch::Sender<bool>,
+}
+
+/// A feed in the hub's map: the feed itself, held weakly (its streams hold it), and its
+/// wake-up, which waking uses without taking a hold on the feed. (A hold taken under the
+/// map's lock could be the feed's last one: dropping it there would take the lock again
+/// from within, in [`Feed`]'s `drop`.)
+struct FeedEntry {
+    feed: Weak<Feed>,
+    wake: Arc<Notify>,
 }
 
 /// The changes of one user with open streams.
@@ -204,7 +213,10 @@ impl Drop for Feed {
         // Its task ends by itself; take it out of the map unless it was replaced.
         if let Some(hub) = self.hub.upgrade() {
             let mut feeds = hub.feeds.lock().unwrap_or_else(|e| e.into_inner());
-            if feeds.get(&self.user).is_some_and(|w| w.strong_count() == 0) {
+            if feeds
+                .get(&self.user)
+                .is_some_and(|entry| entry.feed.strong_count() == 0)
+            {
                 feeds.remove(&self.user);
             }
         }
@@ -309,7 +321,7 @@ impl Hub {
     fn feed(&self, user: &str, last: i64) -> Arc<Feed> {
         let inner = &self.inner;
         let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(feed) = feeds.get(user).and_then(Weak::upgrade) {
+        if let Some(feed) = feeds.get(user).and_then(|entry| entry.feed.upgrade()) {
             return feed;
         }
         let (events, _) = broadcast::channel(FEED_BUFFER);
@@ -320,7 +332,11 @@ impl Hub {
             streams: AtomicUsize::new(0),
             hub: Arc::downgrade(inner),
         });
-        feeds.insert(user.to_owned(), Arc::downgrade(&feed));
+        let entry = FeedEntry {
+            feed: Arc::downgrade(&feed),
+            wake: Arc::clone(&feed.wake),
+        };
+        feeds.insert(user.to_owned(), entry);
         tokio::spawn(follow(
             Arc::downgrade(&feed),
             Arc::clone(&feed.wake),
@@ -356,13 +372,13 @@ fn wake(inner: &Inner, user: Option<&str>) {
     let feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
     match user {
         Some(user) => {
-            if let Some(feed) = feeds.get(user).and_then(Weak::upgrade) {
-                feed.wake.notify_one();
+            if let Some(entry) = feeds.get(user) {
+                entry.wake.notify_one();
             }
         }
         None => {
-            for feed in feeds.values().filter_map(Weak::upgrade) {
-                feed.wake.notify_one();
+            for entry in feeds.values() {
+                entry.wake.notify_one();
             }
         }
     }
