@@ -23,7 +23,10 @@ usage: bash bench/run.sh --events [options]
   --duration SECS     seconds of W1 per measurement (default 5)
   --runs N            runs of every scenario (default 3)
   --backends "LIST"   subset of "sqlite postgres" (default both)
+  --scenarios "LIST"  subset of "chat idle" (default both)
   --no-build          use the binaries already built
+  --server PATH       the server binary to measure (default: this checkout's release
+                      build), e.g. an older build for a before/after comparison
   --out DIR           where results go (default bench/results)
 USAGE
 }
@@ -31,7 +34,9 @@ USAGE
 DURATION=5
 RUNS=3
 BACKENDS="sqlite postgres"
+SCENARIOS="chat idle"
 BUILD=1
+SERVER=""
 OUT=bench/results
 COMMAND="bash bench/run.sh --events${*:+ $*}"
 while [ $# -gt 0 ]; do
@@ -39,7 +44,9 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --backends) BACKENDS=$2; shift 2 ;;
+    --scenarios) SCENARIOS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --server) SERVER=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -67,7 +74,7 @@ if [ "$BUILD" = 1 ]; then
   log "building the release binary and the events load"
   cargo build --release --locked --bin neptun-chat --example bench_events >&2
 fi
-BIN=$TARGET_DIR/release/neptun-chat
+BIN=${SERVER:-$TARGET_DIR/release/neptun-chat}
 LOAD=$TARGET_DIR/release/examples/bench_events
 for b in "$BIN" "$LOAD"; do [ -x "$b" ] || die "missing $b"; done
 
@@ -139,7 +146,7 @@ for backend in $BACKENDS; do
     bash "$PG_TMP" start "$PG_DIR" >/dev/null
   fi
   for run in $(seq "$RUNS"); do
-    for scenario in chat idle; do
+    for scenario in $SCENARIOS; do
       case "$backend" in
         sqlite) database="$WORK/run-$run-$scenario.db" ;;
         postgres) database=$(bash "$PG_TMP" createdb "$PG_DIR" "events_${run}_$scenario") ;;
@@ -175,6 +182,8 @@ checks = []
 for backend in dict.fromkeys(r["backend"] for r in rows):
     for scenario, label in (("chat", "1,000 streams on the chat"), ("idle", "10,000 idle streams")):
         runs = sorted({r["run"] for r in rows if r["backend"] == backend and r["scenario"] == scenario})
+        if not runs:
+            continue
         alone = [next(r for r in rows if r["backend"] == backend and r["scenario"] == f"w1-before-{scenario}" and r["run"] == n) for n in runs]
         withs = [next(r for r in rows if r["backend"] == backend and r["scenario"] == scenario and r["run"] == n) for n in runs]
         ratio = med([w["w1_req_s"] / a["w1_req_s"] for a, w in zip(alone, withs) if a["w1_req_s"]])

@@ -114,7 +114,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut stopped = stopped.clone();
         streams.push(tokio::spawn(async move {
             let mut seen = Vec::new();
-            let mut rest = String::new();
+            // What is left of the last chunk: the start of a frame still coming.
+            let mut rest: Vec<u8> = Vec::new();
             loop {
                 let chunk = tokio::select! {
                     chunk = bytes.next() => chunk,
@@ -122,18 +123,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 };
                 let Some(Ok(chunk)) = chunk else { break };
                 let now = start.elapsed();
-                rest.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = rest.find("\n\n") {
-                    let frame: String = rest.drain(..end + 2).collect();
-                    let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) else {
+                rest.extend_from_slice(&chunk);
+                // Every frame that ended in this chunk, read in place; what remains of
+                // the last one is kept once, not moved per frame.
+                let mut at = 0;
+                while let Some(end) = rest[at..].windows(2).position(|w| w == b"\n\n") {
+                    let frame = &rest[at..at + end];
+                    at += end + 2;
+                    let Some(id) = frame.strip_prefix(b"id: ") else {
                         continue;
                     };
                     events.fetch_add(1, Ordering::Relaxed);
-                    let message = id.split_once('.').and_then(|(_, m)| m.parse::<i64>().ok());
+                    let id = id.split(|&b| b == b'\n').next().unwrap_or_default();
+                    let message = std::str::from_utf8(id)
+                        .ok()
+                        .and_then(|id| id.split_once('.'))
+                        .and_then(|(_, m)| m.parse::<i64>().ok());
                     if let Some(message) = message.filter(|m| m % SAMPLE == 0) {
                         seen.push((message, now));
                     }
                 }
+                rest.drain(..at);
             }
             arrived
                 .lock()

@@ -16,7 +16,12 @@
 //!
 //! **Fan-out.** Per user with open streams, one feed: a task that reads the user's new
 //! changes once, renders each event once, and hands them to the user's streams through
-//! a bounded broadcast channel. The feed wakes when this process writes for the user
+//! a bounded broadcast channel, in batches of the changes read together. A stream that
+//! stands right before a batch takes its frames as one piece of bytes, joined once for
+//! all the streams of the same narrowing: a write becomes one buffer shared by every
+//! stream and one socket write per stream, not one per event. While writes keep
+//! coming, a feed reads at most once per [`FEED_PACE`] (10 ms), so a busy chat's
+//! streams get one batch per pace, whatever the rate of writes. The feed wakes when this process writes for the user
 //! (one channel send per write, whatever the number of streams), when PostgreSQL
 //! notifies a change made by another instance, and every [`poll interval`](crate::events::Hub::new),
 //! which catches changes made by another process on the same SQLite file (the CLI).
@@ -41,7 +46,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use metrics::{counter, gauge, histogram};
 use serde_json::json;
@@ -55,9 +60,18 @@ use crate::metric_names::{EVENTS_LAG, EVENTS_SENT, OPEN_STREAMS, STREAMS_RESET};
 /// Changes read from the database at once.
 const PAGE: usize = 256;
 
-/// Rendered changes a feed keeps for streams that have not taken them yet; a stream
-/// further behind catches up from the database.
-const FEED_BUFFER: usize = 1024;
+/// Batches of rendered changes a feed keeps for streams that have not taken them yet; a
+/// stream further behind catches up from the database.
+const FEED_BUFFER: usize = 512;
+
+/// A batch is cut once its frames reach this many bytes, so that what one stream is
+/// handed at once stays small next to its connection's write buffer.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// The shortest time between two reads of a feed (see [`follow`]): under a stream of
+/// writes, a stream gets one batch per pace rather than one per write, which is what
+/// lets many streams of a busy chat keep up (BENCHMARKS.md, "The events stream").
+const FEED_PACE: Duration = Duration::from_millis(10);
 
 /// Frames waiting to be written to one stream's connection.
 pub const STREAM_BUFFER: usize = 64;
@@ -118,6 +132,73 @@ pub struct Rendered {
     ended_session: Option<String>,
     /// When the change was recorded, for the lag metric.
     recorded: Option<DateTime<Utc>>,
+}
+
+impl Rendered {
+    fn bytes(&self) -> usize {
+        self.frames.iter().map(|(_, frame)| frame.len()).sum()
+    }
+
+    /// Whether this change can end a stream (it goes through a stream's checks one by
+    /// one, never joined).
+    fn may_end(&self) -> bool {
+        matches!(self.kind, ChangeKind::SessionEnded | ChangeKind::ChatDeleted)
+    }
+}
+
+/// Consecutive changes a feed read together, handed to its streams at once. A stream
+/// that stands right before the batch takes all the frames of its chat (or all of
+/// them) as one piece of bytes, joined once for every stream that wants the same.
+#[derive(Debug)]
+pub struct Batch {
+    changes: Vec<Rendered>,
+    /// Whether one of the changes can end a stream: then each is delivered on its own.
+    may_end: bool,
+    /// The frames joined, per narrowing (`None`: every chat), with their number; made
+    /// when the first stream asks.
+    joined: Mutex<Vec<(Option<i64>, Bytes, u64)>>,
+}
+
+impl Batch {
+    fn new(changes: Vec<Rendered>) -> Batch {
+        Batch {
+            may_end: changes.iter().any(Rendered::may_end),
+            changes,
+            joined: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn first(&self) -> i64 {
+        self.changes.first().map_or(0, |change| change.seq)
+    }
+
+    fn last(&self) -> i64 {
+        self.changes.last().map_or(0, |change| change.seq)
+    }
+
+    /// The frames of the changes of `chat` (`None`: of every chat) as one piece, and
+    /// how many frames that is.
+    fn joined(&self, chat: Option<i64>) -> (Bytes, u64) {
+        let mut joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bytes, frames)) = joined.iter().find(|(of, _, _)| *of == chat) {
+            return (bytes.clone(), *frames);
+        }
+        let ours = || {
+            self.changes
+                .iter()
+                .filter(|change| chat.is_none() || change.chat_id == chat)
+                .flat_map(|change| change.frames.iter().map(|(_, frame)| frame))
+        };
+        let mut bytes = BytesMut::with_capacity(ours().map(Bytes::len).sum());
+        let mut frames = 0;
+        for frame in ours() {
+            bytes.extend_from_slice(frame);
+            frames += 1;
+        }
+        let bytes = bytes.freeze();
+        joined.push((chat, bytes.clone(), frames));
+        (bytes, frames)
+    }
 }
 
 /// One SSE frame: `id`, `event` and one line of JSON data.
@@ -203,7 +284,7 @@ struct FeedEntry {
 struct Feed {
     user: String,
     wake: Arc<Notify>,
-    events: broadcast::Sender<Arc<Rendered>>,
+    events: broadcast::Sender<Arc<Batch>>,
     streams: AtomicUsize,
     hub: Weak<Inner>,
 }
@@ -413,6 +494,7 @@ async fn follow(
         let Some(events) = feed.upgrade().map(|feed| feed.events.clone()) else {
             return;
         };
+        let read_at = tokio::time::Instant::now();
         match read_new(&db, &user, after, &events).await {
             Ok(last) => after = last,
             Err(err) => log::warn!("reading the change feed of {user} failed: {err}"),
@@ -423,23 +505,42 @@ async fn follow(
             () = tokio::time::sleep(poll) => {}
             _ = stop.changed() => return,
         }
+        // While writes keep coming, read at most once per pace: what they wrote
+        // meanwhile goes out as one batch. A first write after a quiet spell is read
+        // at once.
+        tokio::select! {
+            () = tokio::time::sleep_until(read_at + FEED_PACE) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
-/// Hands every change of `user` after `after` to `events`; the number of the last.
+/// Hands every change of `user` after `after` to `events`, in batches; the number of
+/// the last.
 async fn read_new(
     db: &Db,
     user: &str,
     mut after: i64,
-    events: &broadcast::Sender<Arc<Rendered>>,
+    events: &broadcast::Sender<Arc<Batch>>,
 ) -> db::Result<i64> {
     loop {
         let log = db.read_changes(user.to_owned(), after, PAGE).await?;
         let full = log.changes.len() == PAGE;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
         for change in log.changes {
             after = change.seq;
-            // No receivers is fine: the last stream just went away.
-            let _ = events.send(Arc::new(render(change)));
+            let change = render(change);
+            bytes += change.bytes();
+            batch.push(change);
+            if bytes >= BATCH_BYTES {
+                // No receivers is fine: the last stream just went away.
+                let _ = events.send(Arc::new(Batch::new(std::mem::take(&mut batch))));
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = events.send(Arc::new(Batch::new(batch)));
         }
         if !full {
             return Ok(after);
@@ -477,7 +578,7 @@ impl Stream {
         self,
         start: Option<Position>,
         state: FeedState,
-        mut live: broadcast::Receiver<Arc<Rendered>>,
+        mut live: broadcast::Receiver<Arc<Batch>>,
         heartbeat: Duration,
         expires_at: DateTime<Utc>,
         mut stop: watch::Receiver<bool>,
@@ -503,15 +604,15 @@ impl Stream {
         loop {
             let flow = tokio::select! {
                 received = live.recv() => match received {
-                    // A change that is not the next one: those between came before this
+                    // Changes that do not come next: those between came before this
                     // stream's feed did, or were missed; read them first.
-                    Ok(change) if change.seq > at.seq + 1 => {
+                    Ok(batch) if batch.first() > at.seq + 1 => {
                         match Box::pin(self.catch_up(&mut at)).await {
-                            Some(Flow::Go) => self.deliver(&change, &mut at).await,
+                            Some(Flow::Go) => self.deliver_batch(&batch, &mut at).await,
                             Some(Flow::End) | None => Flow::End,
                         }
                     }
-                    Ok(change) => self.deliver(&change, &mut at).await,
+                    Ok(batch) => self.deliver_batch(&batch, &mut at).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         match Box::pin(self.catch_up(&mut at)).await {
                             Some(flow) => flow,
@@ -597,6 +698,41 @@ impl Stream {
                 return Some(Flow::Go);
             }
         }
+    }
+
+    /// Sends what of `batch` this stream has not sent yet, and moves `at` past it: at
+    /// once when it comes right after `at` and none of it can end the stream, else
+    /// change by change.
+    async fn deliver_batch(&self, batch: &Batch, at: &mut Position) -> Flow {
+        let next = at.message.is_none() && batch.first() == at.seq + 1;
+        if !next || batch.may_end {
+            for change in &batch.changes {
+                if self.deliver(change, at).await == Flow::End {
+                    return Flow::End;
+                }
+            }
+            return Flow::Go;
+        }
+        let (bytes, frames) = batch.joined(self.chat);
+        if frames > 0 {
+            if self.send(bytes).await == Flow::End {
+                return Flow::End;
+            }
+            counter!(EVENTS_SENT).increment(frames);
+            // The oldest change's lag, once per batch and stream.
+            let recorded = batch.changes.iter().find(|change| {
+                !change.frames.is_empty() && (self.chat.is_none() || change.chat_id == self.chat)
+            });
+            if let Some(recorded) = recorded.and_then(|change| change.recorded) {
+                let lag = Utc::now().signed_duration_since(recorded);
+                histogram!(EVENTS_LAG).record(lag.as_seconds_f64().max(0.0));
+            }
+        }
+        *at = Position {
+            seq: batch.last(),
+            message: None,
+        };
+        Flow::Go
     }
 
     /// Sends what of `change` this stream has not sent yet, and moves `at` past it.
