@@ -34,6 +34,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::join;
 use neptun_chat::auth::hash_token;
 use neptun_chat::domain::Timestamp;
+use neptun_chat::search;
 use serde_json::json;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -314,10 +315,12 @@ async fn append(work: &Work) -> anyhow::Result<()> {
     let bytes: i64 = work.texts.iter().map(|t| t.len() as i64).sum();
     // Messages are stored as UTF-8 bytes (`bytea`), as the server binds them.
     let texts: Vec<&[u8]> = work.texts.iter().map(String::as_bytes).collect();
+    // Their words for the search index, made as the server makes them.
+    let words: Vec<String> = work.texts.iter().map(|t| search::tsvector(t)).collect();
     let rows = match (texts.as_slice(), work.actors.as_slice()) {
         ([text], [actor]) => {
             let append = conn.prepare_cached(&statements.append_one).await?;
-            let params: [&(dyn ToSql + std::marker::Sync); 7] = [
+            let params: [&(dyn ToSql + std::marker::Sync); 8] = [
                 &work.chat,
                 &work.user,
                 &token_hash,
@@ -325,12 +328,13 @@ async fn append(work: &Work) -> anyhow::Result<()> {
                 text,
                 actor,
                 &bytes,
+                &words[0],
             ];
             conn.query(&append, &params).await?
         }
         _ => {
             let append = conn.prepare_cached(&statements.append_many).await?;
-            let params: [&(dyn ToSql + std::marker::Sync); 7] = [
+            let params: [&(dyn ToSql + std::marker::Sync); 8] = [
                 &work.chat,
                 &work.user,
                 &token_hash,
@@ -338,6 +342,7 @@ async fn append(work: &Work) -> anyhow::Result<()> {
                 &texts,
                 &work.actors,
                 &bytes,
+                &words,
             ];
             conn.query(&append, &params).await?
         }

@@ -185,6 +185,53 @@ impl Default for ChatOrder {
     }
 }
 
+/// What a search is narrowed to, besides its words.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchFilter {
+    /// Only this chat's messages.
+    pub chat_id: Option<i64>,
+    /// Only messages of this role.
+    pub actor: Option<Role>,
+    /// Only messages stored at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only messages stored before this time.
+    pub until: Option<Timestamp>,
+}
+
+/// Where a page of search hits ends: the last hit's score and id. The next page holds
+/// the hits after it, in the same order (score descending, then id descending).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchPosition {
+    /// The last hit's score.
+    pub score: f64,
+    /// The last hit's message id.
+    pub id: i64,
+}
+
+/// One message a search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The message.
+    pub message: ChatMessage,
+    /// Its chat's name.
+    pub chat_name: String,
+    /// How well it matches: higher is better; comparable within one search only.
+    pub score: f64,
+}
+
+/// A page of search hits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    /// The hits, best first.
+    pub hits: Vec<SearchHit>,
+    /// The newest message id the search looks at: later pages of the same search stop
+    /// there too, so a message stored meanwhile does not push the pages around.
+    pub newest: i64,
+    /// Whether every message is indexed; false while messages stored before search
+    /// existed are still being indexed in the background.
+    pub complete: bool,
+}
+
 /// Which slice of a chat's messages to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageWindow {

@@ -20,7 +20,7 @@
 //! stands right before a batch takes its frames as one piece of bytes, joined once for
 //! all the streams of the same narrowing: a write becomes one buffer shared by every
 //! stream and one socket write per stream, not one per event. While writes keep
-//! coming, a feed reads at most once per [`FEED_PACE`] (10 ms), so a busy chat's
+//! coming, a feed reads at most once every 10 ms, so a busy chat's
 //! streams get one batch per pace, whatever the rate of writes. The feed wakes when this process writes for the user
 //! (one channel send per write, whatever the number of streams), when PostgreSQL
 //! notifies a change made by another instance, and every [`poll interval`](crate::events::Hub::new),
@@ -142,7 +142,10 @@ impl Rendered {
     /// Whether this change can end a stream (it goes through a stream's checks one by
     /// one, never joined).
     fn may_end(&self) -> bool {
-        matches!(self.kind, ChangeKind::SessionEnded | ChangeKind::ChatDeleted)
+        matches!(
+            self.kind,
+            ChangeKind::SessionEnded | ChangeKind::ChatDeleted
+        )
     }
 }
 

@@ -33,6 +33,8 @@ pub mod random;
 pub mod rate_limit;
 /// HTTP routes, one file per resource.
 pub mod routes;
+/// Full-text search: the words of a text, a typed query read, and the snippet of a hit.
+pub mod search;
 /// Building and running the HTTP server.
 pub mod startup;
 /// Logging, the per-request log line with its request id, and the Prometheus metrics.

@@ -152,6 +152,7 @@ impl Application {
         .listen(listener)?
         .run();
         tokio::spawn(purge_periodically(db.clone()));
+        tokio::spawn(index_backlog(db.clone()));
         // The one start-up line: tests and operators read the bound port from it.
         log::info!(
             "neptun-chat listening on {address} with the database {} (durability {}, {workers} workers)",
@@ -331,6 +332,40 @@ async fn purge_periodically(db: Db) {
             Ok(purged) => log::info!("purged {purged} expired sessions and idempotency answers"),
             Err(err) if err.is_writer_gone() => return,
             Err(err) => log::warn!("purging expired sessions failed: {err}"),
+        }
+    }
+}
+
+/// Messages indexed for search per transaction while the backlog is worked off.
+const BACKLOG_BATCH: usize = 500;
+
+/// Indexes the messages stored before the database had search (after the migration
+/// that added it), a batch per transaction, so that writes go on between them; logs
+/// its progress every few seconds, and ends when none are left.
+async fn index_backlog(db: Db) {
+    let mut indexed = 0;
+    let mut said = std::time::Instant::now();
+    loop {
+        match db.index_backlog(BACKLOG_BATCH).await {
+            Ok(Some((done, below))) => {
+                indexed += done;
+                if below == 0 {
+                    log::info!("search: all {indexed} older messages are indexed");
+                    return;
+                }
+                if said.elapsed() >= std::time::Duration::from_secs(2) {
+                    log::info!(
+                        "search: {indexed} older messages indexed, those below id {below} to go"
+                    );
+                    said = std::time::Instant::now();
+                }
+            }
+            Ok(None) => return,
+            Err(err) if err.is_writer_gone() => return,
+            Err(err) => {
+                log::warn!("search: indexing older messages failed, trying again soon: {err}");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
         }
     }
 }

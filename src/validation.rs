@@ -7,7 +7,11 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::domain::{ChatOrder, ChatSortField, MessageWindow, NewMessage, Role};
+use crate::domain::{
+    ChatOrder, ChatSortField, MessageWindow, NewMessage, Role, SearchFilter, SearchPosition,
+    Timestamp,
+};
+use crate::search;
 
 /// The options of the `actor` / `role` enum, as issues list them.
 const ROLE_OPTIONS: [&str; 3] = ["user", "assistant", "system"];
@@ -92,6 +96,8 @@ pub enum IssueKind {
         /// The format wanted, e.g. `"email"`.
         validation: &'static str,
     },
+    /// A value that fails a check of its own (zod's `refine`), said in the message.
+    Custom,
     /// The body is not valid JSON.
     InvalidJson {
         /// 1-based line of the problem.
@@ -752,6 +758,171 @@ pub fn parse_events_query(
         Ok((chat_id, after.map(str::to_owned)))
     } else {
         Err(issues)
+    }
+}
+
+/// Largest page of search hits.
+pub const MAX_SEARCH_PAGE: usize = 100;
+
+/// Search hits per page when `limit` is not given.
+pub const DEFAULT_SEARCH_PAGE: usize = 20;
+
+/// A search as its query string asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    /// What to look for.
+    pub query: search::Query,
+    /// What to narrow it to.
+    pub filter: SearchFilter,
+    /// Hits per page.
+    pub limit: usize,
+    /// Where the page before ended (from its `next_cursor`).
+    pub cursor: Option<SearchCursor>,
+}
+
+/// A page's `next_cursor`: the last hit (score and id) and the newest message id the
+/// search looks at. Written `SCORE.ID.NEWEST`, the score as the 16 hex digits of its
+/// bits, so that the next page compares it exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchCursor {
+    /// The last hit of the page.
+    pub position: SearchPosition,
+    /// The newest message id of the first page.
+    pub newest: i64,
+}
+
+impl SearchCursor {
+    /// Reads a cursor as [`fmt::Display`] writes it.
+    pub fn parse(text: &str) -> Option<SearchCursor> {
+        let mut parts = text.split('.');
+        let bits = parts.next().filter(|bits| bits.len() == 16)?;
+        let score = f64::from_bits(u64::from_str_radix(bits, 16).ok()?);
+        let id = parts.next()?.parse().ok()?;
+        let newest = parts.next()?.parse().ok()?;
+        (parts.next().is_none() && score.is_finite()).then_some(SearchCursor {
+            position: SearchPosition { score, id },
+            newest,
+        })
+    }
+}
+
+impl fmt::Display for SearchCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bits = self.position.score.to_bits();
+        write!(f, "{bits:016x}.{}.{}", self.position.id, self.newest)
+    }
+}
+
+/// The query parameters a search takes, in the order [`parse_search_query`] wants them.
+pub const SEARCH_PARAMS: [&str; 7] = ["q", "chat_id", "actor", "since", "until", "limit", "cursor"];
+
+/// Parses a search's query string: `q` (required, see [`search::Query::parse`]),
+/// `chat_id`, `actor`, `since` and `until` (RFC 3339 times; `since` inclusive, `until`
+/// not), `limit` (1..=100, default 20) and `cursor` (a page's `next_cursor`), given as
+/// the values of [`SEARCH_PARAMS`].
+pub fn parse_search_query(values: &[Option<&str>]) -> Result<SearchRequest, Vec<Issue>> {
+    let value = |i: usize| values.get(i).copied().flatten();
+    let mut issues = Vec::new();
+    let key = |name: &'static str| vec![PathSegment::Key(name)];
+    let query = match value(0) {
+        None => {
+            issues.push(Issue {
+                kind: IssueKind::InvalidType {
+                    expected: "string",
+                    received: "undefined",
+                },
+                path: key("q"),
+                message: "q is required: the words to search for".to_owned(),
+            });
+            None
+        }
+        Some(text) => match search::Query::parse(text) {
+            Ok(query) => Some(query),
+            Err(search::QueryError(message)) => {
+                issues.push(Issue {
+                    kind: IssueKind::Custom,
+                    path: key("q"),
+                    message,
+                });
+                None
+            }
+        },
+    };
+    let mut integer =
+        |field: &'static str, text: Option<&str>, min: i64, max: i64| match query_integer(
+            field, text?, min, max,
+        ) {
+            Ok(value) => Some(value),
+            Err(issue) => {
+                issues.push(issue);
+                None
+            }
+        };
+    let chat_id = integer("chat_id", value(1), 1, i64::MAX);
+    let max_page = i64::try_from(MAX_SEARCH_PAGE).unwrap_or(i64::MAX);
+    let limit = integer("limit", value(5), 1, max_page);
+    let actor = value(2).and_then(|text| {
+        let role = Role::parse(text);
+        if role.is_none() {
+            issues.push(Issue {
+                kind: IssueKind::InvalidEnumValue {
+                    options: &ROLE_OPTIONS,
+                    received: text.to_owned(),
+                },
+                path: key("actor"),
+                message: format!(
+                    "Invalid enum value. Expected 'user' | 'assistant' | 'system', received '{text}'"
+                ),
+            });
+        }
+        role
+    });
+    let mut time = |field: &'static str, text: Option<&str>| {
+        let text = text?;
+        match chrono::DateTime::parse_from_rfc3339(text) {
+            Ok(at) => Some(Timestamp::from_datetime(at.with_timezone(&chrono::Utc))),
+            Err(_) => {
+                issues.push(Issue {
+                    kind: IssueKind::InvalidString {
+                        validation: "datetime",
+                    },
+                    path: vec![PathSegment::Key(field)],
+                    message: format!(
+                        "{field} must be an RFC 3339 time such as 2026-01-31T12:00:00Z"
+                    ),
+                });
+                None
+            }
+        }
+    };
+    let since = time("since", value(3));
+    let until = time("until", value(4));
+    let cursor = value(6).and_then(|text| {
+        let cursor = SearchCursor::parse(text);
+        if cursor.is_none() {
+            issues.push(Issue {
+                kind: IssueKind::Custom,
+                path: key("cursor"),
+                message: "cursor must be a next_cursor given by a search".to_owned(),
+            });
+        }
+        cursor
+    });
+    match query {
+        Some(query) if issues.is_empty() => Ok(SearchRequest {
+            query,
+            filter: SearchFilter {
+                chat_id,
+                actor,
+                since,
+                until,
+            },
+            limit: limit
+                .and_then(|l| usize::try_from(l).ok())
+                .unwrap_or(DEFAULT_SEARCH_PAGE),
+            cursor,
+        }),
+        _ => Err(issues),
     }
 }
 

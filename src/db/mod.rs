@@ -22,6 +22,7 @@ mod postgres;
 mod quota;
 mod sqlite;
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,8 +36,9 @@ pub use quota::Quota;
 
 use crate::domain::{
     ChangeLog, Chat, ChatMessage, ChatOrder, IdempotencyKey, MessageRef, MessageWindow, NewMessage,
-    SessionClaim, Timestamp, User,
+    SearchFilter, SearchPage, SearchPosition, SessionClaim, Timestamp, User,
 };
+use crate::search;
 
 /// What a [`Error::NotFound`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,5 +466,28 @@ impl Db {
         let deleted = dispatch!(self, db => db.delete_last_turn(owner.clone(), chat_id).await)?;
         self.changed(&owner);
         Ok(deleted)
+    }
+
+    /// Up to `limit` of `user`'s messages (in chats not deleted) that match `query` and
+    /// `filter`, best first, then newest first; after `position` when given (the last
+    /// hit of the page before), among the messages up to id `newest` (`None`: up to the
+    /// newest now, which the page then gives for the next one).
+    pub async fn search(
+        &self,
+        user: String,
+        query: Arc<search::Query>,
+        filter: SearchFilter,
+        newest: Option<i64>,
+        position: Option<SearchPosition>,
+        limit: usize,
+    ) -> Result<SearchPage> {
+        dispatch!(self, db => db.search(user, query, filter, newest, position, limit).await)
+    }
+
+    /// Indexes up to `batch` of the messages stored before search existed, newest first:
+    /// how many, and the id below which messages are left (0 once none are), or `None`
+    /// when none were left.
+    pub async fn index_backlog(&self, batch: usize) -> Result<Option<(usize, i64)>> {
+        dispatch!(self, db => db.index_backlog(batch).await)
     }
 }

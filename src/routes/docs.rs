@@ -17,7 +17,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, chats, events, health, messages};
+use super::{auth, chats, events, health, messages, search};
 use crate::config::Limits;
 use crate::error::ApiError;
 
@@ -49,6 +49,7 @@ use crate::error::ApiError;
         messages::create,
         messages::delete_last,
         events::stream,
+        search::search,
     ),
     modifiers(&SessionCookie, &Summaries),
     tags(
@@ -56,6 +57,7 @@ use crate::error::ApiError;
         (name = "chats", description = "A user's chats"),
         (name = "messages", description = "The messages of a chat"),
         (name = "events", description = "The user's changes, live, as Server-Sent Events"),
+        (name = "search", description = "Full-text search across the user's chats"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -78,6 +80,11 @@ fn metrics() {}
 /// Each operation's summary and description for readers of `/docs`, by operation id:
 /// short sentences about what the operation does for the caller.
 pub const OPERATIONS: &[(&str, &str, &str)] = &[
+    (
+        "search",
+        "Search the user's messages.",
+        "Full-text search across all of the user's chats: words (all must match), quoted phrases, prefixes with *, and -word to leave out; case and accents do not matter. Best matches first, each with its chat and a snippet whose matched words are marked with <mark>. Paged with next_cursor.",
+    ),
     (
         "events",
         "Follow the user's changes live.",

@@ -9,6 +9,7 @@ mod favicon;
 mod health;
 mod messages;
 pub mod schema;
+mod search;
 
 use actix_web::{Resource, Route, guard, web};
 
@@ -54,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(messages::create)),
                 )
                 .service(user_resource("/events", "GET, HEAD").route(get().to(events::stream)))
+                .service(user_resource("/search", "GET, HEAD").route(get().to(search::search)))
                 .service(
                     user_resource("/chats/{chat_id}/messages/last", "DELETE")
                         .route(web::delete().to(messages::delete_last)),

@@ -1014,11 +1014,11 @@ fn two_instances_starting_at_once_on_an_empty_database_both_serve_on_one_migrate
     // Act
     let servers = db.serve_many(2);
 
-    // Assert: one schema, at the newest version (2: the change feed), marked once.
+    // Assert: one schema, at the newest version (3: search), marked once.
     assert_eq!(servers.len(), 2);
     assert_eq!(
         db.query("SELECT version FROM neptun_schema"),
-        vec![vec![Some("2".to_owned())]]
+        vec![vec![Some("3".to_owned())]]
     );
     let tables = db.query(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'chat_messages'",
@@ -1164,8 +1164,9 @@ async fn a_stream_on_one_instance_gets_the_other_instances_writes_in_order_and_a
 }
 
 #[test]
-fn a_database_at_schema_version_1_is_migrated_to_the_change_feed_and_keeps_its_data() {
-    // Arrange: version 1 as it was released, with a user and a chat written into it.
+fn a_database_at_schema_version_1_is_migrated_keeps_its_data_and_indexes_its_messages_for_search() {
+    // Arrange: version 1 as it was released, with a user, a chat and more messages than
+    // one batch of the search backlog written into it.
     let Some(cluster) = shared() else { return };
     let db = Database::fresh(cluster);
     db.query(include_str!(
@@ -1174,17 +1175,21 @@ fn a_database_at_schema_version_1_is_migrated_to_the_change_feed_and_keeps_its_d
     db.query(
         "INSERT INTO users (id, created_at) VALUES ('early', now()); \
          INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at) \
-         VALUES ('early', 'old', 'm', now(), now())",
+         VALUES ('early', 'old', 'm', now(), now()); \
+         INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, created_at) \
+         SELECT 1, 'early', convert_to('An old Café message ' || n, 'UTF8'), 'user', now() \
+         FROM generate_series(1, 1200) AS n",
     );
 
     // Act
     let _server = db.serve();
     let chat = db.create_chat("early");
 
-    // Assert: version 2, the old rows kept, and the user's changes counted from here.
+    // Assert: the newest version, the old rows kept, and the user's changes counted
+    // from here.
     assert_eq!(
         db.query("SELECT version FROM neptun_schema"),
-        vec![vec![Some("2".to_owned())]]
+        vec![vec![Some("3".to_owned())]]
     );
     assert_eq!(
         db.query("SELECT convert_from(name, 'UTF8') FROM chat_conversations ORDER BY id"),
@@ -1201,5 +1206,20 @@ fn a_database_at_schema_version_1_is_migrated_to_the_change_feed_and_keeps_its_d
             Some("chat_created".to_owned()),
             Some(chat.to_string()),
         ]]
+    );
+    // The old messages are indexed in the background, their words folded as new ones.
+    let unindexed = || db.query("SELECT count(*) FROM chat_messages WHERE search IS NULL");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while unindexed() != vec![vec![Some("0".to_owned())]] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still unindexed: {:?}",
+            unindexed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        db.query("SELECT count(*) FROM chat_messages WHERE search @@ 'cafe & old'::tsquery"),
+        vec![vec![Some("1200".to_owned())]]
     );
 }

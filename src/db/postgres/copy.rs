@@ -21,6 +21,7 @@ use super::{
 };
 use crate::db::copy::{ChatRow, KeyRow, MessageRow, NextIds, SessionRow, TableCounts, UserRow};
 use crate::domain::Timestamp;
+use crate::search;
 
 /// A PostgreSQL database opened for a copy.
 pub(in crate::db) struct Side {
@@ -305,11 +306,14 @@ impl crate::db::copy::Side for Side {
         let texts: Vec<&[u8]> = rows.iter().map(|row| row.text.as_bytes()).collect();
         let actors: Vec<&str> = rows.iter().map(|row| row.actor.as_str()).collect();
         let created = instants(rows.iter().map(|row| &row.created_at))?;
+        let words: Vec<String> = rows.iter().map(|row| search::tsvector(&row.text)).collect();
         self.execute(
             "INSERT INTO chat_messages (id, chat_conversation_id, neptun_user_id, message, \
-             actor, created_at) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], \
-             $4::bytea[], $5::text[], $6::timestamptz[])",
-            &[&ids, &chats, &users, &texts, &actors, &created],
+             actor, created_at, search) SELECT id, chat, owner, message, actor, created_at, \
+             words::tsvector FROM unnest($1::bigint[], $2::bigint[], $3::text[], \
+             $4::bytea[], $5::text[], $6::timestamptz[], $7::text[]) \
+             AS given (id, chat, owner, message, actor, created_at, words)",
+            &[&ids, &chats, &users, &texts, &actors, &created, &words],
         )
     }
 

@@ -41,6 +41,7 @@ mod admin;
 pub(super) mod copy;
 mod error;
 mod schema;
+mod search;
 mod tls;
 
 use std::ops::{Deref, DerefMut};
@@ -619,8 +620,8 @@ const LOCK_CHAT: &str = "WITH turn AS ( \
      UPDATE chat_conversations SET updated_at = $3 \
      WHERE id = $1 AND neptun_user_id = $2 AND EXISTS (SELECT 1 FROM turn) RETURNING id";
 
-/// Appends message `$5` (text) / `$6` (actor) of `$7` bytes to chat `$1` of user `$2` at
-/// `$4`, if session `$3` is live and the user's, in one statement: the whole append
+/// Appends message `$5` (text) / `$6` (actor) of `$7` bytes, with its words `$8` (a
+/// `tsvector`, see [`crate::search`]), to chat `$1` of user `$2` at `$4`, if session `$3` is live and the user's, in one statement: the whole append
 /// when there is no idempotency key and no quota. Checks the session, takes the chat's
 /// turn lock, locks the chat's row (moving its `updated_at`, and checking that the chat
 /// is the user's), then stores the message, counts it and records the change (see
@@ -639,8 +640,8 @@ const APPEND_ONE: &str = "WITH claimed AS ( \
          RETURNING id), \
      stored AS ( \
          INSERT INTO chat_messages \
-             (chat_conversation_id, neptun_user_id, message, actor, created_at) \
-         SELECT $1, $2, $5::bytea, $6::text, $4 FROM locked \
+             (chat_conversation_id, neptun_user_id, message, actor, created_at, search) \
+         SELECT $1, $2, $5::bytea, $6::text, $4, $8::text::tsvector FROM locked \
          RETURNING id), \
      counted AS ( \
          UPDATE users SET stored_messages = stored_messages + 1, \
@@ -654,7 +655,7 @@ const APPEND_ONE: &str = "WITH claimed AS ( \
          (SELECT count(*) FROM logged, pg_notify('neptun_changes', logged.user_id)) \
      FROM (VALUES (1)) AS one LEFT JOIN stored ON true";
 
-/// [`APPEND_ONE`] for the messages `$5` (texts) / `$6` (actors): one row per stored
+/// [`APPEND_ONE`] for the messages `$5` (texts) / `$6` (actors) / `$8` (words): one row per stored
 /// message, ids ascending, or one row with a NULL id if nothing was stored. The ids are
 /// taken after the chat's row is locked, and matched to the array positions by rank
 /// (as in [`STORE_MESSAGES`]).
@@ -673,10 +674,10 @@ const APPEND_MANY: &str = "WITH claimed AS ( \
              FROM locked, generate_series(1, cardinality($5::bytea[]))) AS ids), \
      stored AS ( \
          INSERT INTO chat_messages \
-             (id, chat_conversation_id, neptun_user_id, message, actor, created_at) \
-         SELECT taken.id, $1, $2, given.message, given.actor, $4 \
-         FROM taken JOIN unnest($5::bytea[], $6::text[]) WITH ORDINALITY \
-             AS given (message, actor, n) USING (n) \
+             (id, chat_conversation_id, neptun_user_id, message, actor, created_at, search) \
+         SELECT taken.id, $1, $2, given.message, given.actor, $4, given.words::tsvector \
+         FROM taken JOIN unnest($5::bytea[], $6::text[], $8::text[]) WITH ORDINALITY \
+             AS given (message, actor, words, n) USING (n) \
          RETURNING id), \
      counted AS ( \
          UPDATE users SET stored_messages = stored_messages + cardinality($5::bytea[]), \
@@ -700,7 +701,7 @@ const FIND_KEY: &str = "SELECT request_hash, first_message_id, last_message_id, 
 const LOCK_STORED: &str =
     "SELECT stored_messages, stored_bytes FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
-/// Stores the messages `$3` (texts) / `$4` (actors) in chat `$1` of user `$2` at `$5`,
+/// Stores the messages `$3` (texts) / `$4` (actors) / `$9` (words) in chat `$1` of user `$2` at `$5`,
 /// adds them to the user's counts (`$6` bytes), records the change (see [`NOTIFY`]), keeps idempotency key `$7` with
 /// request hash `$8` when `$7` is not NULL; returns the new ids, ascending. The ids are
 /// taken first and matched to the array positions by rank, so whatever order the
@@ -711,10 +712,10 @@ const STORE_MESSAGES: &str = "WITH taken AS ( \
              FROM generate_series(1, cardinality($3::bytea[]))) AS ids), \
      stored AS ( \
          INSERT INTO chat_messages \
-             (id, chat_conversation_id, neptun_user_id, message, actor, created_at) \
-         SELECT taken.id, $1, $2, given.message, given.actor, $5 \
-         FROM taken JOIN unnest($3::bytea[], $4::text[]) WITH ORDINALITY \
-             AS given (message, actor, n) USING (n) \
+             (id, chat_conversation_id, neptun_user_id, message, actor, created_at, search) \
+         SELECT taken.id, $1, $2, given.message, given.actor, $5, given.words::tsvector \
+         FROM taken JOIN unnest($3::bytea[], $4::text[], $9::text[]) WITH ORDINALITY \
+             AS given (message, actor, words, n) USING (n) \
          RETURNING id), \
      counted AS ( \
          UPDATE users SET stored_messages = stored_messages + cardinality($3::bytea[]), \
@@ -753,6 +754,11 @@ impl Db {
         if idempotency.is_none() && !self.quota.is_set() {
             return self.append_at_once(claim, chat_id, messages).await;
         }
+        // The words are made before any lock is taken.
+        let words: Vec<String> = messages
+            .iter()
+            .map(|m| crate::search::tsvector(&m.content))
+            .collect();
         let mut conn = self.conn().await?;
         let now_text = Timestamp::now();
         let now = instant(&now_text)?;
@@ -854,7 +860,9 @@ impl Db {
             async {
                 conn.query(
                     &store,
-                    &[&chat_id, &owner, &texts, &actors, &now, &bytes, &key, &hash],
+                    &[
+                        &chat_id, &owner, &texts, &actors, &now, &bytes, &key, &hash, &words,
+                    ],
                 )
                 .await
             },
@@ -897,9 +905,19 @@ impl Db {
             [one] => {
                 let stmt = conn.stmt(APPEND_ONE).await?;
                 let (text, actor) = (one.content.as_bytes(), one.role.as_str());
+                let words = crate::search::tsvector(&one.content);
                 conn.query(
                     &stmt,
-                    &[&chat_id, &owner, &token_hash, &now, &text, &actor, &bytes],
+                    &[
+                        &chat_id,
+                        &owner,
+                        &token_hash,
+                        &now,
+                        &text,
+                        &actor,
+                        &bytes,
+                        &words,
+                    ],
                 )
                 .await
             }
@@ -907,9 +925,22 @@ impl Db {
                 let stmt = conn.stmt(APPEND_MANY).await?;
                 let texts: Vec<&[u8]> = messages.iter().map(|m| m.content.as_bytes()).collect();
                 let actors: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
+                let words: Vec<String> = messages
+                    .iter()
+                    .map(|m| crate::search::tsvector(&m.content))
+                    .collect();
                 conn.query(
                     &stmt,
-                    &[&chat_id, &owner, &token_hash, &now, &texts, &actors, &bytes],
+                    &[
+                        &chat_id,
+                        &owner,
+                        &token_hash,
+                        &now,
+                        &texts,
+                        &actors,
+                        &bytes,
+                        &words,
+                    ],
                 )
                 .await
             }

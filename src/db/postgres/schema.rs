@@ -13,12 +13,13 @@ use tokio_postgres::Client;
 use super::{Error, Result};
 
 /// The schema version this program expects.
-pub(super) const SCHEMA_VERSION: i32 = 2;
+pub(super) const SCHEMA_VERSION: i32 = 3;
 
 /// The migrations, in order: entry `i` brings version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_changes.sql"),
+    include_str!("migrations/003_search.sql"),
 ];
 
 /// The key of the advisory lock that migrations take (any constant of this program's).

@@ -150,14 +150,28 @@ impl Admin {
     /// Runs SQLite's full `integrity_check` and `foreign_key_check`; returns every
     /// problem found (none: the database is sound).
     pub(in crate::db) fn check(&mut self) -> Result<Vec<String>> {
-        let mut problems: Vec<String> = self
-            .conn
-            .prepare("PRAGMA integrity_check")?
-            .query_map([], |row| row.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-            .into_iter()
-            .filter(|line| line != "ok")
-            .collect();
+        let mut problems = Vec::new();
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let mut rows = stmt.query([])?;
+        // The check can itself stop on damage it cannot step over (checking the search
+        // index's tables, among others): one more problem, after the ones it listed.
+        loop {
+            match rows.next() {
+                Ok(Some(row)) => {
+                    let line: String = row.get(0)?;
+                    if line != "ok" {
+                        problems.push(line);
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    problems.push(format!("the integrity check stopped: {err}"));
+                    break;
+                }
+            }
+        }
+        drop(rows);
+        drop(stmt);
         // A damaged file can make the foreign-key check itself fail; that is one more
         // problem to report, not a reason to lose the ones already found.
         match self.foreign_key_problems() {

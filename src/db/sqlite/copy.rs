@@ -346,7 +346,11 @@ impl crate::db::copy::Side for Side {
                     row.created_at.as_str(),
                 ])
             },
-        )
+        )?;
+        for row in rows {
+            super::search::index(&self.conn, row.id, &row.text)?;
+        }
+        Ok(())
     }
 
     fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<()> {

@@ -3,7 +3,7 @@
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BoxError, Entity, Error, Result, changes, chats, users};
+use super::{BoxError, Entity, Error, Result, changes, chats, search, users};
 use crate::domain::{
     ChangeKind, ChatMessage, MessageRef, MessageWindow, NewMessage, Role, Timestamp,
 };
@@ -62,6 +62,7 @@ pub(super) fn insert_messages(
             message.role.as_str(),
             now.as_str()
         ])?;
+        search::index(conn, id, &message.content)?;
         stored.push(ChatMessage {
             id,
             chat_conversation_id: chat_id,
@@ -243,7 +244,10 @@ fn to_sql_count(count: usize) -> i64 {
 }
 
 /// Column `index` of `row` as text, borrowed from SQLite.
-fn text<'row>(row: &'row rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'row str> {
+pub(super) fn text<'row>(
+    row: &'row rusqlite::Row<'_>,
+    index: usize,
+) -> rusqlite::Result<&'row str> {
     row.get_ref(index)?
         .as_str()
         .map_err(|err| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, err.into()))

@@ -35,6 +35,7 @@ mod error;
 mod idempotency;
 mod messages;
 mod schema;
+mod search;
 mod sessions;
 mod users;
 mod writer;
@@ -58,7 +59,7 @@ use super::{
 
 use crate::domain::{
     ChangeLog, Chat, ChatOrder, IDEMPOTENCY_WINDOW, IdempotencyKey, MessageRef, MessageWindow,
-    NewMessage, SessionClaim, Timestamp, User,
+    NewMessage, SearchFilter, SearchPage, SearchPosition, SessionClaim, Timestamp, User,
 };
 use messages::SliceBudget;
 use writer::{Background, Writer};
@@ -226,6 +227,38 @@ impl Db {
             in_read_transaction(conn, || changes::read(conn, &user, after, limit))
         })
         .await
+    }
+
+    /// See [`crate::db::Db::search`].
+    pub(super) async fn search(
+        &self,
+        user: String,
+        query: Arc<crate::search::Query>,
+        filter: SearchFilter,
+        newest: Option<i64>,
+        position: Option<SearchPosition>,
+        limit: usize,
+    ) -> Result<SearchPage> {
+        self.read(move |conn| {
+            in_read_transaction(conn, || {
+                let newest = match newest {
+                    Some(newest) => newest,
+                    None => search::newest_message(conn)?,
+                };
+                let hits = search::find(conn, &user, &query, &filter, newest, position, limit)?;
+                Ok(SearchPage {
+                    hits,
+                    newest,
+                    complete: search::complete(conn)?,
+                })
+            })
+        })
+        .await
+    }
+
+    /// See [`crate::db::Db::index_backlog`].
+    pub(super) async fn index_backlog(&self, batch: usize) -> Result<Option<(usize, i64)>> {
+        self.write(move |tx| search::backfill(tx, batch)).await
     }
 
     /// The user and expiry of a live session token hash; `None` if the session is
@@ -757,5 +790,6 @@ fn configure_connection(conn: &mut Connection, durability: Durability) -> rusqli
     )?;
     // Fails with SQLITE_NOTADB here, not on first use, when the file is not a database.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+    search::register_score(conn)?;
     Ok(())
 }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_storage_counts_and_slim_keys.sql"),
     include_str!("migrations/005_deleted_chats.sql"),
     include_str!("migrations/006_changes.sql"),
+    include_str!("migrations/007_search.sql"),
 ];
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).
@@ -355,11 +356,14 @@ mod tests {
                 .collect::<rusqlite::Result<_>>()
                 .unwrap()
         };
-        assert_eq!(triggers(&old).len(), 1);
-        assert_eq!(
-            triggers(&old)[0].replace(" IF NOT EXISTS", ""),
-            triggers(&new)[0].replace(" IF NOT EXISTS", "")
-        );
+        // The storage counts' and the search index's.
+        assert_eq!(triggers(&old).len(), 2);
+        let plain = |sql: Vec<String>| -> Vec<String> {
+            sql.iter()
+                .map(|s| s.replace(" IF NOT EXISTS", ""))
+                .collect()
+        };
+        assert_eq!(plain(triggers(&old)), plain(triggers(&new)));
     }
 
     #[test]
