@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --backend) BACKEND=${2:?--backend needs sqlite or postgres}; shift 2 ;;
     --events) BACKEND=events; shift ;;
+    --search) BACKEND=search; shift ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
@@ -32,6 +33,7 @@ case "$BACKEND" in
   sqlite) ;;
   postgres | postgresql) exec bash "$(dirname "$0")/postgres.sh" "$@" ;;
   events) exec bash "$(dirname "$0")/events.sh" "$@" ;;
+  search) exec bash "$(dirname "$0")/search.sh" "$@" ;;
   *) echo "unknown backend: $BACKEND (sqlite or postgres)" >&2; exit 2 ;;
 esac
 
@@ -41,6 +43,7 @@ usage: bash bench/run.sh [--backend sqlite|postgres] [options]
 
   --backend postgres  the PostgreSQL benchmark: see bash bench/run.sh --backend postgres --help
   --events            the events-stream benchmark: see bash bench/run.sh --events --help
+  --search            the full-text search benchmark: see bash bench/run.sh --search --help
 
   --duration SECS     seconds per measurement (default 10)
   --runs N            runs of every measurement; the report shows medians (default 3)

@@ -42,8 +42,9 @@ pub(super) fn register_score(conn: &Connection) -> rusqlite::Result<()> {
 /// [`search::score`]; ties newest first), after `position` if given, among the
 /// messages up to id `newest`. FTS5 finds the messages that have the words; the score
 /// is the program's, not FTS5's bm25, which weighs words by the whole index and so
-/// would move a page's cursor whenever a message is stored. Run it in a read
-/// transaction.
+/// would move a page's cursor whenever a message is stored. The CROSS JOINs keep
+/// SQLite from walking the user's messages and asking the index about each: the index
+/// is asked once, for the messages that have the words. Run it in a read transaction.
 pub(super) fn find(
     conn: &Connection,
     user: &str,
@@ -58,8 +59,8 @@ pub(super) fn find(
              SELECT m.id, m.chat_conversation_id, m.message, m.actor, m.created_at, c.name, \
                  neptun_score(m.message, ?11) AS score \
              FROM message_words \
-             JOIN chat_messages AS m ON m.id = message_words.rowid \
-             JOIN chat_conversations AS c ON c.id = m.chat_conversation_id \
+             CROSS JOIN chat_messages AS m ON m.id = message_words.rowid \
+             CROSS JOIN chat_conversations AS c ON c.id = m.chat_conversation_id \
              WHERE message_words MATCH ?1 AND m.neptun_user_id = ?2 \
                  AND c.deleted_at IS NULL AND m.id <= ?3 \
                  AND (?4 IS NULL OR m.chat_conversation_id = ?4) \
