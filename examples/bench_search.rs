@@ -77,8 +77,8 @@ impl Rng {
 /// The `rank`-th word: made of syllables, so every word is distinct and pronounceable.
 fn word(rank: usize) -> String {
     const SYLLABLES: [&str; 20] = [
-        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "pe", "da", "gu", "ho", "ja", "be",
-        "fi", "zo", "we", "xa", "qu", "ye",
+        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "pe", "da", "gu", "ho", "ja", "be", "fi",
+        "zo", "we", "xa", "qu", "ye",
     ];
     let mut n = rank + 20;
     let mut out = String::new();
@@ -232,11 +232,7 @@ async fn query(
                 let body: Value = response.json().await?;
                 let took = sent.elapsed();
                 let hits = body["results"].as_array().map_or(0, Vec::len);
-                Ok::<(Duration, usize, bool), anyhow::Error>((
-                    took,
-                    hits,
-                    body["complete"] == true,
-                ))
+                Ok::<(Duration, usize, bool), anyhow::Error>((took, hits, body["complete"] == true))
             }
         })
         .buffer_unordered(concurrency)
