@@ -31,6 +31,15 @@ pub const MAX_TERMS: usize = 16;
 /// The highest word position PostgreSQL keeps in a `tsvector`; later words share it.
 const MAX_POSITION: usize = 16_383;
 
+/// The longest word indexed or searched for, in bytes (folded). PostgreSQL refuses
+/// longer lexemes (2,047 bytes); nobody types such a word, so longer runs of letters
+/// (a pasted key, an encoded blob) are left out of the index on both backends.
+pub const MAX_WORD_BYTES: usize = 1024;
+
+/// The most bytes of `tsvector` text made for one message: PostgreSQL refuses one of a
+/// megabyte or more, so the words after this are left out of the index.
+const MAX_TSVECTOR_BYTES: usize = 900 * 1024;
+
 /// Words of the snippet before its first match.
 const SNIPPET_BEFORE: usize = 6;
 
@@ -101,8 +110,9 @@ pub fn words(text: &str) -> Vec<Word> {
         }
     }
     words.extend(current);
-    // A word whose every character folded away (a lone mark) is no word.
-    words.retain(|word| !word.folded.is_empty());
+    // A word whose every character folded away (a lone mark) is no word, nor is one
+    // too long to index.
+    words.retain(|word| !word.folded.is_empty() && word.folded.len() <= MAX_WORD_BYTES);
     words
 }
 
@@ -122,12 +132,23 @@ pub fn fts_text(text: &str) -> String {
 /// their positions (from 1; from 16,383 on, PostgreSQL's highest, they share the last one).
 pub fn tsvector(text: &str) -> String {
     let mut positions: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    let mut size = 0;
     for (n, word) in words(text).into_iter().enumerate() {
         let at = (n + 1).min(MAX_POSITION);
+        // A new word costs its quotes, colon and space; a position up to six bytes.
+        let cost = if positions.contains_key(&word.folded) {
+            6
+        } else {
+            word.folded.len() + 10
+        };
+        if size + cost > MAX_TSVECTOR_BYTES {
+            break;
+        }
         let list = positions.entry(word.folded).or_default();
         // PostgreSQL keeps 256 positions of a word at most.
         if list.len() < 256 && list.last() != Some(&at) {
             list.push(at);
+            size += cost;
         }
     }
     let mut out = String::new();
@@ -421,6 +442,20 @@ mod tests {
         }
         let spans: Vec<&str> = words(text).iter().map(|w| &text[w.start..w.end]).collect();
         assert_eq!(spans, ["Olé", "東", "x"]);
+    }
+
+    #[test]
+    fn words_too_long_for_an_index_are_left_out_and_a_tsvector_stays_below_a_megabyte() {
+        let blob = "x".repeat(MAX_WORD_BYTES + 1);
+        assert_eq!(folded(&format!("a {blob} b")), ["a", "b"]);
+        // One character whose compatibility form is 18 characters long.
+        let query = "\u{FDFA}".repeat(100);
+        assert!(
+            Query::parse(&query).is_err(),
+            "a word folded past the limit"
+        );
+        let many: String = (0..200_000).map(|n| format!("w{n} ")).collect();
+        assert!(tsvector(&many).len() <= MAX_TSVECTOR_BYTES);
     }
 
     #[test]
