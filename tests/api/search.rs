@@ -457,3 +457,13 @@ async fn queries_that_cannot_be_read_are_400_naming_the_parameter() {
         .await;
     assert_error(response, 400, INVALID).await;
 }
+
+#[tokio::test]
+async fn a_message_with_a_word_too_long_to_index_is_stored_and_found_by_its_other_words() {
+    let app = spawn_app().await;
+    let user = app.seed_user("paster");
+    // 3,000 letters without a break: longer than PostgreSQL takes as one word.
+    let text = format!("my key {} ends here", "Ab".repeat(1500));
+    let ids = post(&app, &user, user.chat_id, &[(text.as_str(), "user")]).await;
+    assert_eq!(found(&app, &user, "key ends").await, ids);
+}
