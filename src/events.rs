@@ -20,8 +20,9 @@
 //! stands right before a batch takes its frames as one piece of bytes, joined once for
 //! all the streams of the same narrowing: a write becomes one buffer shared by every
 //! stream and one socket write per stream, not one per event. While writes keep
-//! coming, a feed reads at most once every 10 ms, so a busy chat's
-//! streams get one batch per pace, whatever the rate of writes. The feed wakes when this process writes for the user
+//! coming, a feed reads at most once every 10 ms, so a busy chat's streams get one
+//! batch per 10 ms, whatever the rate of writes. The feed wakes when this process
+//! writes for the user
 //! (one channel send per write, whatever the number of streams), when PostgreSQL
 //! notifies a change made by another instance, and every [`poll interval`](crate::events::Hub::new),
 //! which catches changes made by another process on the same SQLite file (the CLI).
@@ -139,6 +140,11 @@ impl Rendered {
         self.frames.iter().map(|(_, frame)| frame.len()).sum()
     }
 
+    /// Whether a stream narrowed to `chat` (`None`: not narrowed) sends this change.
+    fn concerns(&self, chat: Option<i64>) -> bool {
+        chat.is_none() || self.chat_id == chat
+    }
+
     /// Whether this change can end a stream (it goes through a stream's checks one by
     /// one, never joined).
     fn may_end(&self) -> bool {
@@ -157,9 +163,19 @@ pub struct Batch {
     changes: Vec<Rendered>,
     /// Whether one of the changes can end a stream: then each is delivered on its own.
     may_end: bool,
-    /// The frames joined, per narrowing (`None`: every chat), with their number; made
-    /// when the first stream asks.
-    joined: Mutex<Vec<(Option<i64>, Bytes, u64)>>,
+    /// The frames joined, per narrowing (`None`: every chat); made when the first
+    /// stream asks.
+    joined: Mutex<Vec<(Option<i64>, Joined)>>,
+}
+
+/// The frames of a batch that one narrowing sends, as one piece.
+#[derive(Debug, Clone)]
+struct Joined {
+    bytes: Bytes,
+    /// How many frames.
+    frames: u64,
+    /// When the oldest of their changes was recorded, for the lag metric.
+    oldest: Option<DateTime<Utc>>,
 }
 
 impl Batch {
@@ -179,28 +195,38 @@ impl Batch {
         self.changes.last().map_or(0, |change| change.seq)
     }
 
-    /// The frames of the changes of `chat` (`None`: of every chat) as one piece, and
-    /// how many frames that is.
-    fn joined(&self, chat: Option<i64>) -> (Bytes, u64) {
+    /// The frames of the changes of `chat` (`None`: of every chat) as one piece.
+    fn joined(&self, chat: Option<i64>) -> Joined {
         let mut joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, bytes, frames)) = joined.iter().find(|(of, _, _)| *of == chat) {
-            return (bytes.clone(), *frames);
+        if let Some((_, piece)) = joined.iter().find(|(of, _)| *of == chat) {
+            return piece.clone();
         }
-        let ours = || {
-            self.changes
-                .iter()
-                .filter(|change| chat.is_none() || change.chat_id == chat)
-                .flat_map(|change| change.frames.iter().map(|(_, frame)| frame))
-        };
-        let mut bytes = BytesMut::with_capacity(ours().map(Bytes::len).sum());
+        let ours: Vec<&Rendered> = self
+            .changes
+            .iter()
+            .filter(|change| change.concerns(chat) && !change.frames.is_empty())
+            .collect();
+        let mut bytes = BytesMut::with_capacity(ours.iter().map(|change| change.bytes()).sum());
         let mut frames = 0;
-        for frame in ours() {
+        for (_, frame) in ours.iter().flat_map(|change| &change.frames) {
             bytes.extend_from_slice(frame);
             frames += 1;
         }
-        let bytes = bytes.freeze();
-        joined.push((chat, bytes.clone(), frames));
-        (bytes, frames)
+        let piece = Joined {
+            bytes: bytes.freeze(),
+            frames,
+            oldest: ours.first().and_then(|change| change.recorded),
+        };
+        joined.push((chat, piece.clone()));
+        piece
+    }
+}
+
+/// Records the lag of a change recorded at `recorded`, sent now.
+fn record_lag(recorded: Option<DateTime<Utc>>) {
+    if let Some(recorded) = recorded {
+        let lag = Utc::now().signed_duration_since(recorded);
+        histogram!(EVENTS_LAG).record(lag.as_seconds_f64().max(0.0));
     }
 }
 
@@ -716,20 +742,14 @@ impl Stream {
             }
             return Flow::Go;
         }
-        let (bytes, frames) = batch.joined(self.chat);
-        if frames > 0 {
-            if self.send(bytes).await == Flow::End {
+        let piece = batch.joined(self.chat);
+        if piece.frames > 0 {
+            if self.send(piece.bytes).await == Flow::End {
                 return Flow::End;
             }
-            counter!(EVENTS_SENT).increment(frames);
+            counter!(EVENTS_SENT).increment(piece.frames);
             // The oldest change's lag, once per batch and stream.
-            let recorded = batch.changes.iter().find(|change| {
-                !change.frames.is_empty() && (self.chat.is_none() || change.chat_id == self.chat)
-            });
-            if let Some(recorded) = recorded.and_then(|change| change.recorded) {
-                let lag = Utc::now().signed_duration_since(recorded);
-                histogram!(EVENTS_LAG).record(lag.as_seconds_f64().max(0.0));
-            }
+            record_lag(piece.oldest);
         }
         *at = Position {
             seq: batch.last(),
@@ -746,7 +766,7 @@ impl Stream {
         if change.ended_session.as_deref() == Some(self.token_hex.as_str()) {
             return Flow::End;
         }
-        let ours = self.chat.is_none() || change.chat_id == self.chat;
+        let ours = change.concerns(self.chat);
         if ours {
             for (message, text) in &change.frames {
                 let sent =
@@ -765,10 +785,7 @@ impl Stream {
                     };
                 }
             }
-            if let Some(recorded) = change.recorded {
-                let lag = Utc::now().signed_duration_since(recorded);
-                histogram!(EVENTS_LAG).record(lag.as_seconds_f64().max(0.0));
-            }
+            record_lag(change.recorded);
         }
         *at = Position {
             seq: change.seq,
