@@ -110,9 +110,7 @@ pub(super) fn find_message_range(
             chat_conversation_id: chat_id,
             neptun_user_id: row.get(1)?,
             message: row.get(2)?,
-            actor: Role::parse(text(row, 3)?).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(3, Type::Text, "unknown actor".into())
-            })?,
+            actor: actor(row, 3)?,
             created_at: Timestamp::from_stored(row.get(4)?),
         })
     })?;
@@ -231,9 +229,7 @@ fn message_ref<'row>(row: &'row rusqlite::Row<'_>, chat_id: i64) -> Result<Messa
         chat_conversation_id: chat_id,
         neptun_user_id: text(row, 1)?,
         message: text(row, 2)?,
-        actor: Role::parse(text(row, 3)?).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(3, Type::Text, "unknown actor".into())
-        })?,
+        actor: actor(row, 3)?,
         created_at: text(row, 4)?,
     })
 }
@@ -243,11 +239,15 @@ fn to_sql_count(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
+/// Column `index` of `row` as a message's role.
+pub(super) fn actor(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Role> {
+    Role::parse(text(row, index)?).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(index, Type::Text, "unknown actor".into())
+    })
+}
+
 /// Column `index` of `row` as text, borrowed from SQLite.
-pub(super) fn text<'row>(
-    row: &'row rusqlite::Row<'_>,
-    index: usize,
-) -> rusqlite::Result<&'row str> {
+fn text<'row>(row: &'row rusqlite::Row<'_>, index: usize) -> rusqlite::Result<&'row str> {
     row.get_ref(index)?
         .as_str()
         .map_err(|err| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, err.into()))

@@ -2,11 +2,10 @@
 //! in the transaction of every insert (here) and every delete (a trigger).
 
 use rusqlite::functions::FunctionFlags;
-use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Result;
-use super::messages::text;
+use super::messages::actor;
 use crate::domain::{ChatMessage, Role, SearchFilter, SearchHit, SearchPosition, Timestamp};
 use crate::search;
 
@@ -94,13 +93,7 @@ pub(super) fn find(
                     chat_conversation_id: row.get(1)?,
                     neptun_user_id: user.to_owned(),
                     message: row.get(2)?,
-                    actor: Role::parse(text(row, 3)?).ok_or_else(|| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            3,
-                            Type::Text,
-                            "unknown actor".into(),
-                        )
-                    })?,
+                    actor: actor(row, 3)?,
                     created_at: Timestamp::from_stored(row.get(4)?),
                 },
                 chat_name: row.get(5)?,
@@ -118,13 +111,18 @@ pub(super) fn newest_message(conn: &Connection) -> Result<i64> {
         .query_row([], |row| row.get(0))?)
 }
 
-/// Whether every message is indexed (no backfill left).
-pub(super) fn complete(conn: &Connection) -> Result<bool> {
+/// While messages stored before search existed are still to be indexed: the id below
+/// which they are.
+fn backlog(conn: &Connection) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT below FROM search_backfill")?
-        .query_row([], |row| row.get::<_, i64>(0))
-        .optional()?
-        .is_none())
+        .query_row([], |row| row.get(0))
+        .optional()?)
+}
+
+/// Whether every message is indexed (no backfill left).
+pub(super) fn complete(conn: &Connection) -> Result<bool> {
+    Ok(backlog(conn)?.is_none())
 }
 
 /// Indexes up to `batch` of the messages stored before search existed, newest first;
@@ -132,11 +130,7 @@ pub(super) fn complete(conn: &Connection) -> Result<bool> {
 /// all are), or `None` when there was nothing left to do. Run it in a write
 /// transaction of its own.
 pub(super) fn backfill(conn: &Connection, batch: usize) -> Result<Option<(usize, i64)>> {
-    let Some(below) = conn
-        .prepare_cached("SELECT below FROM search_backfill")?
-        .query_row([], |row| row.get::<_, i64>(0))
-        .optional()?
-    else {
+    let Some(below) = backlog(conn)? else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(
