@@ -22,7 +22,6 @@ mod postgres;
 mod quota;
 mod sqlite;
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -475,7 +474,7 @@ impl Db {
     pub async fn search(
         &self,
         user: String,
-        query: Arc<search::Query>,
+        query: search::Query,
         filter: SearchFilter,
         newest: Option<i64>,
         position: Option<SearchPosition>,

@@ -1,8 +1,6 @@
 //! `GET /api/users/{user_id}/search`: full-text search across the user's chats (see
 //! [`crate::search`] for what a query may hold).
 
-use std::sync::Arc;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -93,12 +91,11 @@ pub(super) async fn search(
             if let Some(chat) = request.filter.chat_id {
                 db.chat(claim.user_id.clone(), chat).await?;
             }
-            let query = Arc::new(request.query.clone());
             // One more than asked for: whether there is a next page.
             let page = db
                 .search(
                     claim.user_id,
-                    query,
+                    request.query.clone(),
                     request.filter.clone(),
                     request.cursor.map(|cursor| cursor.newest),
                     request.cursor.map(|cursor| cursor.position),

@@ -2,9 +2,8 @@
 //! the program makes ([`crate::search`]), written by the statement that stores the
 //! message and found through a GIN index.
 
-use std::sync::Arc;
-
 use futures_util::join;
+use tokio_postgres::types::ToSql;
 
 use super::{Db, Result, actor, instant, sql_count, text};
 use crate::domain::{
@@ -12,7 +11,8 @@ use crate::domain::{
 };
 use crate::search;
 
-/// The hits: user `$2`'s messages matching `$1` (a `tsquery`) up to id `$3`, narrowed
+/// The hits: user `$2`'s messages matching `$1` (a `tsquery`) up to id `$3` (NULL: the
+/// newest now, as [`STATE`] reads it in the same snapshot), narrowed
 /// by `$4` (chat), `$5` (actor), `$6` / `$7` (since / until), after position `$8` /
 /// `$9` (score, id), best first, `$10` of them. The score is `ts_rank_cd` (how often
 /// and how close together the words occur), divided by 1 + the log of the message's
@@ -21,7 +21,8 @@ use crate::search;
 const FIND: &str = "SELECT m.id, m.chat_conversation_id, m.message, m.actor, m.created_at, \
          c.name, ts_rank_cd(m.search, $1::text::tsquery, 1)::float8 AS score \
      FROM chat_messages AS m JOIN chat_conversations AS c ON c.id = m.chat_conversation_id \
-     WHERE m.search @@ $1::text::tsquery AND m.neptun_user_id = $2 AND m.id <= $3 \
+     WHERE m.search @@ $1::text::tsquery AND m.neptun_user_id = $2 \
+         AND m.id <= coalesce($3::bigint, (SELECT max(id) FROM chat_messages)) \
          AND ($4::bigint IS NULL OR m.chat_conversation_id = $4) \
          AND ($5::text IS NULL OR m.actor = $5) \
          AND ($6::timestamptz IS NULL OR m.created_at >= $6) \
@@ -49,40 +50,53 @@ impl Db {
     pub(in crate::db) async fn search(
         &self,
         user: String,
-        query: Arc<search::Query>,
+        query: search::Query,
         filter: SearchFilter,
         newest: Option<i64>,
         position: Option<SearchPosition>,
         limit: usize,
     ) -> Result<SearchPage> {
-        let conn = self.conn().await?;
+        let mut conn = self.conn().await?;
         let (find, state) = (conn.stmt(FIND).await?, conn.stmt(STATE).await?);
-        let state = conn.query_one(&state, &[]).await;
+        let since = filter.since.as_ref().map(instant).transpose()?;
+        let until = filter.until.as_ref().map(instant).transpose()?;
+        let words = query.to_tsquery();
+        let (role, score, after) = (
+            filter.actor.map(Role::as_str),
+            position.map(|p| p.score),
+            position.map(|p| p.id),
+        );
+        let limit = sql_count(limit);
+        // One round trip and one snapshot: where the search stops, and its hits.
+        conn.clean = false;
+        let (begun, state, rows, ended) = join!(
+            conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+            async { conn.query_one(&state, &[]).await },
+            async {
+                let params: [&(dyn ToSql + Sync); 10] = [
+                    &words,
+                    &user,
+                    &newest,
+                    &filter.chat_id,
+                    &role,
+                    &since,
+                    &until,
+                    &score,
+                    &after,
+                    &limit,
+                ];
+                conn.query(&find, &params).await
+            },
+            conn.batch_execute("COMMIT"),
+        );
+        conn.guard(begun.and(ended))?;
+        conn.clean = true;
         let state = conn.guard(state)?;
         let newest = match newest {
             Some(newest) => newest,
             None => state.try_get(0)?,
         };
         let complete: bool = state.try_get(1)?;
-        let since = filter.since.as_ref().map(instant).transpose()?;
-        let until = filter.until.as_ref().map(instant).transpose()?;
-        let rows = conn
-            .query(
-                &find,
-                &[
-                    &query.to_tsquery(),
-                    &user,
-                    &newest,
-                    &filter.chat_id,
-                    &filter.actor.map(Role::as_str),
-                    &since,
-                    &until,
-                    &position.map(|p| p.score),
-                    &position.map(|p| p.id),
-                    &sql_count(limit),
-                ],
-            )
-            .await;
         let mut hits = Vec::new();
         for row in conn.guard(rows)? {
             hits.push(SearchHit {

@@ -233,7 +233,7 @@ impl Db {
     pub(super) async fn search(
         &self,
         user: String,
-        query: Arc<crate::search::Query>,
+        query: crate::search::Query,
         filter: SearchFilter,
         newest: Option<i64>,
         position: Option<SearchPosition>,
