@@ -475,6 +475,37 @@ async fn a_database_moved_to_postgresql_and_back_is_the_same_row_for_row_and_wor
             "new on PostgreSQL",
         ]
     );
+
+    // Assert: the copies are searchable, on PostgreSQL and back on SQLite: the copy
+    // indexes what it stores.
+    let back_server = serve(back_text.parse().expect("a path")).await;
+    for (address, how) in [(&server, "on PostgreSQL"), (&back_server, "back on SQLite")] {
+        let found = ok(
+            send(
+                Method::GET,
+                format!("{address}/api/users/{}/search?q=batch", content.user_id),
+                Some(&content.token),
+                None,
+                None,
+            )
+            .await,
+            "the search",
+        )
+        .await;
+        let mut texts: Vec<&str> = found["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|hit| hit["message"]["message"].as_str().expect("a text"))
+            .collect();
+        texts.sort_unstable();
+        assert_eq!(
+            texts,
+            ["a batch, first", "a batch, second\nwith a new line"],
+            "{how}: {found}"
+        );
+        assert_eq!(found["complete"], true, "{how}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
