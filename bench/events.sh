@@ -55,9 +55,8 @@ done
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PG_TMP=$ROOT/scripts/pg-tmp.sh
-log() { printf '[bench-events %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+NAME=events
+. "$ROOT/bench/lib.sh"
 
 # 10,000 streams and 64 writers need more file descriptors than the default 1,024,
 # in the server and in the load (each a process of its own): as many as allowed.
@@ -78,41 +77,7 @@ BIN=${SERVER:-$TARGET_DIR/release/neptun-chat}
 LOAD=$TARGET_DIR/release/examples/bench_events
 for b in "$BIN" "$LOAD"; do [ -x "$b" ] || die "missing $b"; done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/neptun-bench-events.XXXXXX")
-PG_DIR=""
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-cleanup() {
-  stop_server
-  [ -n "$PG_DIR" ] && bash "$PG_TMP" stop "$PG_DIR" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
-# start_server DATABASE: a server on a free port; sets PORT and SERVER_PID.
-start_server() {
-  local database=$1 line
-  : >"$WORK/server.log"
-  RUST_LOG=warn,neptun_chat::startup=info NEPTUN_COOKIE_SECURE=false "$BIN" --database "$database" serve \
-    --bind 127.0.0.1:0 --sync normal --max-connections 40000 \
-    --events-max-streams 20000 --events-max-per-user 20000 2>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 300); do
-    line=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/server.log" || true)
-    [ -n "$line" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || die "the server did not start: $(cat "$WORK/server.log")"
-    sleep 0.1
-  done
-  PORT=${line##*:}
-  [ -n "$PORT" ] || die "the server did not say its port"
-}
 
 peak_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVER_PID/status"; }
 
@@ -141,10 +106,7 @@ record() { # BACKEND SCENARIO RUN JSON [PEAK]
 }
 
 for backend in $BACKENDS; do
-  if [ "$backend" = postgres ]; then
-    PG_DIR=$(mktemp -d /tmp/neptun-bench-events-pg.XXXXXX)
-    bash "$PG_TMP" start "$PG_DIR" >/dev/null
-  fi
+  [ "$backend" = postgres ] && start_postgres
   for run in $(seq "$RUNS"); do
     for scenario in $SCENARIOS; do
       case "$backend" in
@@ -152,7 +114,8 @@ for backend in $BACKENDS; do
         postgres) database=$(bash "$PG_TMP" createdb "$PG_DIR" "events_${run}_$scenario") ;;
       esac
       seed "$database"
-      start_server "$database"
+      start_server "$BIN" "$database" --max-connections 40000 \
+        --events-max-streams 20000 --events-max-per-user 20000
       out=$(load)
       record "$backend" "w1-before-$scenario" "$run" "$out"
       log "$backend run $run: W1 alone $(echo "$out" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["w1_req_s"]))') req/s"
@@ -166,7 +129,7 @@ for backend in $BACKENDS; do
       stop_server
     done
   done
-  if [ -n "$PG_DIR" ]; then bash "$PG_TMP" stop "$PG_DIR" >/dev/null 2>&1 || true; PG_DIR=""; fi
+  stop_postgres
 done
 
 python3 - "$RAW" "$OUT/latest-events.md" "$COMMAND" <<'PY'

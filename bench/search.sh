@@ -55,9 +55,8 @@ done
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PG_TMP=$ROOT/scripts/pg-tmp.sh
-log() { printf '[bench-search %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+NAME=search
+. "$ROOT/bench/lib.sh"
 
 for tool in python3 cargo timeout; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
@@ -76,40 +75,7 @@ for b in "$BIN" "$EVENTS_LOAD" "$SEARCH_LOAD" ${BASELINE:+"$BASELINE"}; do
   [ -x "$b" ] || die "missing $b"
 done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/neptun-bench-search.XXXXXX")
-PG_DIR=""
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-cleanup() {
-  stop_server
-  [ -n "$PG_DIR" ] && bash "$PG_TMP" stop "$PG_DIR" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
-# start_server BINARY DATABASE: a server on a free port; sets PORT and SERVER_PID.
-start_server() {
-  local binary=$1 database=$2 line
-  : >"$WORK/server.log"
-  RUST_LOG=warn,neptun_chat::startup=info NEPTUN_COOKIE_SECURE=false "$binary" --database "$database" serve \
-    --bind 127.0.0.1:0 --sync normal 2>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 300); do
-    line=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/server.log" || true)
-    [ -n "$line" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || die "the server did not start: $(cat "$WORK/server.log")"
-    sleep 0.1
-  done
-  PORT=${line##*:}
-  [ -n "$PORT" ] || die "the server did not say its port"
-}
 
 # seed BINARY DATABASE: a user with a session and a chat: sets TOKEN and CHAT.
 seed() {
@@ -135,10 +101,7 @@ record() { # BACKEND WHAT JSON
 }
 
 for backend in $BACKENDS; do
-  if [ "$backend" = postgres ]; then
-    PG_DIR=$(mktemp -d /tmp/neptun-bench-search-pg.XXXXXX)
-    bash "$PG_TMP" start "$PG_DIR" >/dev/null
-  fi
+  [ "$backend" = postgres ] && start_postgres
   if [ -n "$BASELINE" ]; then
     for run in $(seq "$RUNS"); do
       for build in baseline indexed; do
@@ -170,7 +133,7 @@ for backend in $BACKENDS; do
     log "$backend: searches at concurrency $concurrency: $out"
   done
   stop_server
-  if [ -n "$PG_DIR" ]; then bash "$PG_TMP" stop "$PG_DIR" >/dev/null 2>&1 || true; PG_DIR=""; fi
+  stop_postgres
 done
 
 python3 - "$RAW" "$OUT/latest-search.md" "$COMMAND" <<'PY'
