@@ -355,27 +355,34 @@ fn take_role(
     path: Vec<PathSegment>,
     issues: &mut Vec<Issue>,
 ) -> Option<Role> {
-    const EXPECTED: &str = "'user' | 'assistant' | 'system'";
     let text = match value {
         Some(Value::String(text)) => text,
         other => {
-            issues.push(Issue::invalid_type(path, EXPECTED, other.as_ref()));
+            issues.push(Issue::invalid_type(path, ROLES_EXPECTED, other.as_ref()));
             return None;
         }
     };
-    let role = Role::parse(&text);
+    parse_role(&text, path, issues)
+}
+
+/// `text` as a role; an `invalid_enum_value` issue at `path` if it is none.
+fn parse_role(text: &str, path: Vec<PathSegment>, issues: &mut Vec<Issue>) -> Option<Role> {
+    let role = Role::parse(text);
     if role.is_none() {
         issues.push(Issue {
             kind: IssueKind::InvalidEnumValue {
                 options: &ROLE_OPTIONS,
-                received: text.clone(),
+                received: text.to_owned(),
             },
             path,
-            message: format!("Invalid enum value. Expected {EXPECTED}, received '{text}'"),
+            message: format!("Invalid enum value. Expected {ROLES_EXPECTED}, received '{text}'"),
         });
     }
     role
 }
+
+/// The roles as zod lists them in its messages.
+const ROLES_EXPECTED: &str = "'user' | 'assistant' | 'system'";
 
 /// Parses a chat id route parameter: a positive 64-bit integer written in ASCII digits.
 pub fn parse_chat_id(text: &str) -> Option<i64> {
@@ -861,22 +868,7 @@ pub fn parse_search_query(values: &[Option<&str>]) -> Result<SearchRequest, Vec<
     let chat_id = integer("chat_id", value(1), 1, i64::MAX);
     let max_page = i64::try_from(MAX_SEARCH_PAGE).unwrap_or(i64::MAX);
     let limit = integer("limit", value(5), 1, max_page);
-    let actor = value(2).and_then(|text| {
-        let role = Role::parse(text);
-        if role.is_none() {
-            issues.push(Issue {
-                kind: IssueKind::InvalidEnumValue {
-                    options: &ROLE_OPTIONS,
-                    received: text.to_owned(),
-                },
-                path: key("actor"),
-                message: format!(
-                    "Invalid enum value. Expected 'user' | 'assistant' | 'system', received '{text}'"
-                ),
-            });
-        }
-        role
-    });
+    let actor = value(2).and_then(|text| parse_role(text, key("actor"), &mut issues));
     let mut time = |field: &'static str, text: Option<&str>| {
         let text = text?;
         match chrono::DateTime::parse_from_rfc3339(text) {
