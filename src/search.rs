@@ -202,7 +202,6 @@ impl Query {
             none: Vec::new(),
         };
         let mut rest = text.trim_start();
-        let mut terms = 0;
         while !rest.is_empty() {
             let excluded = rest.len() > 1 && rest.starts_with('-');
             if excluded {
@@ -221,11 +220,13 @@ impl Query {
             };
             rest = after.trim_start();
             let prefix = !quoted && raw.ends_with('*');
-            let words: Vec<String> = words(raw.trim_end_matches('*'))
-                .into_iter()
-                .map(|word| word.folded)
-                .collect();
-            if prefix && raw.trim_end_matches('*').len() + 1 != raw.len() {
+            let stem = if quoted {
+                raw
+            } else {
+                raw.trim_end_matches('*')
+            };
+            let words: Vec<String> = words(stem).into_iter().map(|word| word.folded).collect();
+            if prefix && stem.len() + 1 != raw.len() {
                 return fail("a prefix ends with one *, as in chat*");
             }
             if words.is_empty() {
@@ -235,8 +236,7 @@ impl Query {
                 // Punctuation alone: nothing to look for.
                 continue;
             }
-            terms += 1;
-            if terms > MAX_TERMS {
+            if query.all.len() + query.none.len() == MAX_TERMS {
                 return Err(QueryError(format!(
                     "the search has more than {MAX_TERMS} words and phrases"
                 )));
