@@ -5,6 +5,8 @@
 //! an ordered batch in one transaction. `main.rs` only parses the command line and hands
 //! over to [`cli::run`].
 
+/// A user's data as a file: the export format, and the readers `import` takes.
+pub mod archive;
 /// Session tokens and cookies, the middleware in front of `/api/users/{user_id}`, and the session extractor.
 pub mod auth;
 /// Command line: global options, subcommands, and the admin commands behind them.

@@ -17,6 +17,7 @@
 mod admin;
 mod copy;
 mod error;
+pub mod export;
 mod location;
 mod postgres;
 mod quota;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 pub use admin::{Admin, DeletedUser, PrefixMatch, SessionInfo};
 pub use copy::{Copied, TableCounts, copy_database};
 pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
+pub use export::{ExportRest, ExportRow};
 pub use location::{Location, PostgresUrl};
 pub use quota::Quota;
 
@@ -176,6 +178,9 @@ pub struct Db {
     /// The user of every committed write that recorded a change, for the events
     /// streams of this process (see [`Db::changes`]).
     changed: tokio::sync::broadcast::Sender<std::sync::Arc<str>>,
+    /// Turns for exports, each of which holds a connection (and its snapshot) while it
+    /// runs; a quarter of the pool, at least one, so requests always find the rest.
+    export_turns: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Writes told to [`Db::changes`] listeners that have not taken them yet; one that falls
@@ -225,7 +230,12 @@ impl Db {
             Location::Postgres(url) => Backend::Postgres(postgres::Db::open(url, options).await?),
         };
         let (changed, _) = tokio::sync::broadcast::channel(CHANGED_BUFFER);
-        Ok(Db { backend, changed })
+        let export_turns = (options.pool_size as usize / 4).max(1);
+        Ok(Db {
+            backend,
+            changed,
+            export_turns: std::sync::Arc::new(tokio::sync::Semaphore::new(export_turns)),
+        })
     }
 
     /// The users whose data this handle changes, one per committed write that recorded
@@ -465,6 +475,25 @@ impl Db {
         let deleted = dispatch!(self, db => db.delete_last_turn(owner.clone(), chat_id).await)?;
         self.changed(&owner);
         Ok(deleted)
+    }
+
+    /// Exports `user`'s data (see [`export`]) from one snapshot: `each` renders every
+    /// [`ExportRow`] into the slice it is given, and the slices come out of the
+    /// returned [`ExportRest`] one at a time, each read once the caller has taken the one
+    /// before, so memory does not grow with the user's data. [`Error::NotFound`] if
+    /// there is no such user; [`Error::Overloaded`] if all of the export turns are
+    /// taken (each export holds a connection while it runs).
+    pub async fn export<S, F>(&self, user: String, each: F) -> Result<ExportRest<S>>
+    where
+        S: Default + Send + 'static,
+        F: FnMut(&mut S, ExportRow<'_>) -> Result<(), BoxError> + Send + 'static,
+    {
+        let turn = std::sync::Arc::clone(&self.export_turns)
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded)?;
+        let mut rest = dispatch!(self, db => db.export(user, each, turn).await)?;
+        rest.start().await?;
+        Ok(rest)
     }
 
     /// Up to `limit` of `user`'s messages (in chats not deleted) that match `query` and

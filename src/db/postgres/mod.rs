@@ -40,6 +40,7 @@
 mod admin;
 pub(super) mod copy;
 mod error;
+mod export;
 mod schema;
 mod search;
 mod tls;

@@ -13,9 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Entity, Error, Result, changes, messages, sessions};
 use crate::domain::{ChangeKind, Chat, ChatOrder, ChatSortField, SessionClaim, Timestamp};
 
-const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
+pub(super) const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
 
-fn chat_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Chat> {
+pub(super) fn chat_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Chat> {
     Ok(Chat {
         id: row.get(0)?,
         name: row.get(1)?,

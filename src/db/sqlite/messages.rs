@@ -223,7 +223,10 @@ where
 }
 
 /// The message in `row` (a row of [`PAGE`] or [`SLICE`]), borrowed from SQLite.
-fn message_ref<'row>(row: &'row rusqlite::Row<'_>, chat_id: i64) -> Result<MessageRef<'row>> {
+pub(super) fn message_ref<'row>(
+    row: &'row rusqlite::Row<'_>,
+    chat_id: i64,
+) -> Result<MessageRef<'row>> {
     Ok(MessageRef {
         id: row.get(0)?,
         chat_conversation_id: chat_id,

@@ -32,6 +32,7 @@ mod changes;
 mod chats;
 pub(super) mod copy;
 mod error;
+mod export;
 mod idempotency;
 mod messages;
 mod schema;
@@ -52,6 +53,7 @@ use tokio::sync::{Semaphore, mpsc};
 pub(super) use admin::Admin;
 use schema::SCHEMA_VERSION;
 
+use super::export::{ExportRest, ExportRow, Slicer};
 use super::{
     Appended, BoxError, ChatRest, DeletedUser, Durability, Entity, Error, Options, PrefixMatch,
     Quota, Result, SessionInfo, Step, Taken, Unavailable, cut_short,
@@ -596,6 +598,34 @@ impl Db {
                 reason: Unavailable::NoConnection,
                 source: None,
             })
+    }
+
+    /// See [`crate::db::Db::export`]: one read transaction on a pooled connection, on a
+    /// blocking thread, holding `turn` until it ends.
+    pub(super) async fn export<S, F>(
+        &self,
+        user: String,
+        each: F,
+        turn: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<ExportRest<S>>
+    where
+        S: Default + Send + 'static,
+        F: FnMut(&mut S, ExportRow<'_>) -> Result<(), BoxError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let (slices, rest) = ExportRest::channel();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let result = pool
+                .get()
+                .map_err(Error::from)
+                .and_then(|conn| export::run(&conn, &user, Slicer::new(each), &slices, &runtime));
+            drop(turn);
+            if let Err(err) = count_busy(result) {
+                crate::db::export::fail(&slices, &user, err);
+            }
+        });
+        Ok(rest)
     }
 
     /// Deletes the last turn of `owner`'s chat; returns the deleted ids.
