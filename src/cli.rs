@@ -357,6 +357,50 @@ pub enum Command {
     /// running server writes after the snapshot is not copied. To move a deployment,
     /// stop its servers first, copy, then start them on --to.
     Copy(CopyOpts),
+    /// Write everything of one user (profile without the password hash, chats, every
+    /// message in order) as NDJSON, export format version 1, from one snapshot; the
+    /// same file as GET /api/users/{user_id}/export. Safe while the server runs.
+    Export(ExportOpts),
+    /// Read chats into an existing user, in one transaction: all of the file or, on any
+    /// error (named by line or JSON path), nothing. Takes a neptun-chat export or a
+    /// ChatGPT data export's conversations.json; prints how many chats and messages it
+    /// stored. Order and times are kept; ids are new. Safe while the server runs.
+    Import(ImportOpts),
+}
+
+/// `export`
+#[derive(Debug, Args)]
+pub struct ExportOpts {
+    /// The user to export.
+    pub user_id: String,
+    /// Where to write the export (standard output if not given). The file is written
+    /// beside it first and moved into place once complete.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `import`
+#[derive(Debug, Args)]
+pub struct ImportOpts {
+    /// The user to import into (they must exist: `user create`).
+    pub user_id: String,
+    /// The file to read.
+    pub file: PathBuf,
+    /// What the file is; `auto` tells them apart by their first character (an export
+    /// is NDJSON, one object per line; conversations.json is one JSON array).
+    #[arg(long, value_enum, default_value_t = ImportFormat::Auto)]
+    pub format: ImportFormat,
+}
+
+/// The kinds of file `import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// Tell from the file.
+    Auto,
+    /// A neptun-chat export (NDJSON).
+    Neptun,
+    /// A ChatGPT data export's conversations.json.
+    Chatgpt,
 }
 
 /// `copy`
@@ -627,6 +671,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Backup(opts)) => backup(&cli, opts),
         Some(Command::Check) => check(&cli),
         Some(Command::Copy(opts)) => copy(&cli, opts),
+        Some(Command::Export(opts)) => export(&cli, opts),
+        Some(Command::Import(opts)) => import(&cli, opts),
     }
 }
 
@@ -830,6 +876,124 @@ fn existing_database(cli: &Cli) -> anyhow::Result<Admin> {
         }
     }
     open_admin(cli)
+}
+
+/// Runs `work` with the server's handle on the existing database, on a runtime of its
+/// own: the admin commands that share the server's storage paths (export, import).
+fn with_db<T>(
+    cli: &Cli,
+    work: impl AsyncFnOnce(&db::Db) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if let Some(path) = cli.database.sqlite_path() {
+        if !path.is_file() {
+            bail!("no database at {}", path.display());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the database client")?;
+    runtime.block_on(async {
+        let db = db::Db::open(&cli.database, Durability::Full)
+            .await
+            .map_err(|err| crate::startup::database_error(err, &cli.database))?;
+        let result = work(&db).await;
+        db.close().await?;
+        result
+    })
+}
+
+fn export(cli: &Cli, opts: &ExportOpts) -> anyhow::Result<()> {
+    let (mut out, partial): (Box<dyn Write>, _) = match &opts.out {
+        Some(path) => {
+            let partial = partial_path(path);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("cannot create {}", partial.display()))?;
+            (Box::new(std::io::BufWriter::new(file)), Some(partial))
+        }
+        None => (Box::new(std::io::stdout().lock()), None),
+    };
+    let written = with_db(cli, async |db| {
+        let exported_at = Timestamp::now();
+        let mut rest = match db
+            .export(opts.user_id.clone(), move |out: &mut Vec<u8>, row| {
+                crate::archive::format::write_row(out, row, &exported_at)
+                    .map_err(db::BoxError::from)
+            })
+            .await
+        {
+            Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
+            other => other?,
+        };
+        while let Some(slice) = rest.next().await {
+            out.write_all(&slice?)?;
+        }
+        out.flush()?;
+        Ok(())
+    });
+    drop(out);
+    match (written, partial, &opts.out) {
+        (Ok(()), Some(partial), Some(path)) => std::fs::rename(&partial, path)
+            .with_context(|| format!("cannot move the export to {}", path.display())),
+        (Err(err), Some(partial), _) => {
+            let _ = std::fs::remove_file(partial);
+            Err(err)
+        }
+        (result, _, _) => result,
+    }
+}
+
+/// Where `export --out PATH` writes until the export is complete.
+fn partial_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn import(cli: &Cli, opts: &ImportOpts) -> anyhow::Result<()> {
+    let file = std::fs::File::open(&opts.file)
+        .with_context(|| format!("cannot open {}", opts.file.display()))?;
+    let mut input = std::io::BufReader::new(file);
+    let format = match opts.format {
+        ImportFormat::Auto => {
+            let start = std::io::BufRead::fill_buf(&mut input)
+                .with_context(|| format!("cannot read {}", opts.file.display()))?;
+            match start.iter().find(|byte| !byte.is_ascii_whitespace()) {
+                Some(b'[') => ImportFormat::Chatgpt,
+                _ => ImportFormat::Neptun,
+            }
+        }
+        chosen => chosen,
+    };
+    let in_file = |err: crate::archive::ArchiveError| {
+        anyhow::anyhow!("{}, {err}: nothing was imported", opts.file.display())
+    };
+    let (chats, skipped) = match format {
+        ImportFormat::Chatgpt => {
+            let mut json = Vec::new();
+            input
+                .read_to_end(&mut json)
+                .with_context(|| format!("cannot read {}", opts.file.display()))?;
+            let read = crate::archive::chatgpt::read(&json).map_err(in_file)?;
+            (read.chats, read.skipped_messages)
+        }
+        _ => (crate::archive::format::read(input).map_err(in_file)?, 0),
+    };
+    let imported = with_db(cli, async |db| {
+        match db.import(opts.user_id.clone(), chats).await {
+            Err(db::Error::NotFound(Entity::User)) => bail!("no user with id {:?}", opts.user_id),
+            other => Ok(other?),
+        }
+    })?;
+    let skipped = if skipped > 0 {
+        format!(" ({skipped} hidden, tool or empty messages left out)")
+    } else {
+        String::new()
+    };
+    print_line(&format!(
+        "imported {} chats and {} messages into user {}{skipped}",
+        imported.chats, imported.messages, opts.user_id
+    ))
 }
 
 fn backup(cli: &Cli, opts: &BackupOpts) -> anyhow::Result<()> {

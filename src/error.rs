@@ -72,6 +72,10 @@ pub enum ApiError {
     /// Wrong email or password at login (401). The same body for both.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// Deleting an account: the password (or, for an account without one, the
+    /// confirmation) does not match (403). The session stays valid.
+    #[error("the confirmation does not match")]
+    WrongConfirmation,
     /// The thing asked for does not exist, or is not the caller's: the same body either
     /// way, so a 404 never reveals another user's data (404).
     #[error("not found: {0}")]
@@ -208,6 +212,10 @@ impl ApiError {
             ApiError::InvalidCredentials => (
                 "Unauthorized".into(),
                 "Invalid email or password".to_owned(),
+            ),
+            ApiError::WrongConfirmation => (
+                "Forbidden".into(),
+                "The password (or confirm, for an account without one) does not match".to_owned(),
             ),
             ApiError::NotFound(what) => ("Not Found".into(), (*what).to_owned()),
             ApiError::Conflict(what) => ("Conflict".into(), (*what).to_owned()),
@@ -358,7 +366,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::QuotaExceeded(_) | ApiError::WrongConfirmation => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -436,6 +446,7 @@ mod tests {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden => "Forbidden",
             ApiError::InvalidCredentials => "InvalidCredentials",
+            ApiError::WrongConfirmation => "WrongConfirmation",
             ApiError::NotFound(_) => "NotFound",
             ApiError::Conflict(_) => "Conflict",
             ApiError::QuotaExceeded(_) => "QuotaExceeded",
@@ -453,7 +464,7 @@ mod tests {
         }
     }
 
-    const VARIANTS: usize = 25;
+    const VARIANTS: usize = 26;
 
     fn sqlite_error(code: std::ffi::c_int, message: &str) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message.to_owned()))
@@ -625,6 +636,17 @@ mod tests {
                 None,
                 None,
                 envelope(401, "Unauthorized", "Invalid email or password"),
+            ),
+            (
+                ApiError::WrongConfirmation,
+                403,
+                None,
+                None,
+                envelope(
+                    403,
+                    "Forbidden",
+                    "The password (or confirm, for an account without one) does not match",
+                ),
             ),
             (
                 ApiError::NotFound("Chat not found"),

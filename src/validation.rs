@@ -517,6 +517,39 @@ pub fn parse_credentials(body: Value) -> Result<Credentials, Vec<Issue>> {
     finish(credentials, issues)
 }
 
+/// What deleting an account is confirmed with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AccountConfirmation {
+    /// The account's password, as typed (for an account that has one).
+    Password(String),
+    /// The account's id (for an account made without a password, by the CLI).
+    UserId(String),
+}
+
+impl fmt::Debug for AccountConfirmation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountConfirmation::Password(_) => f.write_str("Password(<redacted>)"),
+            AccountConfirmation::UserId(id) => f.debug_tuple("UserId").field(id).finish(),
+        }
+    }
+}
+
+/// Validates `{"password"}` or, for an account without a password, `{"confirm": user
+/// id}`: the body of `DELETE /api/users/{user_id}`.
+pub fn parse_account_confirmation(body: Value) -> Result<AccountConfirmation, Vec<Issue>> {
+    let mut object = expect_object(body)?;
+    let mut issues = Vec::new();
+    let confirmation = if object.contains_key("password") || !object.contains_key("confirm") {
+        take_string(&mut object, "password", PASSWORD_CHARS, false, &mut issues)
+            .map(AccountConfirmation::Password)
+    } else {
+        take_string(&mut object, "confirm", (1, 128), false, &mut issues)
+            .map(AccountConfirmation::UserId)
+    };
+    finish(confirmation, issues)
+}
+
 /// A new chat: trimmed name and model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewChat {

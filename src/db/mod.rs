@@ -150,6 +150,15 @@ pub enum Appended {
     Replayed(Vec<ChatMessage>),
 }
 
+/// What [`Db::import`] stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Imported {
+    /// Chats.
+    pub chats: usize,
+    /// Messages, in all of them.
+    pub messages: usize,
+}
+
 /// The rest of a whole-chat read after its first slice (see [`Db::read_whole_chat`]):
 /// each slice is read once the one before it has been taken.
 pub struct ChatRest<S> {
@@ -378,6 +387,38 @@ impl Db {
     /// The user with this lower-cased email and their password hash, for logging in.
     pub async fn user_by_email(&self, email: String) -> Result<Option<(User, Option<String>)>> {
         dispatch!(self, db => db.user_by_email(email).await)
+    }
+
+    /// Stores `chats` (read from an export or another program's, see
+    /// [`crate::archive`]) for `user` in one transaction, keeping their order and
+    /// times: all of them or, on any error, none. Each chat and its messages are
+    /// recorded in the change feed as created now, and the messages are indexed for
+    /// search and counted for the quota (which an import does not check).
+    /// [`Error::NotFound`] if there is no such user.
+    pub async fn import(
+        &self,
+        user: String,
+        chats: Vec<crate::archive::ImportChat>,
+    ) -> Result<Imported> {
+        let imported = dispatch!(self, db => db.import(user.clone(), chats).await)?;
+        self.changed(&user);
+        Ok(imported)
+    }
+
+    /// The user with this id and their password hash (`None` for a user without a
+    /// password), for re-checking the password.
+    pub async fn user_with_password(&self, id: String) -> Result<Option<(User, Option<String>)>> {
+        dispatch!(self, db => db.user_with_password(id).await)
+    }
+
+    /// Deletes a user and every trace of them: sessions, chats, messages (and their
+    /// search words), idempotency answers and recorded changes, in one transaction;
+    /// what was deleted. Their events streams end. [`Error::NotFound`] if there is no
+    /// such user.
+    pub async fn delete_user(&self, id: String) -> Result<DeletedUser> {
+        let deleted = dispatch!(self, db => db.delete_user(id.clone()).await)?;
+        self.changed(&id);
+        Ok(deleted)
     }
 
     /// Stores a session for `user_id` (by its token hash) until `expires_at`.

@@ -218,13 +218,13 @@ fn credentials(body: Result<JsonBody, ApiError>) -> Result<Credentials, ApiError
 }
 
 /// The 429 for a throttled attempt.
-fn too_many_attempts(wait: std::time::Duration) -> ApiError {
+pub(super) fn too_many_attempts(wait: std::time::Duration) -> ApiError {
     ApiError::TooManyAttempts {
         retry_after_secs: crate::error::retry_after_secs(wait),
     }
 }
 
-fn hash_error(err: HashError) -> ApiError {
+pub(super) fn hash_error(err: HashError) -> ApiError {
     match err {
         HashError::Busy => ApiError::HashingBusy,
         failed @ HashError::Failed(_) => ApiError::internal(failed),

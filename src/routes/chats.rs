@@ -55,7 +55,7 @@ pub(super) fn chat_id(
 }
 
 /// The JSON body of `req`, read only when [`Claim::run`] asks for it.
-async fn json_body(
+pub(super) async fn json_body(
     req: &HttpRequest,
     payload: Result<web::Payload, actix_web::Error>,
 ) -> Result<JsonBody, ApiError> {

@@ -17,7 +17,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, chats, events, health, messages, search};
+use super::{account, auth, chats, events, health, messages, search};
 use crate::config::Limits;
 use crate::error::ApiError;
 
@@ -50,6 +50,8 @@ use crate::error::ApiError;
         messages::delete_last,
         events::stream,
         search::search,
+        account::export,
+        account::delete,
     ),
     modifiers(&SessionCookie, &Summaries),
     tags(
@@ -58,6 +60,7 @@ use crate::error::ApiError;
         (name = "messages", description = "The messages of a chat"),
         (name = "events", description = "The user's changes, live, as Server-Sent Events"),
         (name = "search", description = "Full-text search across the user's chats"),
+        (name = "account", description = "The user's data as a file, and deleting the account"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -80,6 +83,16 @@ fn metrics() {}
 /// Each operation's summary and description for readers of `/docs`, by operation id:
 /// short sentences about what the operation does for the caller.
 pub const OPERATIONS: &[(&str, &str, &str)] = &[
+    (
+        "export",
+        "Download everything of the user.",
+        "The user, every chat and every message in order, as NDJSON (export format version 1), streamed from one snapshot; neptun-chat import reads it back.",
+    ),
+    (
+        "delete_account",
+        "Delete the account and all of its data.",
+        "Deletes the user with every session, chat, message, idempotency answer, search index entry and recorded change, after checking the password again (or, for an account made without one, confirm set to the user id).",
+    ),
     (
         "search",
         "Search the user's messages.",

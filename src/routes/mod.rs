@@ -1,6 +1,7 @@
 //! The HTTP routes. [`configure`](crate::routes::configure) registers all of them; the server and the tests both
 //! use it, so they serve exactly the same thing.
 
+mod account;
 mod auth;
 mod chats;
 pub mod docs;
@@ -56,6 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(user_resource("/events", "GET, HEAD").route(get().to(events::stream)))
                 .service(user_resource("/search", "GET, HEAD").route(get().to(search::search)))
+                .service(user_resource("/export", "GET, HEAD").route(get().to(account::export)))
+                .service(user_resource("", "DELETE").route(web::delete().to(account::delete)))
                 .service(
                     user_resource("/chats/{chat_id}/messages/last", "DELETE")
                         .route(web::delete().to(messages::delete_last)),

@@ -9,8 +9,8 @@ use std::path::Path;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 
 use super::{
-    Durability, Entity, Error, PostgresUrl, Result, connection_config, end_sessions, find_user,
-    insert_chat, insert_session, schema, tls, user_from_row,
+    Durability, Entity, Error, PostgresUrl, Result, connection_config, delete_user, end_sessions,
+    find_user, insert_chat, insert_session, schema, tls, user_from_row,
 };
 use crate::db::{DeletedUser, PrefixMatch, SessionInfo};
 use crate::domain::{Timestamp, User};
@@ -251,28 +251,9 @@ impl Admin {
         let client = &mut self.client;
         block_on(&self.runtime, async move {
             let tx = client.transaction().await?;
-            let exists = tx
-                .query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id])
+            let deleted = delete_user(&tx, user_id)
                 .await?
-                .is_some();
-            if !exists {
-                return Err(Error::NotFound(Entity::User));
-            }
-            tx.execute(
-                "SELECT id FROM chat_conversations WHERE neptun_user_id = $1 ORDER BY id FOR UPDATE",
-                &[&user_id],
-            )
-            .await?;
-            let delete = async |sql: &str| -> Result<usize> {
-                Ok(count(tx.execute(sql, &[&user_id]).await?))
-            };
-            let deleted = DeletedUser {
-                messages: delete("DELETE FROM chat_messages WHERE neptun_user_id = $1").await?,
-                chats: delete("DELETE FROM chat_conversations WHERE neptun_user_id = $1").await?,
-                idempotency_keys: delete("DELETE FROM idempotency_keys WHERE user_id = $1").await?,
-                sessions: delete("DELETE FROM sessions WHERE user_id = $1").await?,
-            };
-            delete("DELETE FROM users WHERE id = $1").await?;
+                .ok_or(Error::NotFound(Entity::User))?;
             tx.commit().await?;
             Ok(deleted)
         })
@@ -462,8 +443,4 @@ async fn require_user(client: &deadpool_postgres::ClientWrapper, id: &str) -> Re
         Some(_) => Ok(()),
         None => Err(Error::NotFound(Entity::User)),
     }
-}
-
-fn count(rows: u64) -> usize {
-    usize::try_from(rows).unwrap_or(usize::MAX)
 }

@@ -59,8 +59,8 @@ use tokio_postgres::Row;
 pub(crate) use admin::Admin;
 
 use super::{
-    Appended, BoxError, ChatRest, Durability, Entity, Error, Options, PostgresUrl, Quota, Result,
-    Step, Taken, Unavailable, cut_short,
+    Appended, BoxError, ChatRest, DeletedUser, Durability, Entity, Error, Options, PostgresUrl,
+    Quota, Result, Step, Taken, Unavailable, cut_short,
 };
 use crate::domain::{
     Change, ChangeKind, ChangeLog, Chat, ChatMessage, ChatOrder, ChatSortField, IDEMPOTENCY_WINDOW,
@@ -1115,6 +1115,50 @@ impl Db {
         }
     }
 
+    /// See [`crate::db::Db::import`]: one transaction.
+    pub(super) async fn import(
+        &self,
+        user: String,
+        chats: Vec<crate::archive::ImportChat>,
+    ) -> Result<crate::db::Imported> {
+        let mut conn = self.conn().await?;
+        conn.clean = false;
+        let tx = conn.transaction().await?;
+        let imported = import_chats(&tx, &user, chats).await?;
+        tx.commit().await?;
+        conn.clean = true;
+        self.committed();
+        Ok(imported)
+    }
+
+    /// The user with this id and their password hash, for re-checking the password.
+    pub(super) async fn user_with_password(
+        &self,
+        id: String,
+    ) -> Result<Option<(User, Option<String>)>> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .stmt("SELECT id, primary_email, created_at, password_hash FROM users WHERE id = $1")
+            .await?;
+        let row = conn.query_opt(&stmt, &[&id]).await;
+        match conn.guard(row)? {
+            Some(row) => Ok(Some((user_from_row(&row)?, row.try_get(3)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes a user and everything of theirs, in one transaction (see [`delete_user`]).
+    pub(super) async fn delete_user(&self, id: String) -> Result<DeletedUser> {
+        let mut conn = self.conn().await?;
+        conn.clean = false;
+        let tx = conn.transaction().await?;
+        let deleted = delete_user(&tx, &id).await?;
+        tx.commit().await?;
+        conn.clean = true;
+        self.committed();
+        deleted.ok_or(Error::NotFound(Entity::User))
+    }
+
     /// Stores a session.
     pub(super) async fn create_session(
         &self,
@@ -1759,6 +1803,137 @@ async fn insert_chat(
         created_at: now_text.clone(),
         updated_at: now_text,
     })
+}
+
+/// Stores chat `$2` (name) / `$3` (model), created `$4` and updated `$5`, for user `$1`
+/// with the messages `$6` (texts) / `$7` (actors) / `$8` (times) / `$9` (words) of `$10`
+/// bytes, counting them and recording the chat's creation and the messages' addition
+/// at `$11`; the chat's id. The message ids are matched to the array positions by rank,
+/// as in [`STORE_MESSAGES`].
+const IMPORT_CHAT: &str = "WITH chat AS ( \
+         INSERT INTO chat_conversations (neptun_user_id, name, model, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id), \
+     taken AS ( \
+         SELECT id, row_number() OVER (ORDER BY id) AS n FROM ( \
+             SELECT nextval('chat_messages_id_seq'::regclass) AS id \
+             FROM generate_series(1, cardinality($6::bytea[]))) AS ids), \
+     stored AS ( \
+         INSERT INTO chat_messages \
+             (id, chat_conversation_id, neptun_user_id, message, actor, created_at, search) \
+         SELECT taken.id, chat.id, $1, given.message, given.actor, given.created_at, \
+             given.words::tsvector \
+         FROM chat, taken JOIN unnest($6::bytea[], $7::text[], $8::timestamptz[], $9::text[]) \
+             WITH ORDINALITY AS given (message, actor, created_at, words, n) USING (n) \
+         RETURNING id), \
+     counted AS ( \
+         UPDATE users SET stored_messages = stored_messages + cardinality($6::bytea[]), \
+             stored_bytes = stored_bytes + $10, \
+             last_change = last_change + 1 + sign(cardinality($6::bytea[]))::bigint \
+         WHERE id = $1 RETURNING last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, first_id, last_id, created_at) \
+         SELECT $1, counted.last_change - sign(cardinality($6::bytea[]))::bigint, \
+             'chat_created', chat.id, NULL::bigint, NULL::bigint, $11 FROM counted, chat \
+         UNION ALL \
+         SELECT $1, counted.last_change, 'messages_added', chat.id, min(stored.id), \
+             max(stored.id), $11 \
+         FROM counted, chat, stored GROUP BY counted.last_change, chat.id) \
+     SELECT chat.id FROM chat";
+
+/// Stores imported `chats` for `user` inside `tx` (see [`crate::db::Db::import`]).
+async fn import_chats(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user: &str,
+    chats: Vec<crate::archive::ImportChat>,
+) -> Result<crate::db::Imported> {
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+            &[&user],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        return Err(Error::NotFound(Entity::User));
+    }
+    let now = Utc::now();
+    let stmt = tx.prepare_cached(IMPORT_CHAT).await?;
+    let mut imported = crate::db::Imported::default();
+    for chat in chats {
+        let texts: Vec<&[u8]> = chat.messages.iter().map(|m| m.content.as_bytes()).collect();
+        let actors: Vec<&str> = chat.messages.iter().map(|m| m.actor.as_str()).collect();
+        let times = chat
+            .messages
+            .iter()
+            .map(|m| instant(&m.created_at))
+            .collect::<Result<Vec<_>>>()?;
+        let words: Vec<String> = chat
+            .messages
+            .iter()
+            .map(|m| crate::search::tsvector(&m.content))
+            .collect();
+        let bytes: usize = texts.iter().map(|text| text.len()).sum();
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        tx.query_one(
+            &stmt,
+            &[
+                &user,
+                &chat.name.as_bytes(),
+                &chat.model.as_bytes(),
+                &instant(&chat.created_at)?,
+                &instant(&chat.updated_at)?,
+                &texts,
+                &actors,
+                &times,
+                &words,
+                &bytes,
+                &now,
+            ],
+        )
+        .await?;
+        imported.chats += 1;
+        imported.messages += texts.len();
+    }
+    tx.execute("SELECT pg_notify('neptun_changes', $1)", &[&user])
+        .await?;
+    Ok(imported)
+}
+
+/// Deletes user `user_id` and everything of theirs (their chats and messages, whose
+/// search words go with them, sessions, idempotency answers, recorded changes) inside
+/// `tx`, and wakes the user's events streams on every instance; what was deleted, or
+/// `None` if there is no such user. The user's chats are locked first, in the order
+/// appends lock them, so that an append to one meanwhile waits instead of deadlocking.
+async fn delete_user(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user_id: &str,
+) -> Result<Option<DeletedUser>> {
+    let exists = tx
+        .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])
+        .await?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    tx.execute(
+        "SELECT id FROM chat_conversations WHERE neptun_user_id = $1 ORDER BY id FOR UPDATE",
+        &[&user_id],
+    )
+    .await?;
+    let delete = async |sql: &str| -> Result<usize> {
+        Ok(usize::try_from(tx.execute(sql, &[&user_id]).await?).unwrap_or(usize::MAX))
+    };
+    let deleted = DeletedUser {
+        messages: delete("DELETE FROM chat_messages WHERE neptun_user_id = $1").await?,
+        chats: delete("DELETE FROM chat_conversations WHERE neptun_user_id = $1").await?,
+        idempotency_keys: delete("DELETE FROM idempotency_keys WHERE user_id = $1").await?,
+        sessions: delete("DELETE FROM sessions WHERE user_id = $1").await?,
+    };
+    delete("DELETE FROM changes WHERE user_id = $1").await?;
+    delete("DELETE FROM users WHERE id = $1").await?;
+    tx.execute("SELECT pg_notify('neptun_changes', $1)", &[&user_id])
+        .await?;
+    Ok(Some(deleted))
 }
 
 /// A pooled connection that is dropped from the pool, not reused, when it may be left

@@ -34,6 +34,7 @@ pub(super) mod copy;
 mod error;
 mod export;
 mod idempotency;
+mod import;
 mod messages;
 mod schema;
 mod search;
@@ -387,6 +388,32 @@ impl Db {
         email: String,
     ) -> Result<Option<(User, Option<String>)>> {
         self.read(move |conn| users::find_user_by_email(conn, &email))
+            .await
+    }
+
+    /// The user with this id and their password hash, for re-checking the password.
+    pub(super) async fn user_with_password(
+        &self,
+        id: String,
+    ) -> Result<Option<(User, Option<String>)>> {
+        self.read(move |conn| users::find_user_with_password(conn, &id))
+            .await
+    }
+
+    /// See [`crate::db::Db::import`]: one write, through the writer.
+    pub(super) async fn import(
+        &self,
+        user: String,
+        chats: Vec<crate::archive::ImportChat>,
+    ) -> Result<crate::db::Imported> {
+        self.write(move |tx| import::store(tx, &user, chats, &Timestamp::now()))
+            .await
+    }
+
+    /// Deletes a user and everything of theirs, in one transaction.
+    /// [`Error::NotFound`] if there is no such user.
+    pub(super) async fn delete_user(&self, id: String) -> Result<DeletedUser> {
+        self.write(move |tx| users::delete_user(tx, &id)?.ok_or(Error::NotFound(Entity::User)))
             .await
     }
 

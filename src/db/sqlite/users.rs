@@ -113,6 +113,19 @@ pub(super) fn find_user_by_email(
         .optional()?)
 }
 
+/// The user with this id, and their password hash if they have one.
+pub(super) fn find_user_with_password(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(User, Option<String>)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, primary_email, created_at, password_hash FROM users WHERE id = ?1",
+        )?
+        .query_row([id], |row| Ok((user_from_row(row)?, row.get(3)?)))
+        .optional()?)
+}
+
 /// Every user, oldest first (ties by id).
 pub(super) fn list_users(conn: &Connection) -> Result<Vec<User>> {
     let mut stmt = conn.prepare_cached(
