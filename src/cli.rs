@@ -216,6 +216,12 @@ pub struct QuotaArgs {
     /// Off when not given.
     #[arg(long, env = "NEPTUN_MAX_USER_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_user_bytes: Option<u64>,
+
+    /// Delete chats with no activity (created, renamed, a message appended or a last
+    /// turn deleted) for this many days, in the background, a few at a time; each
+    /// deletion reaches the user's events streams. Off when not given.
+    #[arg(long, env = "NEPTUN_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: Option<u32>,
 }
 
 /// A parser for a count or size that must not be 0, because 0 would refuse every
@@ -366,6 +372,13 @@ pub enum Command {
     /// ChatGPT data export's conversations.json; prints how many chats and messages it
     /// stored. Order and times are kept; ids are new. Safe while the server runs.
     Import(ImportOpts),
+    /// Give the space of deleted data back; prints the database's size before and after.
+    /// SQLite: rewrites the file (VACUUM) and switches it to incremental auto-vacuum,
+    /// after which the server gives freed pages back by itself (new files start that
+    /// way); safe while the server runs, whose writes wait meanwhile (and get 503 past
+    /// the busy timeout), and needs free disk space the size of the file. PostgreSQL:
+    /// VACUUM (ANALYZE) of the tables, which blocks nothing; autovacuum does the same.
+    Compact,
 }
 
 /// `export`
@@ -638,6 +651,7 @@ impl ServeArgs {
                 max_messages: self.quota.max_user_messages,
                 max_bytes: self.quota.max_user_bytes,
             },
+            retention_days: self.quota.retention_days,
             events: EventSettings {
                 heartbeat: Duration::from_secs(self.events.events_heartbeat_secs),
                 replay_window: Duration::from_secs(
@@ -673,6 +687,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Copy(opts)) => copy(&cli, opts),
         Some(Command::Export(opts)) => export(&cli, opts),
         Some(Command::Import(opts)) => import(&cli, opts),
+        Some(Command::Compact) => compact(&cli),
     }
 }
 
@@ -993,6 +1008,14 @@ fn import(cli: &Cli, opts: &ImportOpts) -> anyhow::Result<()> {
     print_line(&format!(
         "imported {} chats and {} messages into user {}{skipped}",
         imported.chats, imported.messages, opts.user_id
+    ))
+}
+
+fn compact(cli: &Cli) -> anyhow::Result<()> {
+    let compacted = existing_database(cli)?.compact()?;
+    print_line(&format!(
+        "{} bytes before, {} bytes after",
+        compacted.before, compacted.after
     ))
 }
 

@@ -104,6 +104,9 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// The events stream's heartbeat, replay window and limits.
     pub events: EventSettings,
+    /// Chats with no activity for this many days are deleted; `None`: kept forever
+    /// (the default).
+    pub retention_days: Option<u32>,
 }
 
 /// The events stream (`GET /api/users/{user_id}/events`).
@@ -145,6 +148,7 @@ impl Default for Settings {
             write_rate_limit: None,
             busy_timeout: crate::db::Options::default().busy_timeout,
             quota: Quota::default(),
+            retention_days: None,
             throttle: ThrottleSettings::default(),
             hashing: HashSettings::default(),
             trusted_proxies: TrustedProxies::default(),

@@ -153,6 +153,9 @@ impl Application {
         .run();
         tokio::spawn(purge_periodically(db.clone()));
         tokio::spawn(index_backlog(db.clone()));
+        if let Some(days) = settings.retention_days {
+            tokio::spawn(expire_chats(db.clone(), days));
+        }
         // The one start-up line: tests and operators read the bound port from it.
         log::info!(
             "neptun-chat listening on {address} with the database {} (durability {}, {workers} workers)",
@@ -332,6 +335,84 @@ async fn purge_periodically(db: Db) {
             Ok(purged) => log::info!("purged {purged} expired sessions and idempotency answers"),
             Err(err) if err.is_writer_gone() => return,
             Err(err) => log::warn!("purging expired sessions failed: {err}"),
+        }
+        if reclaim_space(&db).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Pages given back to the file system per write: 4 MiB with SQLite's 4 KiB pages,
+/// a few milliseconds of the writer's time.
+const RECLAIM_PAGES: u32 = 1024;
+
+/// Gives the space that deletes freed back to the file system, a few pages per write
+/// so that requests' writes go on between them; an error once the database is closed.
+async fn reclaim_space(db: &Db) -> Result<(), ()> {
+    let mut pages = 0;
+    loop {
+        match db.reclaim_space(RECLAIM_PAGES).await {
+            Ok(given) => {
+                pages += given;
+                if given < u64::from(RECLAIM_PAGES) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(err) if err.is_writer_gone() => return Err(()),
+            Err(err) => {
+                log::warn!("giving freed space back failed, trying again later: {err}");
+                break;
+            }
+        }
+    }
+    if pages > 0 {
+        log::info!("gave {pages} freed pages of the database back to the file system");
+    }
+    Ok(())
+}
+
+/// How often chats past the retention period are looked for.
+const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Chats deleted per transaction by the retention: a short write, so that the writes
+/// of requests go on between them (the messages of large chats are purged afterwards,
+/// a slice at a time, on SQLite).
+const RETENTION_BATCH: usize = 100;
+
+/// Deletes the chats with no activity for `days` days, now and every
+/// [`RETENTION_INTERVAL`], a batch per transaction, until the database closes.
+async fn expire_chats(db: Db, days: u32) {
+    let mut ticks = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+        let before = crate::domain::Timestamp::from_datetime(before);
+        let mut expired = 0;
+        loop {
+            match db.expire_chats(before.clone(), RETENTION_BATCH).await {
+                Ok(done) => {
+                    expired += done;
+                    if done < RETENTION_BATCH {
+                        break;
+                    }
+                    // Let the requests' writes in before the next batch.
+                    tokio::task::yield_now().await;
+                }
+                Err(err) if err.is_writer_gone() => return,
+                Err(err) => {
+                    log::warn!(
+                        "retention: deleting inactive chats failed, trying again later: {err}"
+                    );
+                    break;
+                }
+            }
+        }
+        if expired > 0 {
+            log::info!("retention: deleted {expired} chats with no activity for {days} days");
+            if reclaim_space(&db).await.is_err() {
+                return;
+            }
         }
     }
 }

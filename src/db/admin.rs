@@ -42,6 +42,15 @@ pub struct DeletedUser {
     pub idempotency_keys: usize,
 }
 
+/// What `compact` did: the database's size before and after, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Before.
+    pub before: u64,
+    /// After.
+    pub after: u64,
+}
+
 /// A connection for one-off administrative changes.
 pub struct Admin(Backend);
 
@@ -148,6 +157,15 @@ impl Admin {
     /// module).
     pub fn check(&mut self) -> Result<Vec<String>> {
         dispatch!(self, admin => admin.check())
+    }
+
+    /// Reclaims the space deleted data left behind. SQLite: rewrites the file without
+    /// its free pages (`VACUUM`) and switches it to incremental auto-vacuum, after which
+    /// servers give freed pages back by themselves; it holds the write lock while it
+    /// runs and needs free disk space the size of the file. PostgreSQL: `VACUUM
+    /// (ANALYZE)` of the tables, which blocks nothing.
+    pub fn compact(&mut self) -> Result<Compacted> {
+        dispatch!(self, admin => admin.compact())
     }
 
     /// Writes a consistent copy of an SQLite database to `dest` while servers keep

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use admin::{Admin, DeletedUser, PrefixMatch, SessionInfo};
+pub use admin::{Admin, Compacted, DeletedUser, PrefixMatch, SessionInfo};
 pub use copy::{Copied, TableCounts, copy_database};
 pub use error::{Error, QuotaExceeded, Source, Step, Taken, Unavailable};
 pub use export::{ExportRest, ExportRow};
@@ -469,6 +469,29 @@ impl Db {
             self.changed(&owner);
         }
         Ok(deleted)
+    }
+
+    /// Gives up to `pages` pages that deletes freed back to the file system, in one
+    /// short write; how many it gave (0 once none are left). SQLite only, on a database
+    /// with incremental auto-vacuum (new ones, and any after `compact`); PostgreSQL's
+    /// autovacuum does its own.
+    pub async fn reclaim_space(&self, pages: u32) -> Result<u64> {
+        dispatch!(self, db => db.reclaim_space(pages).await)
+    }
+
+    /// Deletes up to `limit` chats, of any user, with no activity since
+    /// `inactive_before` (created, renamed, a message appended or a last turn deleted:
+    /// their `updated_at`), oldest first, with their messages, in one transaction,
+    /// recording each deletion in its user's change feed; how many. A chat being
+    /// written to meanwhile is kept.
+    pub async fn expire_chats(&self, inactive_before: Timestamp, limit: usize) -> Result<usize> {
+        let expired = dispatch!(self, db => db.expire_chats(inactive_before, limit).await)?;
+        let mut owners: Vec<&str> = expired.iter().map(|(owner, _)| owner.as_str()).collect();
+        owners.dedup();
+        for owner in owners {
+            self.changed(owner);
+        }
+        Ok(expired.len())
     }
 
     /// Reads a window of the claimed user's chat `chat_id`, oldest first, after checking

@@ -610,6 +610,38 @@ const DELETE_CHATS: &str = "WITH gone AS ( \
              pg_notify('neptun_changes', woken.user_id)) \
      FROM gone";
 
+/// Deletes up to `$2` chats of any user with no activity since `$1` (their
+/// `updated_at`), oldest first, with their messages (by the foreign key's cascade),
+/// recording each deletion at `$3` as a change of its user; the owner and id of each.
+/// Chats locked by a write in flight are skipped: that write is activity.
+const EXPIRE_CHATS: &str = "WITH candidates AS ( \
+         SELECT id FROM chat_conversations WHERE updated_at < $1 \
+         ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+     gone AS ( \
+         DELETE FROM chat_conversations AS c USING candidates \
+         WHERE c.id = candidates.id AND c.updated_at < $1 \
+         RETURNING c.id, c.neptun_user_id), \
+     numbered AS ( \
+         SELECT id, neptun_user_id, \
+             row_number() OVER (PARTITION BY neptun_user_id ORDER BY id) AS n, \
+             count(*) OVER (PARTITION BY neptun_user_id) AS total \
+         FROM gone), \
+     counted AS ( \
+         UPDATE users SET last_change = last_change + ended.total \
+         FROM (SELECT neptun_user_id, count(*) AS total FROM gone GROUP BY neptun_user_id) \
+             AS ended \
+         WHERE users.id = ended.neptun_user_id RETURNING users.id, users.last_change), \
+     logged AS ( \
+         INSERT INTO changes (user_id, seq, kind, chat_id, created_at) \
+         SELECT numbered.neptun_user_id, counted.last_change - numbered.total + numbered.n, \
+             'chat_deleted', numbered.id, $3 \
+         FROM numbered JOIN counted ON counted.id = numbered.neptun_user_id \
+         RETURNING user_id) \
+     SELECT gone.neptun_user_id, gone.id, \
+         (SELECT count(*) FROM (SELECT DISTINCT user_id FROM logged) AS woken, \
+             pg_notify('neptun_changes', woken.user_id)) \
+     FROM gone ORDER BY gone.neptun_user_id, gone.id";
+
 /// Locks idempotency key `$1` (the user and the key) until the transaction ends.
 const LOCK_KEY: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
@@ -1311,6 +1343,29 @@ impl Db {
             .into_iter()
             .filter(|id| gone.contains(id) && seen.insert(*id))
             .collect())
+    }
+
+    /// Nothing to do: autovacuum makes deleted rows' space reusable (see the README).
+    pub(super) async fn reclaim_space(&self, _pages: u32) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// See [`crate::db::Db::expire_chats`]: one statement, its own transaction.
+    pub(super) async fn expire_chats(
+        &self,
+        inactive_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        let conn = self.conn().await?;
+        let stmt = conn.stmt(EXPIRE_CHATS).await?;
+        let before = instant(&inactive_before)?;
+        let now = instant(&Timestamp::now())?;
+        let rows = conn.query(&stmt, &[&before, &sql_count(limit), &now]).await;
+        let rows = conn.guard(rows)?;
+        self.committed();
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     /// Deletes the last turn of `owner`'s chat (as the SQLite backend defines it):

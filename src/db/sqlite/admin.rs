@@ -11,6 +11,7 @@ use super::{
     DeletedUser, Durability, Entity, Error, PrefixMatch, Result, SessionInfo, chats,
     open_for_writing, sessions, users,
 };
+use crate::db::Compacted;
 use crate::domain::{Timestamp, User};
 
 /// A read-write connection for one-off administrative changes.
@@ -144,6 +145,28 @@ impl Admin {
                 return Err(Error::NotFound(Entity::User));
             }
             sessions::delete_user_sessions(tx, user_id)
+        })
+    }
+
+    /// Rewrites the database without its free pages (`VACUUM`), switching it to
+    /// incremental auto-vacuum on the way, so that from then on the server gives freed
+    /// pages back by itself; the file's size before and after.
+    pub(in crate::db) fn compact(&mut self) -> Result<Compacted> {
+        let size = |conn: &Connection| -> Result<u64> {
+            let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
+            let page: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+            Ok(pages.saturating_mul(page).unsigned_abs())
+        };
+        let before = size(&self.conn)?;
+        self.conn
+            .pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        self.conn.execute_batch("VACUUM")?;
+        // The rewrite went through the WAL: fold it back into the file and empty it.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(Compacted {
+            before,
+            after: size(&self.conn)?,
         })
     }
 

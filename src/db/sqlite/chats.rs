@@ -202,6 +202,34 @@ pub(super) fn delete_chats(
     Ok(result)
 }
 
+/// Deletes up to `limit` chats of any user with no activity since `inactive_before`
+/// (their `updated_at`), oldest first, as [`delete_chats`] does; the owner and id of
+/// each, and whether some of them are left for [`purge_deleted_chats`].
+pub(super) fn expire_chats(
+    conn: &Connection,
+    inactive_before: &Timestamp,
+    limit: usize,
+    now: &Timestamp,
+) -> Result<(Vec<(String, i64)>, bool)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT neptun_user_id, id FROM chat_conversations \
+         WHERE deleted_at IS NULL AND updated_at < ?1 ORDER BY updated_at LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut found = stmt
+        .query_map(params![inactive_before.as_str(), limit], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    found.sort_unstable();
+    let mut purge_pending = false;
+    for owned in found.chunk_by(|a, b| a.0 == b.0) {
+        let ids: Vec<i64> = owned.iter().map(|(_, id)| *id).collect();
+        purge_pending |= delete_chats(conn, &owned[0].0, &ids, now)?.purge_pending;
+    }
+    Ok((found, purge_pending))
+}
+
 /// Deletes up to `budget` messages of the marked chat `chat_id`, and the chat's row once
 /// none are left; takes what it deleted from `budget`. Whether the chat is gone.
 fn purge_chat(conn: &Connection, chat_id: i64, budget: &mut usize) -> Result<bool> {
@@ -223,9 +251,14 @@ pub(super) const PURGE_STEP_TIME: Duration = Duration::from_millis(2);
 /// Messages deleted at a time within a step, between looks at the clock.
 const PURGE_CHUNK: usize = 32;
 
+/// Free pages given back to the file system in one step once no deleted chat is left:
+/// 4 MiB with SQLite's 4 KiB pages, a few milliseconds.
+const RECLAIM_STEP: u32 = 1024;
+
 /// One step of purging deleted chats: their messages, [`PURGE_CHUNK`] at a time, for
 /// about [`PURGE_STEP_TIME`] or up to [`PURGE_SLICE`] of them, and the rows of those
-/// left empty. Whether any deleted chat is left to purge. The writer runs it in a
+/// left empty; once none is left, up to [`RECLAIM_STEP`] of the pages freed are given
+/// back to the file system. Whether there is more to do. The writer runs it in a
 /// transaction of its own between groups of writes while this says there is more, and
 /// once at every start, to finish a purge that a restart cut short.
 pub(super) fn purge_deleted_chats(conn: &Connection) -> Result<bool> {
@@ -234,7 +267,7 @@ pub(super) fn purge_deleted_chats(conn: &Connection) -> Result<bool> {
     while deleted < PURGE_SLICE && started.elapsed() < PURGE_STEP_TIME {
         let mut chunk = PURGE_CHUNK;
         if !purge_some(conn, &mut chunk)? {
-            return Ok(false);
+            return Ok(super::give_back_pages(conn, RECLAIM_STEP)? == u64::from(RECLAIM_STEP));
         }
         deleted += PURGE_CHUNK - chunk;
     }

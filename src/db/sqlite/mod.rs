@@ -218,6 +218,22 @@ impl Db {
         .await
     }
 
+    /// Gives up to `pages` free pages back to the file system (see [`give_back_pages`]);
+    /// how many it gave.
+    pub(super) async fn reclaim_space(&self, pages: u32) -> Result<u64> {
+        self.write(move |tx| give_back_pages(tx, pages)).await
+    }
+
+    /// Deletes a user and everything of theirs, in one transaction; the writer then
+    /// gives the pages freed back to the file system, a few at a time.
+    pub(super) async fn delete_user(&self, id: String) -> Result<DeletedUser> {
+        let deleted = self
+            .write(move |tx| users::delete_user(tx, &id)?.ok_or(Error::NotFound(Entity::User)))
+            .await?;
+        self.purge_pending.store(true, Ordering::Relaxed);
+        Ok(deleted)
+    }
+
     /// Up to `limit` of `user`'s changes after number `after`, and where their feed
     /// stands, from one snapshot.
     pub(super) async fn read_changes(
@@ -410,13 +426,6 @@ impl Db {
             .await
     }
 
-    /// Deletes a user and everything of theirs, in one transaction.
-    /// [`Error::NotFound`] if there is no such user.
-    pub(super) async fn delete_user(&self, id: String) -> Result<DeletedUser> {
-        self.write(move |tx| users::delete_user(tx, &id)?.ok_or(Error::NotFound(Entity::User)))
-            .await
-    }
-
     /// Stores a session for `user_id` (by its token hash) until `expires_at`.
     pub(super) async fn create_session(
         &self,
@@ -482,6 +491,25 @@ impl Db {
                 purge_pending.store(true, Ordering::Relaxed);
             }
             Ok(done.deleted)
+        })
+        .await
+    }
+
+    /// See [`crate::db::Db::expire_chats`]: one write; the messages of large chats are
+    /// purged afterwards, a slice at a time, as for any deleted chat.
+    pub(super) async fn expire_chats(
+        &self,
+        inactive_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        let purge_pending = Arc::clone(&self.purge_pending);
+        self.write(move |tx| {
+            let (expired, purge) =
+                chats::expire_chats(tx, &inactive_before, limit, &Timestamp::now())?;
+            if purge {
+                purge_pending.store(true, Ordering::Relaxed);
+            }
+            Ok(expired)
         })
         .await
     }
@@ -677,6 +705,30 @@ fn in_read_transaction<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> R
     result
 }
 
+/// Gives up to `pages` free pages (left by deletes) back to the file system, inside the
+/// caller's transaction; how many it gave. Only a database with incremental
+/// auto-vacuum can: new ones, and older ones after the `compact` command.
+fn give_back_pages(conn: &Connection, pages: u32) -> Result<u64> {
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |row| row.get(0))?;
+    // 2: INCREMENTAL.
+    if mode != 2 {
+        return Ok(0);
+    }
+    let free = || -> Result<u64> {
+        let pages: i64 = conn.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
+        Ok(pages.unsigned_abs())
+    };
+    let before = free()?;
+    if before == 0 {
+        return Ok(0);
+    }
+    // Each step of the statement gives back one page: step it to the end.
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(before.saturating_sub(free()?))
+}
+
 /// Counts SQLITE_BUSY failures (the busy timeout ran out) for the metrics.
 fn count_busy<T>(result: Result<T>) -> Result<T> {
     if let Err(Error::Unavailable {
@@ -703,6 +755,12 @@ fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection> {
             path,
             "SQLite could only open it read-only".to_owned(),
         ));
+    }
+    // A new file gives the pages that deletes free back to the file system, a few at a
+    // time (see `reclaim_space`); SQLite takes this only before the first table.
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
+    if tables == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     }
     // Refuse a foreign file before changing anything about it, journal mode included.
     schema::migrate(&mut conn)?;
