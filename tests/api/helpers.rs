@@ -271,6 +271,15 @@ pub(crate) async fn spawn_app_with_settings(settings: Settings) -> TestApp {
     spawn_app_on(dir, database, settings).await
 }
 
+/// Starts the application with `settings` on a fresh database that `seed` fills first,
+/// for what the server does at start-up.
+pub(crate) async fn spawn_app_after(settings: Settings, seed: impl FnOnce(&Database)) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let database = Database::fresh_in(dir.path());
+    seed(&database);
+    spawn_app_on(dir, database, settings).await
+}
+
 /// Starts the application on `database`, keeping `dir` as long as it runs.
 async fn spawn_app_on(dir: TempDir, database: Database, settings: Settings) -> TestApp {
     let settings = Settings {

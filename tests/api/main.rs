@@ -34,6 +34,7 @@ mod query_validation;
 mod quota;
 mod read_messages;
 mod readme_check;
+mod retention;
 mod search;
 mod sessions;
 mod sqlite_engine;

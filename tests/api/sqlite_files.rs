@@ -1043,3 +1043,103 @@ fn without_a_database_option_the_default_is_data_neptun_db_in_the_working_folder
     assert_eq!(outcome.single_line(), "alice");
     assert!(dir.path().join("data").join("neptun.db").is_file());
 }
+
+// ---- space ---------------------------------------------------------------------------
+
+/// `PRAGMA page_count` and `PRAGMA freelist_count` of a database.
+fn pages(path: &Path) -> (i64, i64) {
+    let conn = Connection::open(path).expect("the database opens");
+    let count = |pragma| {
+        conn.pragma_query_value(None, pragma, |r| r.get(0))
+            .expect("a page count")
+    };
+    (count("page_count"), count("freelist_count"))
+}
+
+#[tokio::test]
+async fn the_server_gives_the_space_of_a_deleted_chat_back_to_the_file_system() {
+    // Arrange: about 4 MB of messages in one chat.
+    let app = crate::helpers::spawn_app().await;
+    let user = app.seed_user("ada");
+    let text = "x".repeat(2000);
+    let batch: Vec<Value> = (0..100)
+        .map(|_| json!({"content": text, "role": "user"}))
+        .collect();
+    for _ in 0..20 {
+        let stored = app.post_messages(&user, &json!({ "messages": batch })).await;
+        assert_eq!(stored.status(), 200);
+    }
+    let (full, _) = pages(app.db_path());
+
+    // Act
+    let deleted = app
+        .delete(
+            &format!("/api/users/ada/chats/{}", user.chat_id),
+            Some(&user.token),
+            None,
+        )
+        .await;
+
+    // Assert: the pages come back without a restart or a compact.
+    assert_eq!(deleted.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (now, free) = pages(app.db_path());
+        if free == 0 && now < full / 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {now} pages ({free} free) of {full}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn compact_shrinks_an_older_file_and_switches_it_to_incremental_vacuum() {
+    // Arrange: a file made before incremental auto-vacuum, with the space of deleted
+    // messages in it.
+    let db = TempDb::sqlite();
+    db.create_user("ada");
+    let chat = db.create_chat("ada");
+    {
+        let conn = db.connection();
+        conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;").unwrap();
+        let text = "y".repeat(4000);
+        for _ in 0..1000 {
+            conn.execute(
+                "INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, created_at) \
+                 VALUES (?1, 'ada', ?2, 'user', '2026-01-01T00:00:00.000Z')",
+                rusqlite::params![chat, text],
+            )
+            .unwrap();
+        }
+        conn.execute("DELETE FROM chat_messages", []).unwrap();
+        let mode: i64 = conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 0, "the older kind of file");
+    }
+    let before = fs::metadata(db.path()).unwrap().len();
+
+    // Act
+    let outcome = db.cli(&["compact"]);
+
+    // Assert
+    let line = outcome.single_line();
+    let sizes: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(sizes.len(), 2, "{line}");
+    assert!(sizes[0] >= before / 2, "{line}, file {before}");
+    assert!(sizes[1] * 10 < sizes[0], "{line}");
+    assert!(fs::metadata(db.path()).unwrap().len() * 10 < before);
+    let conn = db.connection();
+    let mode: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "incremental from now on");
+    assert_eq!(db.cli(&["check"]).single_line(), "ok");
+}

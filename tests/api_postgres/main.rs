@@ -63,6 +63,8 @@ mod query_validation;
 mod quota;
 #[path = "../api/read_messages.rs"]
 mod read_messages;
+#[path = "../api/retention.rs"]
+mod retention;
 #[path = "../api/search.rs"]
 mod search;
 #[path = "../api/sessions.rs"]
