@@ -133,9 +133,25 @@ pub struct Rendered {
     ended_session: Option<String>,
     /// When the change was recorded, for the lag metric.
     recorded: Option<DateTime<Utc>>,
+    /// Not a change: the user is gone (their account was deleted), and so is their
+    /// change feed; every stream of theirs ends.
+    user_gone: bool,
 }
 
 impl Rendered {
+    /// What a feed hands its streams when its user is gone.
+    fn user_gone() -> Rendered {
+        Rendered {
+            seq: i64::MAX,
+            kind: ChangeKind::SessionEnded,
+            chat_id: None,
+            frames: Vec::new(),
+            ended_session: None,
+            recorded: None,
+            user_gone: true,
+        }
+    }
+
     fn bytes(&self) -> usize {
         self.frames.iter().map(|(_, frame)| frame.len()).sum()
     }
@@ -282,6 +298,7 @@ pub fn render(change: Change) -> Rendered {
         recorded: DateTime::parse_from_rfc3339(change.created_at.as_str())
             .ok()
             .map(|at| at.with_timezone(&Utc)),
+        user_gone: false,
     }
 }
 
@@ -526,6 +543,11 @@ async fn follow(
         let read_at = tokio::time::Instant::now();
         match read_new(&db, &user, after, &events).await {
             Ok(last) => after = last,
+            Err(db::Error::NotFound(db::Entity::User)) => {
+                log::debug!("the user {user} is gone: ending their events streams");
+                let _ = events.send(Arc::new(Batch::new(vec![Rendered::user_gone()])));
+                return;
+            }
             Err(err) => log::warn!("reading the change feed of {user} failed: {err}"),
         }
         drop(events);
@@ -760,6 +782,9 @@ impl Stream {
 
     /// Sends what of `change` this stream has not sent yet, and moves `at` past it.
     async fn deliver(&self, change: &Rendered, at: &mut Position) -> Flow {
+        if change.user_gone {
+            return Flow::End;
+        }
         if change.seq < at.seq || (change.seq == at.seq && at.message.is_none()) {
             return Flow::Go;
         }

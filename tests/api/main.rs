@@ -7,6 +7,7 @@
 /// The backend of every fresh database of this binary (see [`database::Database`]).
 const BACKEND: database::Backend = database::Backend::Sqlite;
 
+mod account;
 mod auth;
 mod chats;
 mod cli;

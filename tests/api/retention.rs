@@ -74,9 +74,9 @@ async fn chats_idle_past_the_retention_are_deleted_and_active_ones_kept_however_
         .get(&format!("/api/users/ada/chats/{recent}"), Some(&token))
         .await;
     assert_eq!(kept.status(), 200);
-    let last = app.database.row(
-        "SELECT kind, chat_id FROM changes WHERE user_id = 'ada' ORDER BY seq DESC LIMIT 1",
-    );
+    let last = app
+        .database
+        .row("SELECT kind, chat_id FROM changes WHERE user_id = 'ada' ORDER BY seq DESC LIMIT 1");
     assert_eq!(
         last,
         [Some("chat_deleted".to_owned()), Some(idle.to_string())],

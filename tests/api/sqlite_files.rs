@@ -1066,7 +1066,9 @@ async fn the_server_gives_the_space_of_a_deleted_chat_back_to_the_file_system() 
         .map(|_| json!({"content": text, "role": "user"}))
         .collect();
     for _ in 0..20 {
-        let stored = app.post_messages(&user, &json!({ "messages": batch })).await;
+        let stored = app
+            .post_messages(&user, &json!({ "messages": batch }))
+            .await;
         assert_eq!(stored.status(), 200);
     }
     let (full, _) = pages(app.db_path());
@@ -1105,7 +1107,8 @@ fn compact_shrinks_an_older_file_and_switches_it_to_incremental_vacuum() {
     let chat = db.create_chat("ada");
     {
         let conn = db.connection();
-        conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;").unwrap();
+        conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;")
+            .unwrap();
         let text = "y".repeat(4000);
         for _ in 0..1000 {
             conn.execute(

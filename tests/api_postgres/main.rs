@@ -14,6 +14,8 @@
 /// The backend of every fresh database of this binary (see [`database::Database`]).
 const BACKEND: database::Backend = database::Backend::Postgres;
 
+#[path = "../api/account.rs"]
+mod account;
 #[path = "../api/auth.rs"]
 mod auth;
 #[path = "../api/chats.rs"]

@@ -1888,10 +1888,10 @@ const IMPORT_CHAT: &str = "WITH chat AS ( \
      logged AS ( \
          INSERT INTO changes (user_id, seq, kind, chat_id, first_id, last_id, created_at) \
          SELECT $1, counted.last_change - sign(cardinality($6::bytea[]))::bigint, \
-             'chat_created', chat.id, NULL::bigint, NULL::bigint, $11 FROM counted, chat \
+             'chat_created', chat.id, NULL::bigint, NULL::bigint, $11::timestamptz FROM counted, chat \
          UNION ALL \
          SELECT $1, counted.last_change, 'messages_added', chat.id, min(stored.id), \
-             max(stored.id), $11 \
+             max(stored.id), $11::timestamptz \
          FROM counted, chat, stored GROUP BY counted.last_change, chat.id) \
      SELECT chat.id FROM chat";
 
