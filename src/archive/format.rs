@@ -12,8 +12,10 @@
 //! password hash). NDJSON, not one JSON document, so that both sides stream: a line is
 //! written as it is read from the database, and read back a line at a time.
 //!
-//! [`write_row`] renders the rows of [`crate::db::Db::export`]; [`read`] reads a file
-//! back into [`ImportChat`]s, checking every line and naming the first bad one.
+//! [`write_row`](crate::archive::format::write_row) renders the rows of
+//! [`crate::db::Db::export`]; [`read`](crate::archive::format::read) reads a file back
+//! into [`ImportChat`](crate::archive::ImportChat)s, checking every line and naming the
+//! first bad one.
 
 use std::io::BufRead;
 

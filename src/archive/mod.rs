@@ -1,6 +1,6 @@
 //! A user's data as a file: what `export` writes and `import` reads back (see
 //! [`crate::archive::format`]), and what a ChatGPT data export's `conversations.json`
-//! holds (see [`crate::archive::chatgpt`]). Pure: readers turn bytes into [`ImportChat`]s,
+//! holds (see [`crate::archive::chatgpt`]). Pure: readers turn bytes into [`ImportChat`](crate::archive::ImportChat)s,
 //! storage writes them.
 
 /// ChatGPT's data export (`conversations.json`), read into chats.

@@ -1,12 +1,12 @@
 //! What both backends share to export a user: [`ExportRow`], what the caller renders;
-//! the [`Slicer`] that cuts the rendered rows into slices of bounded size; and
+//! the slicer that cuts the rendered rows into slices of bounded size; and
 //! [`ExportRest`], the slices on their way to the caller.
 //!
 //! An export reads one snapshot from start to end (one read transaction), so it is
 //! the state of one instant, whatever is written meanwhile. It is read a slice at a
 //! time, each once the caller has taken the one before, so memory holds at most a few
 //! slices whatever the user's size. A caller that stops taking slices for
-//! [`STALL_LIMIT`] ends the export (and with it the snapshot it holds).
+//! a minute ends the export (and with it the snapshot it holds).
 
 use std::task::{Context, Poll};
 use std::time::Duration;
