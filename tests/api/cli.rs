@@ -601,6 +601,9 @@ fn help_lists_the_subcommands_and_the_global_options() {
             "backup",
             "check",
             "copy",
+            "export",
+            "import",
+            "compact",
             "help"
         ],
         "{}",
