@@ -613,9 +613,15 @@ const DELETE_CHATS: &str = "WITH gone AS ( \
 /// Deletes up to `$2` chats of any user with no activity since `$1` (their
 /// `updated_at`), oldest first, with their messages (by the foreign key's cascade),
 /// recording each deletion at `$3` as a change of its user; the owner and id of each.
-/// Chats locked by a write in flight are skipped: that write is activity.
-const EXPIRE_CHATS: &str = "WITH candidates AS ( \
-         SELECT id FROM chat_conversations WHERE updated_at < $1 \
+/// Chats locked by a write in flight are skipped: that write is activity. One instance
+/// at a time does this (a transaction-scoped advisory lock, not waited for): two would
+/// update the same users' feed numbers in orders of their own and could deadlock.
+const EXPIRE_CHATS: &str = "WITH turn AS ( \
+         SELECT pg_try_advisory_xact_lock(hashtextextended('neptun-chat retention', 0)) \
+             AS mine), \
+     candidates AS ( \
+         SELECT id FROM chat_conversations \
+         WHERE updated_at < $1 AND (SELECT mine FROM turn) \
          ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
      gone AS ( \
          DELETE FROM chat_conversations AS c USING candidates \
@@ -1957,14 +1963,16 @@ async fn import_chats(
 /// Deletes user `user_id` and everything of theirs (their chats and messages, whose
 /// search words go with them, sessions, idempotency answers, recorded changes) inside
 /// `tx`, and wakes the user's events streams on every instance; what was deleted, or
-/// `None` if there is no such user. The user's chats are locked first, in the order
-/// appends lock them, so that an append to one meanwhile waits instead of deadlocking.
+/// `None` if there is no such user. The user's chats are locked first, in id order,
+/// and the user's row only by the deletes after them: the order appends take them
+/// (chat, then user; see the module docs), so an append meanwhile waits instead of
+/// deadlocking.
 async fn delete_user(
     tx: &deadpool_postgres::Transaction<'_>,
     user_id: &str,
 ) -> Result<Option<DeletedUser>> {
     let exists = tx
-        .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])
+        .query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id])
         .await?
         .is_some();
     if !exists {
