@@ -207,6 +207,11 @@ impl Batch {
         self.changes.first().map_or(0, |change| change.seq)
     }
 
+    /// Whether this says the user is gone (see [`Rendered::user_gone`]).
+    fn user_gone(&self) -> bool {
+        self.changes.iter().any(|change| change.user_gone)
+    }
+
     fn last(&self) -> i64 {
         self.changes.last().map_or(0, |change| change.seq)
     }
@@ -655,6 +660,7 @@ impl Stream {
         loop {
             let flow = tokio::select! {
                 received = live.recv() => match received {
+                    Ok(batch) if batch.user_gone() => Flow::End,
                     // Changes that do not come next: those between came before this
                     // stream's feed did, or were missed; read them first.
                     Ok(batch) if batch.first() > at.seq + 1 => {
@@ -782,9 +788,6 @@ impl Stream {
 
     /// Sends what of `change` this stream has not sent yet, and moves `at` past it.
     async fn deliver(&self, change: &Rendered, at: &mut Position) -> Flow {
-        if change.user_gone {
-            return Flow::End;
-        }
         if change.seq < at.seq || (change.seq == at.seq && at.message.is_none()) {
             return Flow::Go;
         }
