@@ -6,7 +6,9 @@
 //! the state of one instant, whatever is written meanwhile. It is read a slice at a
 //! time, each once the caller has taken the one before, so memory holds at most a few
 //! slices whatever the user's size. A caller that stops taking slices for
-//! a minute ends the export (and with it the snapshot it holds).
+//! a minute ends the export (and with it the snapshot it holds), and so does one still
+//! reading after a quarter of an hour: a snapshot held open keeps SQLite's WAL from
+//! being checkpointed and PostgreSQL's vacuum from reclaiming rows.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +41,9 @@ pub enum ExportRow<'a> {
 /// Longest an export waits for its caller to take a slice before giving up.
 pub(super) const STALL_LIMIT: Duration = Duration::from_secs(60);
 
+/// Longest an export may take, however steadily its caller reads.
+const TIME_LIMIT: Duration = Duration::from_secs(15 * 60);
+
 /// Most rows in one slice.
 const SLICE_ROWS: usize = 256;
 
@@ -63,6 +68,7 @@ pub(super) struct Slicer<S, F> {
     text_bytes: usize,
     chats: u64,
     messages: u64,
+    started: std::time::Instant,
 }
 
 impl<S, F> Slicer<S, F>
@@ -79,6 +85,7 @@ where
             text_bytes: 0,
             chats: 0,
             messages: 0,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -96,6 +103,12 @@ where
         self.rows += 1;
         if self.rows < SLICE_ROWS && self.text_bytes < SLICE_TEXT_BYTES {
             return Ok(None);
+        }
+        if self.started.elapsed() > TIME_LIMIT {
+            return Err(Error::described(
+                Step::Read,
+                format!("the export took over {} s", TIME_LIMIT.as_secs()),
+            ));
         }
         self.rows = 0;
         self.text_bytes = 0;
