@@ -205,7 +205,7 @@ pub struct EventArgs {
     pub events_max_per_user: usize,
 }
 
-/// Per-user storage quota: off unless set.
+/// What each user may keep, and for how long: off unless set.
 #[derive(Debug, Args)]
 pub struct QuotaArgs {
     /// Most messages one user may keep; a write past it gets 403. Off when not given.

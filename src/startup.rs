@@ -342,19 +342,15 @@ async fn purge_periodically(db: Db) {
     }
 }
 
-/// Pages given back to the file system per write: 4 MiB with SQLite's 4 KiB pages,
-/// a few milliseconds of the writer's time.
-const RECLAIM_PAGES: u32 = 1024;
-
 /// Gives the space that deletes freed back to the file system, a few pages per write
 /// so that requests' writes go on between them; an error once the database is closed.
 async fn reclaim_space(db: &Db) -> Result<(), ()> {
     let mut pages = 0;
     loop {
-        match db.reclaim_space(RECLAIM_PAGES).await {
+        match db.reclaim_space(crate::db::RECLAIM_PAGES).await {
             Ok(given) => {
                 pages += given;
-                if given < u64::from(RECLAIM_PAGES) {
+                if given < u64::from(crate::db::RECLAIM_PAGES) {
                     break;
                 }
                 tokio::task::yield_now().await;

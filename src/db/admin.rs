@@ -45,9 +45,9 @@ pub struct DeletedUser {
 /// What `compact` did: the database's size before and after, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compacted {
-    /// Before.
+    /// The database's size in bytes when `compact` began.
     pub before: u64,
-    /// After.
+    /// Its size once `compact` was done.
     pub after: u64,
 }
 
@@ -159,8 +159,9 @@ impl Admin {
         dispatch!(self, admin => admin.check())
     }
 
-    /// Reclaims the space deleted data left behind. SQLite: rewrites the file without
-    /// its free pages (`VACUUM`) and switches it to incremental auto-vacuum, after which
+    /// Reclaims the space deleted data left behind. SQLite: merges the search index
+    /// (which drops deleted messages' words for good), rewrites the file without its
+    /// free pages (`VACUUM`) and switches it to incremental auto-vacuum, after which
     /// servers give freed pages back by themselves; it holds the write lock while it
     /// runs and needs free disk space the size of the file. PostgreSQL: `VACUUM
     /// (ANALYZE)` of the tables, which blocks nothing.

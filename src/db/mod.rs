@@ -98,6 +98,11 @@ impl Durability {
     }
 }
 
+/// Free pages an SQLite database gives back to the file system in one write (see
+/// [`Db::reclaim_space`]): 4 MiB with SQLite's 4 KiB pages, a few milliseconds of the
+/// writer's time.
+pub const RECLAIM_PAGES: u32 = 1024;
+
 /// Writes that may wait for the SQLite writer by default.
 pub const DEFAULT_WRITE_QUEUE: usize = 512;
 

@@ -148,7 +148,8 @@ impl Admin {
         })
     }
 
-    /// Rewrites the database without its free pages (`VACUUM`), switching it to
+    /// Merges the search index into one segment and rewrites the database without its
+    /// free pages (`VACUUM`), switching it to
     /// incremental auto-vacuum on the way, so that from then on the server gives freed
     /// pages back by itself; the file's size before and after.
     pub(in crate::db) fn compact(&mut self) -> Result<Compacted> {
@@ -158,6 +159,10 @@ impl Admin {
             Ok(pages.saturating_mul(page).unsigned_abs())
         };
         let before = size(&self.conn)?;
+        // Merged into one segment, the search index drops the words of deleted
+        // messages for good (until then FTS5 only marks them deleted).
+        self.conn
+            .execute_batch("INSERT INTO message_words (message_words) VALUES ('optimize')")?;
         self.conn
             .pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         self.conn.execute_batch("VACUUM")?;

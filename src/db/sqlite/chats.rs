@@ -251,13 +251,9 @@ pub(super) const PURGE_STEP_TIME: Duration = Duration::from_millis(2);
 /// Messages deleted at a time within a step, between looks at the clock.
 const PURGE_CHUNK: usize = 32;
 
-/// Free pages given back to the file system in one step once no deleted chat is left:
-/// 4 MiB with SQLite's 4 KiB pages, a few milliseconds.
-const RECLAIM_STEP: u32 = 1024;
-
 /// One step of purging deleted chats: their messages, [`PURGE_CHUNK`] at a time, for
 /// about [`PURGE_STEP_TIME`] or up to [`PURGE_SLICE`] of them, and the rows of those
-/// left empty; once none is left, up to [`RECLAIM_STEP`] of the pages freed are given
+/// left empty; once none is left, up to [`crate::db::RECLAIM_PAGES`] of the pages freed are given
 /// back to the file system. Whether there is more to do. The writer runs it in a
 /// transaction of its own between groups of writes while this says there is more, and
 /// once at every start, to finish a purge that a restart cut short.
@@ -267,7 +263,8 @@ pub(super) fn purge_deleted_chats(conn: &Connection) -> Result<bool> {
     while deleted < PURGE_SLICE && started.elapsed() < PURGE_STEP_TIME {
         let mut chunk = PURGE_CHUNK;
         if !purge_some(conn, &mut chunk)? {
-            return Ok(super::give_back_pages(conn, RECLAIM_STEP)? == u64::from(RECLAIM_STEP));
+            let step = crate::db::RECLAIM_PAGES;
+            return Ok(super::give_back_pages(conn, step)? == u64::from(step));
         }
         deleted += PURGE_CHUNK - chunk;
     }
