@@ -1,5 +1,7 @@
 //! `--retention-days`: chats with no activity for that long are deleted in the
-//! background, with their messages, and each deletion is recorded in the change feed.
+//! background, with their messages, and each deletion is recorded in the change feed;
+//! and `compact`, which gives the space of deleted data back (SQLite's files are in
+//! tests/api/sqlite_files.rs).
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +9,7 @@ use neptun_chat::cli::Cli;
 use neptun_chat::config::Settings;
 
 use crate::helpers::{json_body, spawn_app_after};
+use crate::process::TempDb;
 
 /// Polls `done` until it holds, for at most ten seconds.
 async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
@@ -96,4 +99,42 @@ fn the_retention_option_reaches_the_settings_and_zero_is_refused() {
     );
     let err = parse(&["--retention-days", "0"]).unwrap_err().to_string();
     assert!(err.contains("--retention-days"), "{err}");
+}
+
+#[test]
+fn compact_keeps_every_row_and_prints_the_sizes_before_and_after() {
+    // Arrange: a chat with messages, and one deleted.
+    let db = TempDb::new();
+    db.create_user("ada");
+    let kept = db.create_chat("ada");
+    let gone = db.create_chat("ada");
+    let insert = |text: &str| {
+        format!(
+            "INSERT INTO chat_messages (chat_conversation_id, neptun_user_id, message, actor, created_at) \
+             VALUES ({kept}, 'ada', {text}, 'user', '2026-01-01T00:00:00.000Z')"
+        )
+    };
+    db.database
+        .execute_each(&insert("'kept'"), &insert(&db.database.blob(b"kept")));
+    // Counted as the program counts what it stores (`check` compares).
+    db.database
+        .execute("UPDATE users SET stored_messages = 1, stored_bytes = 4 WHERE id = 'ada'");
+    db.database
+        .execute(&format!("DELETE FROM chat_conversations WHERE id = {gone}"));
+
+    // Act
+    let outcome = db.cli(&["compact"]);
+
+    // Assert
+    let line = outcome.single_line();
+    let sizes: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(sizes.len(), 2, "{line}");
+    assert!(sizes.iter().all(|size| *size > 0), "{line}");
+    assert!(line.ends_with(" bytes after"), "{line}");
+    assert_eq!(db.database.count("chat_conversations"), 1);
+    assert_eq!(db.database.stored_messages(kept).len(), 1);
+    assert_eq!(db.cli(&["check"]).single_line(), "ok");
 }
