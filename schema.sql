@@ -1,4 +1,4 @@
--- neptun-chat schema, version 7.
+-- neptun-chat schema, version 8.
 -- Compiled into the binary and applied at start-up inside one transaction when the
 -- database is new (PRAGMA user_version = 0). Later changes are migrations keyed on
 -- PRAGMA user_version; this file always describes the newest version as a whole.
@@ -18,6 +18,15 @@ CREATE TABLE IF NOT EXISTS users (
     -- The number of the user's newest change (schema version 6): see `changes`.
     last_change     INTEGER NOT NULL DEFAULT 0
 ) STRICT;
+
+-- Accounts being deleted (schema version 8). Deleting an account ends its sessions,
+-- drops its idempotency answers and changes, clears its email and password and marks
+-- its chats deleted at once; the writer then purges the chats' messages a slice at a
+-- time, as for any deleted chat, and deletes the user's row last. Meanwhile the user is
+-- listed here, and every query treats them as gone.
+CREATE TABLE IF NOT EXISTS users_deleted (
+    id TEXT PRIMARY KEY NOT NULL REFERENCES users (id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
 
 -- Only the SHA-256 of a session token is stored, never the token.
 CREATE TABLE IF NOT EXISTS sessions (

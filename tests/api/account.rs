@@ -1220,3 +1220,50 @@ async fn the_events_stream_of_a_deleted_account_ends() {
         panic!("expected the end of the stream, got {event:?}");
     }
 }
+
+#[tokio::test]
+async fn a_large_account_is_gone_at_once_and_its_rows_follow_a_slice_at_a_time() {
+    // Arrange: more messages than one purge slice takes.
+    let app = spawn_app().await;
+    let token = cli_user(&app, "big");
+    let chat = id_of(&create_chat(&app, "big", &token, "Long", "m").await);
+    let batch: Vec<(&str, &str)> = vec![("a line of the long chat", "user"); 400];
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.extend(self::ids(
+            &post_batch(&app, "big", &token, chat, &batch).await,
+        ));
+    }
+
+    // Act
+    let deleted = delete_account(&app, "big", &token, &json!({"confirm": "big"})).await;
+
+    // Assert: the answer counts everything, the account is gone for every request at
+    // once, and no row names it once the writer has purged the rest.
+    assert_eq!(deleted.status().as_u16(), 200);
+    assert_eq!(
+        json_body(deleted).await,
+        json!({"deleted": {"sessions": 1, "chats": 1, "messages": 1200, "idempotency_keys": 0}})
+    );
+    let gone = app.get("/api/users/big/chats", Some(&token)).await;
+    assert_error(gone, 401, "Unauthorized").await;
+    assert_eq!(cli(&app, &["user", "list"]).stdout, "", "not listed");
+    let again = cli(&app, &["session", "create", "big"]);
+    assert!(!again.status.success(), "no session for it: {again:?}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let left = rows_naming(&app, "big");
+        if left.iter().all(|(_, rows)| *rows == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored(&app, &ids), 0);
+    assert_eq!(indexed(&app, &ids), 0);
+    assert_eq!(
+        cli(&app, &["user", "create", "big"]).single_line(),
+        "big",
+        "the id is free again"
+    );
+}

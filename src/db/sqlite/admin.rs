@@ -130,7 +130,15 @@ impl Admin {
     /// Deletes a user with all their sessions, chats, messages and idempotency answers,
     /// in one transaction; what was deleted. `NotFound(User)` for an unknown user.
     pub(in crate::db) fn delete_user(&mut self, user_id: &str) -> Result<DeletedUser> {
-        self.transaction(|tx| users::delete_user(tx, user_id)?.ok_or(Error::NotFound(Entity::User)))
+        let (deleted, mut pending) = self.transaction(|tx| {
+            users::delete_user(tx, user_id, &Timestamp::now())?.ok_or(Error::NotFound(Entity::User))
+        })?;
+        // The rest of a large account, a slice per transaction, so that a server on the
+        // same file goes on writing in between.
+        while pending {
+            pending = self.transaction(chats::purge_deleted_chats)?;
+        }
+        Ok(deleted)
     }
 
     /// Sets a user's password hash and revokes all of the user's sessions, in one

@@ -49,7 +49,7 @@ pub(super) fn read(conn: &Connection, user: &str, after: i64, limit: usize) -> R
     let (last, oldest): (Option<i64>, Option<i64>) = conn
         .prepare_cached(
             "SELECT last_change, (SELECT min(seq) FROM changes WHERE user_id = ?1) \
-             FROM users WHERE id = ?1",
+             FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users_deleted WHERE id = ?1)",
         )?
         .query_row([user], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?

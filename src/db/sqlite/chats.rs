@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Entity, Error, Result, changes, messages, sessions};
+use super::{Entity, Error, Result, changes, messages, sessions, users};
 use crate::domain::{ChangeKind, Chat, ChatOrder, ChatSortField, SessionClaim, Timestamp};
 
 pub(super) const CHAT_COLUMNS: &str = "id, name, model, neptun_user_id, created_at, updated_at";
@@ -230,6 +230,22 @@ pub(super) fn expire_chats(
     Ok((found, purge_pending))
 }
 
+/// Purges the marked chats of `owner`, an account being deleted, up to [`PURGE_SLICE`]
+/// messages; whether some are left for [`purge_deleted_chats`].
+pub(super) fn purge_user_chats(conn: &Connection, owner: &str) -> Result<bool> {
+    let doomed = conn
+        .prepare_cached("SELECT id FROM chat_conversations WHERE neptun_user_id = ?1")?
+        .query_map([owner], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let mut budget = PURGE_SLICE;
+    for chat_id in doomed {
+        if !purge_chat(conn, chat_id, &mut budget)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Deletes up to `budget` messages of the marked chat `chat_id`, and the chat's row once
 /// none are left; takes what it deleted from `budget`. Whether the chat is gone.
 fn purge_chat(conn: &Connection, chat_id: i64, budget: &mut usize) -> Result<bool> {
@@ -284,8 +300,13 @@ fn purge_some(conn: &Connection, budget: &mut usize) -> Result<bool> {
             return Ok(true);
         }
     }
+    if doomed.is_empty() {
+        // No deleted chat is left: the accounts being deleted can go.
+        users::delete_purged_users(conn)?;
+        return Ok(false);
+    }
     // All of these are gone; the next round looks for more.
-    Ok(!doomed.is_empty())
+    Ok(true)
 }
 
 /// Moves the chat's `updated_at` to `now`.

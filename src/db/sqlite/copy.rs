@@ -129,7 +129,8 @@ impl crate::db::copy::Side for Side {
 
     fn counts(&mut self) -> Result<TableCounts> {
         let sql = format!(
-            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions), \
+            "SELECT (SELECT count(*) FROM users WHERE id NOT IN (SELECT id FROM users_deleted)), \
+             (SELECT count(*) FROM sessions), \
              (SELECT count(*) FROM chat_conversations WHERE deleted_at IS NULL), \
              (SELECT count(*) FROM chat_messages WHERE {LIVE_MESSAGE}), \
              (SELECT count(*) FROM idempotency_keys)"
@@ -172,7 +173,8 @@ impl crate::db::copy::Side for Side {
                  FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id \
                  WHERE c.deleted_at IS NOT NULL GROUP BY m.neptun_user_id \
              ) gone ON gone.user_id = u.id \
-             WHERE u.id > ?1 ORDER BY u.id LIMIT ?2",
+             WHERE u.id > ?1 AND u.id NOT IN (SELECT id FROM users_deleted) \
+             ORDER BY u.id LIMIT ?2",
             params![after, limit(limit_)],
             |row| {
                 Ok(UserRow {

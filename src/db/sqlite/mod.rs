@@ -224,14 +224,20 @@ impl Db {
         self.write(move |tx| give_back_pages(tx, pages)).await
     }
 
-    /// Deletes a user and everything of theirs, in one transaction; the writer then
-    /// gives the pages freed back to the file system, a few at a time.
+    /// Deletes a user (see `users::delete_user`): gone at once, with the messages of a
+    /// large account purged afterwards by the writer, a slice at a time, and the pages
+    /// freed given back to the file system.
     pub(super) async fn delete_user(&self, id: String) -> Result<DeletedUser> {
-        let deleted = self
-            .write(move |tx| users::delete_user(tx, &id)?.ok_or(Error::NotFound(Entity::User)))
-            .await?;
-        self.purge_pending.store(true, Ordering::Relaxed);
-        Ok(deleted)
+        let purge_pending = Arc::clone(&self.purge_pending);
+        self.write(move |tx| {
+            let (deleted, _) = users::delete_user(tx, &id, &Timestamp::now())?
+                .ok_or(Error::NotFound(Entity::User))?;
+            // Set inside the write, where the writer looks for it after the commit. Also
+            // after a small account: the writer then gives the freed pages back.
+            purge_pending.store(true, Ordering::Relaxed);
+            Ok(deleted)
+        })
+        .await
     }
 
     /// Up to `limit` of `user`'s changes after number `after`, and where their feed

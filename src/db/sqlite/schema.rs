@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_deleted_chats.sql"),
     include_str!("migrations/006_changes.sql"),
     include_str!("migrations/007_search.sql"),
+    include_str!("migrations/008_deleted_users.sql"),
 ];
 
 /// The schema version this binary writes and understands (`PRAGMA user_version`).

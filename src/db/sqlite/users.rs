@@ -2,8 +2,16 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DeletedUser, Entity, Error, Result, Taken};
+use super::{DeletedUser, Entity, Error, Result, Taken, chats};
 use crate::domain::{Timestamp, User};
+
+/// The condition, on a row of `users`, that the user is not being deleted (see
+/// [`delete_user`]): every lookup of a user asks it.
+macro_rules! live {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM users_deleted WHERE users_deleted.id = users.id)"
+    };
+}
 
 /// Inserts a user. [`Error::Conflict`] naming the value taken if the id or the email
 /// is; any other constraint the row breaks is a failure, not a conflict.
@@ -69,7 +77,7 @@ pub(super) fn find_stored(conn: &Connection, id: &str) -> Result<(i64, i64)> {
 /// Whether a user with this id exists.
 pub(super) fn user_exists(conn: &Connection, id: &str) -> Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+        .prepare_cached(concat!("SELECT 1 FROM users WHERE id = ?1 AND ", live!()))?
         .query_row([id], |_| Ok(()))
         .optional()?
         .is_some())
@@ -95,7 +103,10 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 /// The user with this id.
 pub(super) fn find_user(conn: &Connection, id: &str) -> Result<Option<User>> {
     Ok(conn
-        .prepare_cached("SELECT id, primary_email, created_at FROM users WHERE id = ?1")?
+        .prepare_cached(concat!(
+            "SELECT id, primary_email, created_at FROM users WHERE id = ?1 AND ",
+            live!()
+        ))?
         .query_row([id], user_from_row)
         .optional()?)
 }
@@ -119,18 +130,21 @@ pub(super) fn find_user_with_password(
     id: &str,
 ) -> Result<Option<(User, Option<String>)>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT id, primary_email, created_at, password_hash FROM users WHERE id = ?1",
-        )?
+        .prepare_cached(concat!(
+            "SELECT id, primary_email, created_at, password_hash FROM users WHERE id = ?1 AND ",
+            live!()
+        ))?
         .query_row([id], |row| Ok((user_from_row(row)?, row.get(3)?)))
         .optional()?)
 }
 
 /// Every user, oldest first (ties by id).
 pub(super) fn list_users(conn: &Connection) -> Result<Vec<User>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, primary_email, created_at FROM users ORDER BY created_at, id",
-    )?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT id, primary_email, created_at FROM users WHERE ",
+        live!(),
+        " ORDER BY created_at, id"
+    ))?;
     let users = stmt
         .query_map([], user_from_row)?
         .collect::<rusqlite::Result<_>>()?;
@@ -144,28 +158,64 @@ pub(super) fn update_password_hash(
     password_hash: &str,
 ) -> Result<bool> {
     Ok(conn
-        .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+        .prepare_cached(concat!(
+            "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND ",
+            live!()
+        ))?
         .execute(params![id, password_hash])?
         > 0)
 }
 
-/// What deleting a user removed, table by table.
-/// Deletes a user and everything of theirs; `None` if there is no such user. The rows
-/// are deleted table by table, children first, rather than left to `ON DELETE
-/// CASCADE`, so that the counts are known; run it in one transaction.
-pub(super) fn delete_user(conn: &Connection, id: &str) -> Result<Option<DeletedUser>> {
+/// Deletes a user and everything of theirs; `None` if there is no such user (or one
+/// already being deleted). Their sessions, idempotency answers and changes go at once,
+/// their email and password are cleared, their chats are marked deleted and the user is
+/// listed in `users_deleted`, so that every query treats them as gone; then as many of
+/// their messages as one purge slice allows are purged, and the user's row too if that
+/// was all. Whether the rest is left for [`chats::purge_deleted_chats`], which deletes
+/// the row once the chats are gone. Run it in one transaction.
+pub(super) fn delete_user(
+    conn: &Connection,
+    id: &str,
+    now: &Timestamp,
+) -> Result<Option<(DeletedUser, bool)>> {
     if !user_exists(conn, id)? {
         return Ok(None);
     }
     let delete = |sql: &str| -> Result<usize> { Ok(conn.prepare_cached(sql)?.execute([id])?) };
+    let (messages, _) = find_stored(conn, id)?;
     let deleted = DeletedUser {
-        messages: delete("DELETE FROM chat_messages WHERE neptun_user_id = ?1")?,
-        chats: delete("DELETE FROM chat_conversations WHERE neptun_user_id = ?1")?,
+        messages: usize::try_from(messages).unwrap_or_default(),
+        chats: conn
+            .prepare_cached("SELECT count(*) FROM chat_conversations WHERE neptun_user_id = ?1")?
+            .query_row([id], |row| row.get::<_, i64>(0))?
+            .try_into()
+            .unwrap_or_default(),
         idempotency_keys: delete("DELETE FROM idempotency_keys WHERE user_id = ?1")?,
         sessions: delete("DELETE FROM sessions WHERE user_id = ?1")?,
     };
-    delete("DELETE FROM users WHERE id = ?1")?;
-    Ok(Some(deleted))
+    delete("DELETE FROM changes WHERE user_id = ?1")?;
+    conn.prepare_cached(
+        "UPDATE chat_conversations SET deleted_at = ?2 \
+         WHERE neptun_user_id = ?1 AND deleted_at IS NULL",
+    )?
+    .execute(params![id, now.as_str()])?;
+    delete("UPDATE users SET primary_email = NULL, password_hash = NULL WHERE id = ?1")?;
+    delete("INSERT INTO users_deleted (id) VALUES (?1)")?;
+    let purge_pending = chats::purge_user_chats(conn, id)?;
+    if !purge_pending {
+        delete("DELETE FROM users WHERE id = ?1")?;
+    }
+    Ok(Some((deleted, purge_pending)))
+}
+
+/// Deletes the rows of users being deleted whose chats are all purged; how many.
+pub(super) fn delete_purged_users(conn: &Connection) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM users WHERE id IN (SELECT id FROM users_deleted) \
+             AND NOT EXISTS (SELECT 1 FROM chat_conversations WHERE neptun_user_id = users.id)",
+        )?
+        .execute([])?)
 }
 
 #[cfg(test)]
