@@ -439,8 +439,9 @@ pub enum UserCommand {
     Create(UserCreateOpts),
     /// List every user, oldest first: id, email (empty if none), created (tab-separated).
     List,
-    /// Delete a user with all their sessions, chats, messages and idempotency answers, in
-    /// one transaction; prints what was deleted.
+    /// Delete a user with all their sessions, chats, messages, idempotency answers and
+    /// recorded changes; prints what was deleted. The user is gone at once; on SQLite the
+    /// messages of a large account are then purged a slice per transaction.
     Delete(UserDeleteOpts),
     /// Set a user's password from standard input and revoke all of the user's sessions;
     /// prints how many sessions were revoked.

@@ -138,8 +138,10 @@ impl Admin {
         dispatch!(self, admin => admin.list_users())
     }
 
-    /// Deletes a user with all their sessions, chats, messages and idempotency answers,
-    /// in one transaction; what was deleted. `NotFound(User)` for an unknown user.
+    /// Deletes a user with all their sessions, chats, messages, idempotency answers and
+    /// recorded changes; what was deleted. The user is gone when this returns (SQLite
+    /// purges a large account's messages a slice per transaction on the way).
+    /// `NotFound(User)` for an unknown user.
     pub fn delete_user(&mut self, user_id: &str) -> Result<DeletedUser> {
         dispatch!(self, admin => admin.delete_user(user_id))
     }

@@ -417,8 +417,9 @@ impl Db {
     }
 
     /// Deletes a user and every trace of them: sessions, chats, messages (and their
-    /// search words), idempotency answers and recorded changes, in one transaction;
-    /// what was deleted. Their events streams end. [`Error::NotFound`] if there is no
+    /// search words), idempotency answers and recorded changes; what was deleted. The
+    /// user is gone for every request when this returns; SQLite's writer purges a large
+    /// account's messages afterwards, a slice at a time. Their events streams end. [`Error::NotFound`] if there is no
     /// such user.
     pub async fn delete_user(&self, id: String) -> Result<DeletedUser> {
         let deleted = dispatch!(self, db => db.delete_user(id.clone()).await)?;
