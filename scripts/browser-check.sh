@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Runs the browser checks in tests/browser/ (node's test runner): a page on one origin
-# uses the API on another with a credentialed fetch in headless Chromium.
+# Runs the browser checks in tests/browser/ (node's test runner) in headless Chromium:
+# a page on one origin uses the API on another with a credentialed fetch
+# (cors.test.mjs), and a person uses the web console end to end (console.test.mjs,
+# which saves screenshots of its main screens in tests/browser/screenshots/, and runs
+# two instances on a throwaway PostgreSQL cluster from scripts/pg-tmp.sh when
+# PostgreSQL is installed; with NEPTUN_TEST_POSTGRES=required, as CI sets it, it must be).
 #
 # Installs what is missing, and only that: Debian's chromium package (browsers cannot
 # be downloaded here, so Playwright drives the system one) and the npm packages pinned
 # by tests/browser/package-lock.json (reinstalled when the lock file changes). Builds the
-# debug binary if it is stale. The test starts the API and the page servers itself, on
-# 127.0.0.1 port 0, and stops them; nothing else is touched.
+# debug binary if it is stale. The tests start the servers themselves, on 127.0.0.1
+# port 0 (PostgreSQL on a Unix socket), and stop them; nothing else is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -4,6 +4,7 @@
 mod account;
 mod auth;
 mod chats;
+mod console;
 pub mod docs;
 mod events;
 mod favicon;
@@ -26,6 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/docs", GET).route(get().to(docs::page)))
         .service(resource("/docs/{asset}", GET).route(get().to(docs::asset)))
         .service(resource("/favicon.ico", GET).route(get().to(favicon::favicon)))
+        .service(resource("/", GET).route(get().to(console::page)))
+        .service(resource("/console/{file}", GET).route(get().to(console::asset)))
         .service(
             web::scope("/api/auth")
                 .service(resource("/sign-up", "POST").route(web::post().to(auth::sign_up)))

@@ -10,9 +10,16 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, json_body, spawn_app, spawn_app_with};
 
-/// Served, deliberately not in the document: the document itself, its viewer, and the
-/// icon browsers ask for when they show it.
-const UNDOCUMENTED: [&str; 4] = ["/openapi.json", "/docs", "/docs/{asset}", "/favicon.ico"];
+/// Served, deliberately not in the document: the document itself, its viewer, the
+/// icon browsers ask for when they show it, and the web console with its files.
+const UNDOCUMENTED: [&str; 6] = [
+    "/openapi.json",
+    "/docs",
+    "/docs/{asset}",
+    "/favicon.ico",
+    "/",
+    "/console/{file}",
+];
 
 /// The path patterns of every resource `routes::configure` registers, scopes joined
 /// with their resources, read from the resource tree of an app built with it. actix has

@@ -1030,7 +1030,6 @@ async fn an_unknown_route_gets_a_json_404_envelope() {
     let alice = app.seed_user("alice");
     let chat = alice.chat_id;
     let paths = [
-        ("the root", "/".to_owned(), None),
         ("an unknown top-level path", "/nope".to_owned(), None),
         ("the API prefix alone", "/api".to_owned(), None),
         (
