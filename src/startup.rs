@@ -336,36 +336,7 @@ async fn purge_periodically(db: Db) {
             Err(err) if err.is_writer_gone() => return,
             Err(err) => log::warn!("purging expired sessions failed: {err}"),
         }
-        if reclaim_space(&db).await.is_err() {
-            return;
-        }
     }
-}
-
-/// Gives the space that deletes freed back to the file system, a few pages per write
-/// so that requests' writes go on between them; an error once the database is closed.
-async fn reclaim_space(db: &Db) -> Result<(), ()> {
-    let mut pages = 0;
-    loop {
-        match db.reclaim_space(crate::db::RECLAIM_PAGES).await {
-            Ok(given) => {
-                pages += given;
-                if given < u64::from(crate::db::RECLAIM_PAGES) {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            Err(err) if err.is_writer_gone() => return Err(()),
-            Err(err) => {
-                log::warn!("giving freed space back failed, trying again later: {err}");
-                break;
-            }
-        }
-    }
-    if pages > 0 {
-        log::info!("gave {pages} freed pages of the database back to the file system");
-    }
-    Ok(())
 }
 
 /// How often chats past the retention period are looked for.
@@ -406,9 +377,6 @@ async fn expire_chats(db: Db, days: u32) {
         }
         if expired > 0 {
             log::info!("retention: deleted {expired} chats with no activity for {days} days");
-            if reclaim_space(&db).await.is_err() {
-                return;
-            }
         }
     }
 }

@@ -98,11 +98,6 @@ impl Durability {
     }
 }
 
-/// Free pages an SQLite database gives back to the file system in one write (see
-/// [`Db::reclaim_space`]): 4 MiB with SQLite's 4 KiB pages, a few milliseconds of the
-/// writer's time.
-pub const RECLAIM_PAGES: u32 = 1024;
-
 /// Writes that may wait for the SQLite writer by default.
 pub const DEFAULT_WRITE_QUEUE: usize = 512;
 
@@ -475,14 +470,6 @@ impl Db {
             self.changed(&owner);
         }
         Ok(deleted)
-    }
-
-    /// Gives up to `pages` pages that deletes freed back to the file system, in one
-    /// short write; how many it gave (0 once none are left). SQLite only, on a database
-    /// with incremental auto-vacuum (new ones, and any after `compact`); PostgreSQL's
-    /// autovacuum does its own.
-    pub async fn reclaim_space(&self, pages: u32) -> Result<u64> {
-        dispatch!(self, db => db.reclaim_space(pages).await)
     }
 
     /// Deletes up to `limit` chats, of any user, with no activity since

@@ -1351,11 +1351,6 @@ impl Db {
             .collect())
     }
 
-    /// Nothing to do: autovacuum makes deleted rows' space reusable (see the README).
-    pub(super) async fn reclaim_space(&self, _pages: u32) -> Result<u64> {
-        Ok(0)
-    }
-
     /// See [`crate::db::Db::expire_chats`]: one statement, its own transaction.
     pub(super) async fn expire_chats(
         &self,

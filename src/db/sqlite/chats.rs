@@ -164,53 +164,45 @@ pub(super) fn rename_chat(
 /// chats or on the writer between groups: a few milliseconds of the writer's time.
 pub(super) const PURGE_SLICE: usize = 256;
 
-/// What [`delete_chats`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct DeletedChats {
-    /// The ids deleted, in the order given, each once.
-    pub deleted: Vec<i64>,
-    /// Whether some of them still hold messages, left for [`purge_deleted_chats`].
-    pub purge_pending: bool,
-}
-
 /// Deletes those of `chat_ids` that are `owner`'s: from now on they are gone for every
 /// query of this module. Their messages go too: at once while they add up to at most
-/// [`PURGE_SLICE`], the rest later, by [`purge_deleted_chats`].
+/// [`PURGE_SLICE`], the rest later, by [`purge_deleted_chats`]. The ids deleted, in the
+/// order given, each once.
 pub(super) fn delete_chats(
     conn: &Connection,
     owner: &str,
     chat_ids: &[i64],
     now: &Timestamp,
-) -> Result<DeletedChats> {
+) -> Result<Vec<i64>> {
     let mut mark = conn.prepare_cached(
         "UPDATE chat_conversations SET deleted_at = ?3 \
          WHERE id = ?1 AND neptun_user_id = ?2 AND deleted_at IS NULL",
     )?;
-    let mut result = DeletedChats::default();
+    let mut deleted = Vec::new();
     let mut budget = PURGE_SLICE;
+    // Once the budget is spent, the rest is left for the writer's purge.
+    let mut left_over = false;
     for &chat_id in chat_ids {
         if mark.execute(params![chat_id, owner, now.as_str()])? == 0 {
             continue;
         }
-        result.deleted.push(chat_id);
+        deleted.push(chat_id);
         let kind = ChangeKind::ChatDeleted;
         changes::record(conn, owner, kind, Some(chat_id), None, None, now)?;
-        if result.purge_pending || !purge_chat(conn, chat_id, &mut budget)? {
-            result.purge_pending = true;
-        }
+        left_over = left_over || !purge_chat(conn, chat_id, &mut budget)?;
     }
-    Ok(result)
+    Ok(deleted)
 }
 
 /// Deletes up to `limit` chats of any user with no activity since `inactive_before`
 /// (their `updated_at`), oldest first, as [`delete_chats`] does; the owner and id of
-/// each, and whether some of them are left for [`purge_deleted_chats`].
+/// each. Messages left over are for [`purge_deleted_chats`].
 pub(super) fn expire_chats(
     conn: &Connection,
     inactive_before: &Timestamp,
     limit: usize,
     now: &Timestamp,
-) -> Result<(Vec<(String, i64)>, bool)> {
+) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT neptun_user_id, id FROM chat_conversations \
          WHERE deleted_at IS NULL AND updated_at < ?1 ORDER BY updated_at LIMIT ?2",
@@ -222,12 +214,11 @@ pub(super) fn expire_chats(
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     found.sort_unstable();
-    let mut purge_pending = false;
     for owned in found.chunk_by(|a, b| a.0 == b.0) {
         let ids: Vec<i64> = owned.iter().map(|(_, id)| *id).collect();
-        purge_pending |= delete_chats(conn, &owned[0].0, &ids, now)?.purge_pending;
+        delete_chats(conn, &owned[0].0, &ids, now)?;
     }
-    Ok((found, purge_pending))
+    Ok(found)
 }
 
 /// Purges the marked chats of `owner`, an account being deleted, up to [`PURGE_SLICE`]
@@ -264,12 +255,16 @@ fn purge_chat(conn: &Connection, chat_id: i64, budget: &mut usize) -> Result<boo
 /// in meanwhile waits for this (and the step's commit) at most.
 pub(super) const PURGE_STEP_TIME: Duration = Duration::from_millis(2);
 
+/// Free pages one step gives back to the file system once no deleted chat is left:
+/// 4 MiB with SQLite's 4 KiB pages, a few milliseconds of the writer's time.
+const RECLAIM_PAGES: u32 = 1024;
+
 /// Messages deleted at a time within a step, between looks at the clock.
 const PURGE_CHUNK: usize = 32;
 
 /// One step of purging deleted chats: their messages, [`PURGE_CHUNK`] at a time, for
 /// about [`PURGE_STEP_TIME`] or up to [`PURGE_SLICE`] of them, and the rows of those
-/// left empty; once none is left, up to [`crate::db::RECLAIM_PAGES`] of the pages freed are given
+/// left empty; once none is left, up to [`RECLAIM_PAGES`] of the pages freed are given
 /// back to the file system. Whether there is more to do. The writer runs it in a
 /// transaction of its own between groups of writes while this says there is more, and
 /// once at every start, to finish a purge that a restart cut short.
@@ -279,8 +274,8 @@ pub(super) fn purge_deleted_chats(conn: &Connection) -> Result<bool> {
     while deleted < PURGE_SLICE && started.elapsed() < PURGE_STEP_TIME {
         let mut chunk = PURGE_CHUNK;
         if !purge_some(conn, &mut chunk)? {
-            let step = crate::db::RECLAIM_PAGES;
-            return Ok(super::give_back_pages(conn, step)? == u64::from(step));
+            let given = super::give_back_pages(conn, RECLAIM_PAGES)?;
+            return Ok(given == u64::from(RECLAIM_PAGES));
         }
         deleted += PURGE_CHUNK - chunk;
     }

@@ -86,7 +86,8 @@ pub(crate) struct Db {
     change_window: std::time::Duration,
     /// Turns for reading one slice of a whole chat (see the module docs).
     slice_turns: Arc<Semaphore>,
-    /// Set when deleted chats are left for the writer to purge.
+    /// Set by every write that deletes: the writer then purges what deleted chats left
+    /// behind and gives the freed pages back, a step at a time between other writes.
     purge_pending: Arc<AtomicBool>,
 }
 
@@ -204,6 +205,7 @@ impl Db {
     pub(super) async fn purge_expired(&self) -> Result<usize> {
         let change_window =
             chrono::Duration::from_std(self.change_window).unwrap_or(chrono::Duration::MAX);
+        let purge_pending = Arc::clone(&self.purge_pending);
         self.write(move |tx| {
             let now = chrono::Utc::now();
             let sessions = sessions::delete_expired_sessions(tx, &Timestamp::now())?;
@@ -213,15 +215,13 @@ impl Db {
                 Some(before) => changes::delete_older(tx, &Timestamp::from_datetime(before))?,
                 None => 0,
             };
-            Ok(sessions + keys + changes)
+            let purged = sessions + keys + changes;
+            if purged > 0 {
+                purge_pending.store(true, Ordering::Relaxed);
+            }
+            Ok(purged)
         })
         .await
-    }
-
-    /// Gives up to `pages` free pages back to the file system (see [`give_back_pages`]);
-    /// how many it gave.
-    pub(super) async fn reclaim_space(&self, pages: u32) -> Result<u64> {
-        self.write(move |tx| give_back_pages(tx, pages)).await
     }
 
     /// Deletes a user (see `users::delete_user`): gone at once, with the messages of a
@@ -492,11 +492,12 @@ impl Db {
     pub(super) async fn delete_chats(&self, owner: String, chat_ids: Vec<i64>) -> Result<Vec<i64>> {
         let purge_pending = Arc::clone(&self.purge_pending);
         self.write(move |tx| {
-            let done = chats::delete_chats(tx, &owner, &chat_ids, &Timestamp::now())?;
-            if done.purge_pending {
+            let deleted = chats::delete_chats(tx, &owner, &chat_ids, &Timestamp::now())?;
+            // Also when all is purged already: the writer gives the freed pages back.
+            if !deleted.is_empty() {
                 purge_pending.store(true, Ordering::Relaxed);
             }
-            Ok(done.deleted)
+            Ok(deleted)
         })
         .await
     }
@@ -510,9 +511,8 @@ impl Db {
     ) -> Result<Vec<(String, i64)>> {
         let purge_pending = Arc::clone(&self.purge_pending);
         self.write(move |tx| {
-            let (expired, purge) =
-                chats::expire_chats(tx, &inactive_before, limit, &Timestamp::now())?;
-            if purge {
+            let expired = chats::expire_chats(tx, &inactive_before, limit, &Timestamp::now())?;
+            if !expired.is_empty() {
                 purge_pending.store(true, Ordering::Relaxed);
             }
             Ok(expired)
@@ -763,7 +763,7 @@ fn open_for_writing(path: &Path, durability: Durability) -> Result<Connection> {
         ));
     }
     // A new file gives the pages that deletes free back to the file system, a few at a
-    // time (see `reclaim_space`); SQLite takes this only before the first table.
+    // time (see `give_back_pages`); SQLite takes this only before the first table.
     let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
     if tables == 0 {
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
