@@ -14,14 +14,15 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const BIN = process.env.NEPTUN_BIN;
+import { spawnServer, stopServer } from './server.mjs';
+
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
 // Generous: a loaded 2-core machine starting a browser.
@@ -37,39 +38,11 @@ let browser;
 
 /** Starts the binary on the test's SQLite database at `bind` (a free port by default); resolves with its origin. */
 async function startServer(bind = '127.0.0.1:0') {
-  const started = await spawnServer(join(work, 'neptun.db'), bind);
+  const started = await spawnServer(join(work, 'neptun.db'), { bind });
   server = started.child;
   return started.origin;
 }
 
-/** Starts the binary on `database` and resolves with it and its origin, read from its start-up log line. */
-function spawnServer(database, bind = '127.0.0.1:0') {
-  const child = spawn(
-    BIN,
-    ['--database', database, 'serve', '--bind', bind, '--cookie-secure', 'false'],
-    { env: { PATH: process.env.PATH, RUST_LOG: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`the server did not report its address in time:\n${log}`)),
-      START_TIMEOUT_MS,
-    );
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk) => {
-      log += chunk;
-      const match = log.match(/listening on \D*?(127\.0\.0\.1:\d+)/);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, origin: `http://${match[1]}` });
-      }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the server exited (${code ?? signal}) during start-up:\n${log}`));
-    });
-  });
-}
 
 /** A fresh browser context and page on the console, with every CSP violation it reports collected. */
 async function openConsole(viewport = { width: 1280, height: 800 }) {
@@ -126,7 +99,7 @@ async function screenshot(page, name) {
 }
 
 before(async () => {
-  assert.ok(BIN, 'NEPTUN_BIN names the neptun-chat binary');
+  assert.ok(process.env.NEPTUN_BIN, 'NEPTUN_BIN names the neptun-chat binary');
   mkdirSync(SCREENSHOTS, { recursive: true });
   work = mkdtempSync(join(tmpdir(), 'neptun-console-'));
   origin = await startServer();
@@ -146,19 +119,11 @@ before(async () => {
   });
 });
 
-async function stop(child) {
-  if (child && child.exitCode === null) {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await exited;
-  }
-}
-
-const stopServer = () => stop(server);
+const stopConsoleServer = () => stopServer(server);
 
 after(async () => {
   await browser?.close();
-  await stopServer();
+  await stopConsoleServer();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
@@ -411,7 +376,7 @@ test('after the server restarts, the open chat catches up on what it missed, eac
 
   // Act: a restart on the same port, and messages stored right after it.
   const port = new URL(origin).port;
-  await stopServer();
+  await stopConsoleServer();
   origin = await startServer(`127.0.0.1:${port}`);
   await apiAs(context, 'POST', `/api/users/${user.id}/chats/${chatId}/messages`, {
     messages: [
@@ -540,7 +505,7 @@ test('with two instances on PostgreSQL, a message stored through one appears liv
     assert.deepEqual(await messageTexts(page), ['Stored through the first instance']);
     await context.close();
   } finally {
-    for (const { child } of instances) await stop(child);
+    for (const { child } of instances) await stopServer(child);
     spawnSync('bash', [pgTmp, 'stop', cluster], { stdio: 'inherit' });
   }
 });

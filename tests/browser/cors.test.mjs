@@ -16,14 +16,14 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const BIN = process.env.NEPTUN_BIN;
+import { spawnServer, stopServer } from './server.mjs';
+
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // Generous: a loaded 2-core machine starting a browser.
 const START_TIMEOUT_MS = 30_000;
@@ -52,43 +52,14 @@ function servePage() {
   });
 }
 
-/** Starts the API on `bind` (a free port by default) and resolves with its origin, read from its start-up log line. */
-function startApi(corsOrigin, bind = '127.0.0.1:0') {
-  const child = spawn(
-    BIN,
-    [
-      '--database', join(work, 'neptun.db'),
-      'serve',
-      '--bind', bind,
-      '--cors-origin', corsOrigin,
-      '--cookie-secure', 'false',
-    ],
-    {
-      env: { PATH: process.env.PATH, RUST_LOG: 'info' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  api = child;
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`the API did not report its address in time:\n${log}`)),
-      START_TIMEOUT_MS,
-    );
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk) => {
-      log += chunk;
-      const match = log.match(/listening on \D*?(127\.0\.0\.1:\d+)/);
-      if (match) {
-        clearTimeout(timer);
-        resolve(`http://${match[1]}`);
-      }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the API exited (${code ?? signal}) during start-up:\n${log}`));
-    });
+/** Starts the API on `bind` (a free port by default) with `corsOrigin` listed; resolves with its origin. */
+async function startApi(corsOrigin, bind = '127.0.0.1:0') {
+  const started = await spawnServer(join(work, 'neptun.db'), {
+    bind,
+    args: ['--cors-origin', corsOrigin],
   });
+  api = started.child;
+  return started.origin;
 }
 
 /** Runs `fetch` inside `page`, so the browser's CORS rules apply; returns what the page could see. */
@@ -111,7 +82,7 @@ function fetchInPage(page, url, init) {
 }
 
 before(async () => {
-  assert.ok(BIN, 'NEPTUN_BIN names the neptun-chat binary');
+  assert.ok(process.env.NEPTUN_BIN, 'NEPTUN_BIN names the neptun-chat binary');
   work = mkdtempSync(join(tmpdir(), 'neptun-browser-'));
   pageServers = [await servePage(), await servePage()];
   apiOrigin = await startApi(pageServers[0].origin);
@@ -133,11 +104,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (api && api.exitCode === null) {
-    const exited = new Promise((resolve) => api.once('exit', resolve));
-    api.kill('SIGTERM');
-    await exited;
-  }
+  await stopServer(api);
   for (const { server } of pageServers) {
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
@@ -255,9 +222,7 @@ test('a page follows the user\'s changes with EventSource and resumes after the 
   const first = await fetchInPage(page, messagesUrl, batch(['one', 'two', 'three']));
   await page.waitForFunction(() => window.seen.length === 3, null, { timeout: START_TIMEOUT_MS });
   const port = new URL(apiOrigin).port;
-  const exited = new Promise((resolve) => api.once('exit', resolve));
-  api.kill('SIGTERM');
-  await exited;
+  await stopServer(api);
   apiOrigin = await startApi(pageServers[0].origin, `127.0.0.1:${port}`);
   const second = await fetchInPage(page, messagesUrl, batch(['four', 'five']));
   await page.waitForFunction(() => window.seen.length >= 5 && window.opened >= 2, null, {
