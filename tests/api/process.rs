@@ -226,6 +226,21 @@ impl TempDb {
             .unwrap_or_else(|_| panic!("a chat id, not {line:?}"))
     }
 
+    /// Runs `compact`, expecting success; the sizes it prints, before and after, from
+    /// its one line `N bytes before, M bytes after`.
+    pub(crate) fn compact(&self) -> (u64, u64) {
+        let outcome = self.cli(&["compact"]);
+        let line = outcome.single_line();
+        match line
+            .strip_suffix(" bytes after")
+            .and_then(|rest| rest.split_once(" bytes before, "))
+            .map(|(before, after)| (before.parse(), after.parse()))
+        {
+            Some((Ok(before), Ok(after))) => (before, after),
+            _ => panic!("not `N bytes before, M bytes after`: {line:?}"),
+        }
+    }
+
     /// A connection to the SQLite file, for tests about SQLite's files only.
     pub(crate) fn connection(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.path()).expect("the database opens")
