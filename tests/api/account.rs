@@ -15,11 +15,14 @@ use chrono::{DateTime, SubsecRound, Utc};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use neptun_chat::auth::SESSION_COOKIE;
-use reqwest::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, COOKIE};
+use neptun_chat::config::{Backoff, Settings, ThrottleSettings};
+use reqwest::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, COOKIE, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::database::Backend;
-use crate::helpers::{TestApp, assert_error, json_body, session_cookie, spawn_app};
+use crate::helpers::{
+    TestApp, assert_error, json_body, session_cookie, spawn_app, spawn_app_with_settings,
+};
 use crate::process::{Outcome, neptun, run};
 
 /// The `message` of the 403 for a wrong password (or confirm).
@@ -1266,4 +1269,125 @@ async fn a_large_account_is_gone_at_once_and_its_rows_follow_a_slice_at_a_time()
         "big",
         "the id is free again"
     );
+}
+
+#[tokio::test]
+async fn an_export_is_the_state_of_one_instant_while_writes_go_on() {
+    // Arrange: an export far larger than the sockets buffer (about 20 MB), so the
+    // server is still reading it while the writes below happen.
+    let app = spawn_app().await;
+    let token = cli_user(&app, "ada");
+    let chat = id_of(&create_chat(&app, "ada", &token, "Long", "m").await);
+    let text = "x".repeat(2000);
+    // Answers: deleting the last turn below takes only the user's message after them.
+    let batch: Vec<(&str, &str)> = vec![(text.as_str(), "assistant"); 500];
+    for _ in 0..20 {
+        post_batch(&app, "ada", &token, chat, &batch).await;
+    }
+    let begun = app.get("/api/users/ada/export", Some(&token)).await;
+    assert_eq!(begun.status().as_u16(), 200);
+
+    // Act: with the export's answer begun and not read, a message, a chat and a
+    // deletion of the last turn.
+    let added = post_one(
+        &app,
+        "ada",
+        &token,
+        chat,
+        "written during the export",
+        "user",
+    )
+    .await;
+    let other = create_chat(&app, "ada", &token, "Made during the export", "m").await;
+    let removed = app
+        .delete(
+            &format!("{}/last", messages_path("ada", chat)),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status().as_u16(), 200);
+    let lines = lines_of(&begun.text().await.expect("the export's body"));
+
+    // Assert: exactly the 10,000 messages there were when it began, none of the changes.
+    assert_eq!(
+        lines.last(),
+        Some(&json!({"end": {"chats": 1, "messages": 10_000}}))
+    );
+    let messages: Vec<&Value> = lines
+        .iter()
+        .filter_map(|line| line.get("message"))
+        .collect();
+    assert_eq!(messages.len(), 10_000);
+    assert!(
+        messages
+            .iter()
+            .all(|message| message["message"] == text.as_str())
+    );
+    assert!(!messages.iter().any(|message| message["id"] == added["id"]));
+    let chats: Vec<&Value> = lines.iter().filter_map(|line| line.get("chat")).collect();
+    assert_eq!(chats.len(), 1);
+    assert_ne!(chats[0]["id"], other["id"]);
+    // The next export sees them.
+    let after = export(&app, "ada", &token).await;
+    assert_eq!(
+        after.last(),
+        Some(&json!({"end": {"chats": 2, "messages": 10_000}})),
+        "the message written, then deleted as the last turn, and the new chat"
+    );
+}
+
+#[tokio::test]
+async fn wrong_passwords_at_account_deletion_count_towards_the_login_back_off() {
+    // Arrange: one free failure per account, then a wait.
+    let app = spawn_app_with_settings(Settings {
+        throttle: ThrottleSettings {
+            login_per_account: Backoff {
+                free: 1,
+                first_lock: Duration::from_secs(60),
+                max_lock: Duration::from_secs(60),
+                forget_after: Duration::from_secs(600),
+            },
+            login_per_address: Backoff::OFF,
+            sign_up_per_address: Backoff::OFF,
+            ..ThrottleSettings::default()
+        },
+        ..Settings::default()
+    })
+    .await;
+    let (user, token) = app
+        .sign_up("ada@example.org", "correct horse battery")
+        .await;
+    let ada = user["id"].as_str().expect("the user id").to_owned();
+    let wrong = delete_account(
+        &app,
+        &ada,
+        &token,
+        &json!({"password": "wrong horse battery"}),
+    )
+    .await;
+    assert_error(wrong, 403, "Forbidden").await;
+
+    // Act: the right password, too soon.
+    let right = delete_account(
+        &app,
+        &ada,
+        &token,
+        &json!({"password": "correct horse battery"}),
+    )
+    .await;
+
+    // Assert: refused before any hashing, and nothing deleted; so is a login.
+    assert_eq!(right.status().as_u16(), 429);
+    assert!(right.headers().contains_key(RETRY_AFTER));
+    let session = app.get("/api/auth/session", Some(&token)).await;
+    assert_eq!(session.status().as_u16(), 200, "the account is still there");
+    let login = app
+        .post_json(
+            "/api/auth/login",
+            None,
+            &json!({"email": "ada@example.org", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(login.status().as_u16(), 429);
 }
