@@ -883,14 +883,21 @@ fn revoke_sessions(cli: &Cli, opts: &SessionRevokeOpts) -> anyhow::Result<()> {
     print_line(&revoked.to_string())
 }
 
-/// Fails unless the database file exists: `backup` and `check` must not create one.
-/// (A PostgreSQL database exists once it is created; its schema is then set up.)
-fn existing_database(cli: &Cli) -> anyhow::Result<Admin> {
+/// Fails unless the database file exists: `backup`, `check`, `export`, `import` and
+/// `compact` must not create one. (A PostgreSQL database exists once it is created;
+/// its schema is then set up.)
+fn require_existing(cli: &Cli) -> anyhow::Result<()> {
     if let Some(path) = cli.database.sqlite_path() {
         if !path.is_file() {
             bail!("no database at {}", path.display());
         }
     }
+    Ok(())
+}
+
+/// [`Admin`] on the existing database (see [`require_existing`]).
+fn existing_database(cli: &Cli) -> anyhow::Result<Admin> {
+    require_existing(cli)?;
     open_admin(cli)
 }
 
@@ -900,11 +907,7 @@ fn with_db<T>(
     cli: &Cli,
     work: impl AsyncFnOnce(&db::Db) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    if let Some(path) = cli.database.sqlite_path() {
-        if !path.is_file() {
-            bail!("no database at {}", path.display());
-        }
-    }
+    require_existing(cli)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
