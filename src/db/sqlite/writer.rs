@@ -897,21 +897,21 @@ mod tests {
     async fn a_full_queue_refuses_at_once_instead_of_growing() {
         let (_dir, writer) = writer_on_a_fresh_table(2);
         let (release, holder) = hold_the_writer(&writer).await;
-        let queued: Vec<_> = (0..2)
-            .map(|_| {
-                let writer = writer.clone();
-                tokio::spawn(async move { writer.call(|_| Ok(())).await })
-            })
-            .collect();
-        until_queued(&writer, 2).await;
+        // Each polled once: a call is counted before it is sent, so waiting for the count
+        // alone could let the refused call below take a place not yet sent to.
+        let mut queued: Vec<_> = (0..2).map(|_| Box::pin(writer.call(|_| Ok(())))).collect();
+        for call in &mut queued {
+            assert!(futures_util::poll!(call.as_mut()).is_pending());
+        }
+        assert_eq!(writer.queued(), 2);
 
         let refused = writer.call(|_| Ok(())).await;
 
         assert!(matches!(refused, Err(Error::Overloaded)), "{refused:?}");
         release.send(()).unwrap();
         holder.await.unwrap();
-        for task in queued {
-            task.await.unwrap().unwrap();
+        for call in queued {
+            call.await.unwrap();
         }
     }
 
